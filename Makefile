@@ -1,0 +1,31 @@
+# Two commands for a new user: `make demo` and `make test`. Both create .venv when missing.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.crrg-installed
+
+.PHONY: demo test java venv clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# One install of everything (runtime, synthetic-data, service and test extras), redone when
+# pyproject.toml changes.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install -e ".[synth,serve,dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+java:
+	@sh scripts/ensure_system_deps.sh
+
+demo: venv java
+	@sh scripts/demo.sh
+
+test: venv java
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,59 @@
+"""What every command shares: the --quiet state, progress bars, and one-line error reporting.
+
+Commands import heavy libraries (torch, transformers) inside their functions so ``crrg --help``
+answers quickly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable, Iterator, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+T = TypeVar("T")
+console = Console(stderr=True)
+
+
+@dataclass
+class CliState:
+    quiet: bool = False
+
+
+def state() -> CliState:
+    """The root command's state (``--quiet``); defaults apply when called outside the CLI."""
+    ctx = click.get_current_context(silent=True)
+    obj = ctx.find_root().obj if ctx is not None else None
+    return obj if isinstance(obj, CliState) else CliState()
+
+
+def is_quiet() -> bool:
+    return state().quiet
+
+
+def progress(iterable: Iterable[T], total: int | None = None, description: str = "working") -> Iterator[T]:
+    """Iterate with a rich progress bar on stderr, unless --quiet."""
+    if is_quiet():
+        yield from iterable
+        return
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        for item in iterable:
+            yield item
+            bar.advance(task)
+
+
+def info(message: str) -> None:
+    """A human-readable status line on stderr (silent with --quiet); results go to stdout."""
+    if not is_quiet():
+        console.print(message)
+
+
+def setup_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")

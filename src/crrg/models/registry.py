@@ -1,0 +1,172 @@
+"""Registry of named model configurations and the one loader/saver for weights.
+
+A *family* (``clip``, ``rrg``, ``blip``, ...) is a Python builder ``build(config: dict) -> nn.Module``
+registered with :func:`register_family`. A *model name* (``clip-resnet18-minilm``) is a JSON file in
+``crrg/models/configs/`` holding ``{"family": ..., ...config}``. Choosing a model never means editing
+code: ``create_model(name, pretrained=PATH_OR_HUB_ID)``.
+
+A saved model is a folder with ``config.json`` (the full config, including ``family``) and
+``model.safetensors``. :func:`load_pretrained` accepts such a folder, or a Hugging Face hub repo id
+holding the same two files (downloaded with ``huggingface_hub`` for users with internet).
+
+Every model built here carries its config as ``model.crrg_config`` so it can be saved again as-is.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from crrg.errors import ConfigError, InputError
+from crrg.io import atomic_save_file, atomic_write_json
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+_FAMILIES: dict[str, Callable[[dict], Any]] = {}
+# Modules that register families when imported; imported lazily so `crrg --help` stays fast.
+_FAMILY_MODULES = {
+    "clip": "crrg.clip.model",
+    "classifier": "crrg.clip.classifier",
+    "rrg": "crrg.rrg.model",
+    "blip": "crrg.blip.model",
+}
+
+
+def register_family(name: str) -> Callable[[Callable[[dict], Any]], Callable[[dict], Any]]:
+    def decorator(builder: Callable[[dict], Any]) -> Callable[[dict], Any]:
+        _FAMILIES[name] = builder
+        return builder
+
+    return decorator
+
+
+def register_family_module(family: str, module: str) -> None:
+    """Let a plug-in family be imported on first use (``module`` must call :func:`register_family`)."""
+    _FAMILY_MODULES[family] = module
+
+
+def _builder(family: str) -> Callable[[dict], Any]:
+    if family not in _FAMILIES and family in _FAMILY_MODULES:
+        importlib.import_module(_FAMILY_MODULES[family])
+    if family not in _FAMILIES:
+        raise ConfigError(f"unknown model family {family!r}; known: {sorted(set(_FAMILIES) | set(_FAMILY_MODULES))}")
+    return _FAMILIES[family]
+
+
+def _config_dir():
+    return resources.files("crrg.models") / "configs"
+
+
+def list_models() -> list[str]:
+    """Names of the model configurations shipped with crrg."""
+    return sorted(p.name[: -len(".json")] for p in _config_dir().iterdir() if p.name.endswith(".json"))
+
+
+def get_model_config(name: str) -> dict:
+    path = _config_dir() / f"{name}.json"
+    if not path.is_file():
+        raise ConfigError(f"unknown model {name!r}; `crrg models list` shows the known ones: {', '.join(list_models())}")
+    return json.loads(path.read_text())
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_model(config: dict):
+    """Build an untrained model from a full config dict (must contain ``family``)."""
+    if "family" not in config:
+        raise ConfigError("model config has no 'family' key")
+    model = _builder(config["family"])(config)
+    model.crrg_config = copy.deepcopy(config)
+    return model
+
+
+def create_model(name_or_config: str | dict, pretrained: str | os.PathLike | None = None, **overrides):
+    """Create a model by registry name (or from a config dict), optionally loading weights.
+
+    ``pretrained`` is a saved-model folder or hub id (see :func:`load_pretrained`); its weights are
+    loaded into the model built from the named config, so shapes must agree.
+    """
+    config = get_model_config(name_or_config) if isinstance(name_or_config, str) else dict(name_or_config)
+    config = _merge(config, overrides)
+    model = build_model(config)
+    if pretrained is not None:
+        state = _load_state(_locate(pretrained))
+        _load_into(model, state, str(pretrained))
+    return model
+
+
+def _locate(path_or_id: str | os.PathLike) -> Path:
+    path = Path(path_or_id)
+    if path.is_dir():
+        if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
+            raise InputError(f"{path} is not a saved crrg model: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
+        return path
+    if path.exists():
+        raise InputError(f"{path} is a file; pass the folder that holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+    text = str(path_or_id)
+    if text.count("/") != 1 or text.startswith((".", "/")):
+        raise InputError(f"model {text!r} is neither a local folder nor a hub id of the form owner/name")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=text, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]))
+    except Exception as exc:  # network, auth, missing repo: all user-facing
+        raise InputError(f"could not download model {text!r} from the Hugging Face hub: {exc}") from None
+
+
+def _load_state(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / WEIGHTS_FILE))
+
+
+def _load_into(model, state: dict, source: str) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InputError(
+            f"weights in {source} do not fit the model: {len(missing)} missing (e.g. {missing[:3]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
+        )
+
+
+def load_pretrained(path_or_id: str | os.PathLike, map_location: str = "cpu"):
+    """Load a saved model (folder or hub id): build it from its config.json, then load its weights."""
+    folder = _locate(path_or_id)
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    model = build_model(config)
+    _load_into(model, _load_state(folder), str(path_or_id))
+    if hasattr(model, "on_loaded"):
+        model.on_loaded(folder)  # families with extra files (tokenizer, thresholds) read them here
+    return model.to(map_location).eval()
+
+
+def save_pretrained(model, out_dir: str | os.PathLike, config: dict | None = None) -> Path:
+    """Save ``model`` as config.json + model.safetensors (atomically) in ``out_dir``."""
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = config if config is not None else getattr(model, "crrg_config", None)
+    if config is None:
+        raise ConfigError("model has no crrg_config; pass config= to save_pretrained")
+    # safetensors refuses shared storage (tied embeddings): store contiguous copies.
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    atomic_save_file(out / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write_json(out / CONFIG_FILE, config)
+    if hasattr(model, "on_saved"):
+        model.on_saved(out)
+    return out

@@ -1,0 +1,38 @@
+"""Shared test fixtures.
+
+``shared_data`` points at ``../shared/data`` (or $CRRG_SHARED_DATA); tests that need it are skipped
+where it is absent, so the suite also passes on a bare clone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _shared_data() -> Path:
+    env = os.environ.get("CRRG_SHARED_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = _shared_data()
+    if not path.is_dir():
+        pytest.skip(f"shared data not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _few_threads():
+    """CI has 2 cores; keep torch from oversubscribing them."""
+    try:
+        import torch
+
+        torch.set_num_threads(2)
+    except ImportError:
+        pass
