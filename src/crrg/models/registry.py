@@ -6,8 +6,8 @@ registered with :func:`register_family`. A *model name* (``clip-resnet18-minilm`
 code: ``create_model(name, pretrained=PATH_OR_HUB_ID)``.
 
 A saved model is a folder with ``config.json`` (the full config, including ``family``) and
-``model.safetensors``. :func:`load_pretrained` accepts such a folder, or a Hugging Face hub repo id
-holding the same two files (downloaded with ``huggingface_hub`` for users with internet).
+``model.safetensors``. :func:`load_pretrained` accepts such a folder, the name of a model bundled in
+``crrg/models/pretrained/``, or a Hugging Face hub repo id holding the same two files (downloaded with ``huggingface_hub`` for users with internet).
 
 Every model built here carries its config as ``model.crrg_config`` so it can be saved again as-is.
 """
@@ -109,8 +109,21 @@ def create_model(name_or_config: str | dict, pretrained: str | os.PathLike | Non
     return model
 
 
+def bundled_models_dir() -> Path:
+    """Folder of the trained models shipped inside the package (``crrg models list`` shows them)."""
+    return Path(str(resources.files("crrg.models"))) / "pretrained"
+
+
+def list_bundled_models() -> list[str]:
+    root = bundled_models_dir()
+    return sorted(p.name for p in root.iterdir() if (p / CONFIG_FILE).is_file()) if root.is_dir() else []
+
+
 def _locate(path_or_id: str | os.PathLike) -> Path:
     path = Path(path_or_id)
+    bundled = bundled_models_dir() / str(path_or_id)
+    if not path.exists() and "/" not in str(path_or_id) and (bundled / CONFIG_FILE).is_file():
+        return bundled
     if path.is_dir():
         if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
             raise InputError(f"{path} is not a saved crrg model: it needs {CONFIG_FILE} and {WEIGHTS_FILE}")
@@ -144,7 +157,7 @@ def _load_into(model, state: dict, source: str) -> None:
 
 
 def load_pretrained(path_or_id: str | os.PathLike, map_location: str = "cpu"):
-    """Load a saved model (folder or hub id): build it from its config.json, then load its weights."""
+    """Load a saved model (bundled name, folder or hub id): build it from config.json, then load weights."""
     folder = _locate(path_or_id)
     config = json.loads((folder / CONFIG_FILE).read_text())
     model = build_model(config)
