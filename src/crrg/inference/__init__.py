@@ -1,0 +1,1 @@
+"""Running a trained generator over many studies: input collection, sharding, resumable output."""

@@ -1,0 +1,1 @@
+"""HTTP service (FastAPI) and web viewer for report generation: ``crrg serve``."""

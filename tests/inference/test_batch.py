@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from crrg.errors import InputError
+from crrg.inference.batch import collect_jobs, done_ids, merge_parts, part_path, run_batch, shard
+from crrg.records import ImageRef, StudyRecord, write_manifest
+from tests.serve.serve_helpers import EchoGenerator, png_bytes
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "imgs"
+    (root / "sub").mkdir(parents=True)
+    for i in range(3):
+        (root / f"s{i}.png").write_bytes(png_bytes(10 * i, (30 + i, 20)))
+    (root / "sub" / "s9.png").write_bytes(png_bytes(5))
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_collect_from_folder_glob_and_manifest(folder, tmp_path):
+    jobs = collect_jobs([str(folder)])
+    assert [j.id for j in jobs] == ["s0", "s1", "s2", "sub/s9"]
+    assert len(collect_jobs([str(folder / "s*.png")])) == 3
+    manifest = tmp_path / "m.jsonl"
+    write_manifest(manifest, [StudyRecord(id="A", images=[ImageRef(str(folder / "s1.png"), "LATERAL"),
+                                                          ImageRef(str(folder / "s0.png"), "PA")], indication="cough")])
+    (job,) = collect_jobs([str(manifest)])
+    assert job.views == ["PA", "LATERAL"] and job.indication == "cough"  # frontal first
+    with pytest.raises(InputError, match="no such file"):
+        collect_jobs([str(tmp_path / "missing")])
+    with pytest.raises(InputError, match="not unique"):
+        collect_jobs([str(folder / "s0.png"), str(folder / "s0.png")])
+
+
+def test_shard_partitions_every_job_once(folder):
+    jobs = collect_jobs([str(folder)])
+    parts = [shard(jobs, r, 3) for r in range(3)]
+    assert sorted(j.id for p in parts for j in p) == sorted(j.id for j in jobs)
+
+
+def test_run_batch_writes_resumes_and_records_failures(folder, tmp_path):
+    (folder / "broken.png").write_bytes(png_bytes()[:30])
+    jobs = collect_jobs([str(folder)])
+    out = tmp_path / "out.jsonl"
+    generator = EchoGenerator()
+    summary = run_batch(generator, jobs[:2], out)
+    assert summary.written == 2 and generator.calls == 2
+    with pytest.raises(InputError, match="--resume"):
+        run_batch(generator, jobs, out)
+    with open(out, "a") as handle:  # a kill in the middle of a line
+        handle.write('{"id": "s1", "rep')
+    summary = run_batch(generator, jobs, out, resume=True, workers=0)
+    assert summary.skipped == 2 and summary.written == 3 and summary.failed == 1
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["id"] for line in lines] == [j.id for j in jobs]
+    assert "error" in lines[0] and "broken.png" in lines[0]["error"]
+    assert "Indication echo" in lines[1]["findings"]
+    assert done_ids(out) == {j.id for j in jobs}
+
+
+def test_merge_parts_orders_by_input_and_removes_parts(tmp_path):
+    out = tmp_path / "out.jsonl"
+    part_path(out, 0).write_text('{"id": "b"}\n')
+    part_path(out, 1).write_text('{"id": "a"}\n{"id": "c"}\n')
+    assert merge_parts(out, 2, ["a", "b", "c"]) == 3
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["a", "b", "c"]
+    assert not part_path(out, 0).exists()
