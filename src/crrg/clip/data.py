@@ -1,0 +1,275 @@
+"""Datasets for CLIP and the classifier: manifests of StudyRecords and plain image folders.
+
+Images come in through :func:`crrg.image.load_image` (float32 (H, W) in [0, 1]) and leave as
+``(1, S, S)`` tensors normalised with one fixed mean/std, so training, zero-shot, classification
+and retrieval all see identical pixels. Augmentations are mild on purpose: a radiograph flipped
+left-right is anatomically wrong (the heart moves), so there is no flip.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from crrg.errors import ConfigError, InputError
+from crrg.observations import CHEXPERT_14
+from crrg.records import StudyRecord
+
+log = logging.getLogger(__name__)
+
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.25
+SECTIONS = ("findings", "impression", "both")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".tiff")
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """The project's one image decoder (PNG/JPEG/DICOM -> float32 (H, W) in [0, 1])."""
+    try:
+        from crrg.image import load_image as _load
+    except ImportError:  # crrg.image not installed in this checkout yet: PNG/JPEG via Pillow only
+        return _load_with_pillow(path)
+    return _load(path)
+
+
+def _load_with_pillow(path: str | Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    from crrg.errors import ImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("L"), dtype=np.float32)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageError(f"cannot decode image {path}: {exc}") from None
+    return arr / 255.0
+
+
+def image_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:
+    """A decoded radiograph as a normalised ``(1, size, size)`` tensor (plain resize, no crop)."""
+    if image.ndim != 2:
+        raise InputError(f"expected a gray image of shape (H, W), got shape {tuple(image.shape)}")
+    x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return ((x[0] - PIXEL_MEAN) / PIXEL_STD).contiguous()
+
+
+def images_to_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    return torch.stack([image_to_tensor(im, size) for im in images])
+
+
+@dataclass
+class ImageAugment:
+    """Small affine jitter plus brightness/contrast changes, applied to an un-normalised tensor."""
+
+    degrees: float = 5.0
+    translate: float = 0.05
+    scale: tuple[float, float] = (0.93, 1.07)
+    contrast: float = 0.2
+    brightness: float = 0.1
+
+    def __call__(self, x: torch.Tensor, rng: random.Random) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as TF
+
+        size = x.shape[-1]
+        angle = rng.uniform(-self.degrees, self.degrees)
+        shift = [int(round(rng.uniform(-self.translate, self.translate) * size)) for _ in range(2)]
+        x = TF.affine(x, angle=angle, translate=shift, scale=rng.uniform(*self.scale), shear=[0.0, 0.0])
+        c = 1.0 + rng.uniform(-self.contrast, self.contrast)
+        b = rng.uniform(-self.brightness, self.brightness)
+        mean = x.mean()
+        return ((x - mean) * c + mean + b).clamp(0.0, 1.0)
+
+
+@dataclass
+class TextAugment:
+    """Shuffle a report's sentences and drop some: reports list findings in no fixed order."""
+
+    shuffle: bool = True
+    drop_probability: float = 0.2
+
+    def __call__(self, text: str, rng: random.Random) -> str:
+        sentences = split_sentences(text)
+        if len(sentences) <= 1:
+            return text
+        if self.shuffle:
+            rng.shuffle(sentences)
+        kept = [s for s in sentences if rng.random() >= self.drop_probability]
+        return " ".join(kept or [rng.choice(sentences)])
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text.strip()) if s.strip()]
+
+
+def report_text(record: StudyRecord, section: str) -> str:
+    """The report section CLIP learns from; falls back to the other section when the chosen one is empty."""
+    if section not in SECTIONS:
+        raise ConfigError(f"report section {section!r} is not one of {list(SECTIONS)}")
+    if section == "findings":
+        return record.findings.strip() or record.impression.strip()
+    if section == "impression":
+        return record.impression.strip() or record.findings.strip()
+    return record.report
+
+
+def primary_image(record: StudyRecord) -> str | None:
+    """The first frontal image (the view CLIP models are trained on), else the first image."""
+    frontal = record.frontal_images()
+    if frontal:
+        return frontal[0].path
+    return record.images[0].path if record.images else None
+
+
+def usable_pairs(records: Sequence[StudyRecord], section: str) -> list[tuple[str, str, StudyRecord]]:
+    """(image path, report text, record) for the records that have both; logs how many were skipped."""
+    pairs = []
+    for record in records:
+        path, text = primary_image(record), report_text(record, section)
+        if path and text:
+            pairs.append((path, text, record))
+    if len(pairs) < len(records):
+        log.info("skipped %d of %d studies without an image or a report", len(records) - len(pairs), len(records))
+    return pairs
+
+
+class ImageTextDataset(Dataset):
+    """(image, report) pairs for contrastive training; augmentation is seeded per (epoch, index)."""
+
+    def __init__(self, records: Sequence[StudyRecord], image_size: int, section: str = "both",
+                 image_augment: ImageAugment | None = None, text_augment: TextAugment | None = None, seed: int = 0):
+        self.pairs = usable_pairs(records, section)
+        if not self.pairs:
+            raise InputError("no study in the manifest has both an image and a report text")
+        self.image_size = image_size
+        self.image_augment = image_augment
+        self.text_augment = text_augment
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path, text, _ = self.pairs[index]
+        rng = random.Random(hash((self.seed, self.epoch, index)))
+        image = load_image(path)
+        if self.image_augment is not None:
+            raw = image_to_tensor(image, self.image_size) * PIXEL_STD + PIXEL_MEAN
+            x = (self.image_augment(raw, rng) - PIXEL_MEAN) / PIXEL_STD
+        else:
+            x = image_to_tensor(image, self.image_size)
+        if self.text_augment is not None:
+            text = self.text_augment(text, rng)
+        return {"image": x, "text": text}
+
+
+def collate_pairs(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"image": torch.stack([b["image"] for b in batch]), "text": [b["text"] for b in batch]}
+
+
+def label_targets(record: StudyRecord, labels: Sequence[str], uncertain: str = "positive") -> tuple[list[float], list[float]]:
+    """Target vector and mask for a record's CheXpert labels.
+
+    Not mentioned (None) counts as negative, as in CheXpert training practice; uncertain (-1) is
+    positive, negative, or masked out of the loss (``uncertain="ignore"``).
+    """
+    target, mask = [], []
+    for name in labels:
+        value = record.labels.get(name)
+        if value == -1:
+            if uncertain == "ignore":
+                target.append(0.0)
+                mask.append(0.0)
+                continue
+            value = 1 if uncertain == "positive" else 0
+        target.append(1.0 if value == 1 else 0.0)
+        mask.append(1.0)
+    return target, mask
+
+
+@dataclass
+class LabeledImage:
+    path: str
+    target: list[float]
+    mask: list[float]
+    id: str = ""
+
+
+def labeled_from_records(records: Sequence[StudyRecord], labels: Sequence[str], uncertain: str = "positive") -> list[LabeledImage]:
+    items = []
+    for record in records:
+        path = primary_image(record)
+        if path is None:
+            continue
+        target, mask = label_targets(record, labels, uncertain)
+        items.append(LabeledImage(path=path, target=target, mask=mask, id=record.id))
+    return items
+
+
+def read_image_folder(root: str | Path) -> tuple[list[LabeledImage], list[str]]:
+    """Images sorted into class sub-folders (``0_normal/``, ``1_abnormal/``) as labelled items.
+
+    Two classes become one binary label named after the second folder (``abnormal``); more classes
+    become one-hot labels named after the folders. A leading ``<digits>_`` fixes the order.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"image folder {root} does not exist")
+    classes = sorted(p for p in root.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise InputError(f"image folder {root} needs at least two class sub-folders (e.g. 0_normal/, 1_abnormal/)")
+    names = [re.sub(r"^\d+_", "", c.name) for c in classes]
+    labels = [names[1]] if len(classes) == 2 else names
+    items = []
+    for k, folder in enumerate(classes):
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            target = [float(k == 1)] if len(classes) == 2 else [float(k == j) for j in range(len(classes))]
+            items.append(LabeledImage(path=str(path), target=target, mask=[1.0] * len(target), id=f"{folder.name}/{path.name}"))
+    if not items:
+        raise InputError(f"no images found under {root}")
+    return items, labels
+
+
+class LabeledImageDataset(Dataset):
+    def __init__(self, items: Sequence[LabeledImage], image_size: int, augment: ImageAugment | None = None, seed: int = 0):
+        self.items = list(items)
+        self.image_size = image_size
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        item = self.items[index]
+        image = load_image(item.path)
+        if self.augment is not None:
+            rng = random.Random(hash((self.seed, self.epoch, index)))
+            raw = image_to_tensor(image, self.image_size) * PIXEL_STD + PIXEL_MEAN
+            x = (self.augment(raw, rng) - PIXEL_MEAN) / PIXEL_STD
+        else:
+            x = image_to_tensor(image, self.image_size)
+        return {"image": x, "target": torch.tensor(item.target), "mask": torch.tensor(item.mask)}
+
+
+def default_labels() -> list[str]:
+    return list(CHEXPERT_14)

@@ -1,0 +1,197 @@
+"""`crrg train clip`: contrastive pretraining on image-report pairs, plugged into the training engine.
+
+Config sections (see configs/clip/*.yaml)::
+
+    model:   {name: clip-resnet18-minilm, pretrained: null, overrides: {...}, text_lr_scale: 0.1}
+    data:    {manifest: M.jsonl, train_split: train, val_split: val, section: both,
+              image_augment: true, text_augment: true}
+    export:  {index_train_reports: true, choose_thresholds: true, prompts: null}
+    trainer: {...}   (the engine's)
+
+The pretrained text encoder gets a smaller learning rate (``text_lr_scale``) than the image tower
+trained from scratch, so contrastive training does not wash out what MiniLM already knows.
+On export the model is saved with a retrieval index of the training reports (so it can serve as
+a report-generation baseline) and with zero-shot thresholds chosen on the validation split where
+it has labels.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from crrg.clip.data import ImageAugment, ImageTextDataset, TextAugment, collate_pairs, label_targets, load_image, primary_image
+from crrg.errors import ConfigError, InputError
+from crrg.records import StudyRecord, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+def _section(config: dict, name: str) -> dict:
+    value = config.get(name) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"config section {name!r} must be a mapping")
+    return value
+
+
+def build_registry_model(model_cfg: dict):
+    from crrg.models.registry import create_model
+
+    name = model_cfg.get("name")
+    if not name:
+        raise ConfigError("model.name is missing (a registry name such as clip-resnet18-minilm)")
+    return create_model(name, pretrained=model_cfg.get("pretrained"), **(model_cfg.get("overrides") or {}))
+
+
+def load_split(config: dict, split_key: str, default: str) -> list[StudyRecord]:
+    data = _section(config, "data")
+    manifest = data.get("manifest")
+    if not manifest:
+        raise ConfigError("data.manifest is missing (crrg train clip --data M.jsonl)")
+    split = data.get(split_key, default)
+    return read_manifest(manifest, split=split) if split else []
+
+
+def warmup_cosine(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / max(warmup, 1)
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def optimizer_with_schedule(module: L.LightningModule, groups: list[dict], trainer_cfg: dict, warmup_fraction: float):
+    optimizer = torch.optim.AdamW(groups, lr=float(trainer_cfg.get("lr", 1e-4)), weight_decay=float(trainer_cfg.get("weight_decay", 0.0)))
+    total = int(module.trainer.estimated_stepping_batches) if module._trainer is not None else 1000
+    warmup = int(warmup_fraction * total)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+class ClipModule(L.LightningModule):
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = config
+        self.model = build_registry_model(_section(config, "model"))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        out = self.model(batch["image"], batch["text"])
+        self.log("train_loss", out["loss"], prog_bar=True, batch_size=len(batch["text"]))
+        self.log("temperature", 1.0 / self.model.scale(), batch_size=len(batch["text"]))
+        return out["loss"]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        out = self.model(batch["image"], batch["text"])
+        n = len(batch["text"])
+        top1 = (out["image_emb"] @ out["text_emb"].t()).argmax(-1).eq(torch.arange(n, device=self.device)).float().mean()
+        self.log("val_loss", out["loss"], prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("val_top1", top1, batch_size=n, sync_dist=True)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.model.clamp_logit_scale_()
+
+    def on_train_epoch_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and getattr(datamodule, "train_set", None) is not None:
+            datamodule.train_set.epoch = self.current_epoch  # fresh augmentations every epoch
+
+    def configure_optimizers(self):
+        model_cfg = _section(self.config, "model")
+        scale = float(model_cfg.get("text_lr_scale", 1.0))
+        base = float(_section(self.config, "trainer").get("lr", 1e-4))
+        text = [p for n, p in self.model.named_parameters() if n.startswith("text_encoder.")]
+        other = [p for n, p in self.model.named_parameters() if not n.startswith("text_encoder.")]
+        groups = [{"params": other, "lr": base}, {"params": text, "lr": base * scale}]
+        return optimizer_with_schedule(self, groups, _section(self.config, "trainer"), float(model_cfg.get("warmup_fraction", 0.05)))
+
+
+class ClipDataModule(L.LightningDataModule):
+    def __init__(self, config: dict, image_size: int):
+        super().__init__()
+        self.config = config
+        self.image_size = image_size
+        self.train_set: ImageTextDataset | None = None
+        self.val_set: ImageTextDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        data = _section(self.config, "data")
+        section = data.get("section", "both")
+        seed = int(_section(self.config, "trainer").get("seed", 0))
+        image_aug = ImageAugment() if data.get("image_augment", True) else None
+        text_aug = TextAugment() if data.get("text_augment", True) else None
+        train = load_split(self.config, "train_split", "train")
+        if not train:
+            raise InputError(f"the manifest has no studies in split {data.get('train_split', 'train')!r}")
+        self.train_set = ImageTextDataset(train, self.image_size, section, image_aug, text_aug, seed=seed)
+        val = load_split(self.config, "val_split", "val")
+        self.val_set = ImageTextDataset(val, self.image_size, section) if val else None
+
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        trainer = _section(self.config, "trainer")
+        return DataLoader(dataset, batch_size=int(trainer.get("batch_size", 8)), shuffle=shuffle,
+                          num_workers=int(trainer.get("num_workers", 0)), collate_fn=collate_pairs,
+                          drop_last=shuffle and len(dataset) > int(trainer.get("batch_size", 8)))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []
+
+
+def zero_shot_thresholds(model, records: list[StudyRecord], prompts: str | None) -> dict[str, float]:
+    """Thresholds per observation chosen on labelled validation studies (F1-optimal); others stay 0.5."""
+    from crrg.clip.classifier import choose_thresholds
+    from crrg.clip.zeroshot import ZeroShotClassifier
+
+    records = [r for r in records if primary_image(r)]
+    if not records:
+        return {}
+    zs = ZeroShotClassifier.from_prompt_file(model, prompts)
+    probs = zs.probabilities([load_image(primary_image(r)) for r in records])
+    known = [[float(r.labels.get(n) is not None) for n in zs.observations] for r in records]
+    targets = np.array([label_targets(r, zs.observations)[0] for r in records])
+    return choose_thresholds(targets, probs, zs.observations, mask=np.array(known))
+
+
+class ClipTask:
+    def build_module(self, config: dict) -> ClipModule:
+        return ClipModule(config)
+
+    def build_datamodule(self, config: dict) -> ClipDataModule:
+        from crrg.models.registry import get_model_config
+
+        model_cfg = _section(config, "model")
+        base = get_model_config(model_cfg["name"]) if model_cfg.get("name") else {}
+        overrides = (model_cfg.get("overrides") or {}).get("image_encoder", {})
+        size = int(overrides.get("image_size", base.get("image_encoder", {}).get("image_size", 224)))
+        return ClipDataModule(config, size)
+
+    def export(self, module: ClipModule, out_dir: Path) -> None:
+        from crrg.clip.retrieval import build_index
+        from crrg.models.registry import save_pretrained
+
+        model = module.model.cpu().eval()
+        export = _section(module.config, "export")
+        if export.get("index_train_reports", True):
+            model.retrieval = build_index(model, load_split(module.config, "train_split", "train"))
+        if export.get("choose_thresholds", True):
+            val = load_split(module.config, "val_split", "val")
+            if val:
+                model.thresholds = zero_shot_thresholds(model, val, export.get("prompts"))
+        save_pretrained(model, out_dir)
+
+
+def _register() -> None:
+    from crrg.training.tasks import register_task
+
+    register_task("clip", ClipTask)
+
+
+_register()
