@@ -1,0 +1,162 @@
+"""``crrg data``: build manifests from datasets (``prepare``) and summarise them (``stats``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from crrg.cli.common import console, info, is_quiet, progress
+
+data_app = typer.Typer(help="Dataset readers -> manifest, and manifest statistics.", no_args_is_help=True)
+prepare_app = typer.Typer(help="Read a dataset and write a crrg manifest (JSONL of study records).", no_args_is_help=True)
+data_app.add_typer(prepare_app, name="prepare")
+
+OUT = typer.Option(..., "--out", "-o", help="Manifest to write (JSONL; written atomically).")
+VIEWS = typer.Option(None, "--views", help="Keep only images of these views, e.g. 'PA,AP' or 'frontal'; studies left without images are dropped.")
+WITH_REPORT = typer.Option(False, "--require-report", help="Drop studies with neither findings nor impression.")
+WITH_IMAGES = typer.Option(False, "--require-images", help="Drop studies without images.")
+
+
+def _check_out(out: Path) -> None:
+    from crrg.errors import InputError
+
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'manifest.jsonl'}")
+
+
+def _write(reader, out: Path, description: str, views: Optional[str], with_report: bool, with_images: bool) -> None:
+    from crrg.data.filters import apply_filters, parse_views
+    from crrg.records import write_manifest
+
+    wanted = parse_views(views)
+    records = apply_filters(progress(reader, total=len(reader), description=description), wanted, with_report, with_images)
+    written = write_manifest(out, records)
+    notes = getattr(reader, "notes", {}) or {}
+    splits = ", ".join(f"{notes[s]} {s}" for s in ("train", "val", "test", "unassigned") if notes.get(s))
+    extra = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in notes.items()
+                      if k not in ("studies", "images", "train", "val", "test", "unassigned") and v)
+    info(f"wrote {written} studies to {out}" + (f" (read {notes.get('studies')}: {splits})" if notes else "")
+         + (f"; {extra}" if extra else ""))
+
+
+@prepare_app.command("iu-xray")
+def prepare_iu_xray(
+    reports: Path = typer.Option(..., "--reports", help="NLMCXR_reports.tgz, its extracted ecgen-radiology/ folder, or Kaggle indiana_reports.csv."),
+    out: Path = OUT,
+    split: Optional[Path] = typer.Option(None, "--split", help="R2Gen-style annotation.json with train/val/test; other studies are 'unassigned'."),
+    metadata: Optional[Path] = typer.Option(None, "--metadata", help="nlmcxr_dicom_metadata.csv(.gz): view positions."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Image folder (Open-i flat, R2Gen images/<study>/<n>.png or Kaggle layout); only found images are kept."),
+    projections: Optional[Path] = typer.Option(None, "--projections", help="Kaggle indiana_projections.csv (default: next to indiana_reports.csv)."),
+    views: Optional[str] = VIEWS,
+    require_report: bool = WITH_REPORT,
+    require_images: bool = WITH_IMAGES,
+) -> None:
+    """IU X-Ray (Open-i) reports, with optional split file, DICOM metadata and images."""
+    from crrg.data.iu_xray import IuXrayReader
+
+    _check_out(out)
+    reader = IuXrayReader(reports, split_file=split, metadata=metadata, images=images, projections=projections,
+                          manifest_dir=out.resolve().parent)
+    _write(reader, out, "IU X-Ray", views, require_report, require_images)
+
+
+@prepare_app.command("mimic-cxr")
+def prepare_mimic_cxr(
+    root: Path = typer.Option(..., "--root", help="MIMIC-CXR-JPG folder with mimic-cxr-2.0.0-{split,metadata,chexpert}.csv.gz and files/."),
+    out: Path = OUT,
+    reports: Optional[Path] = typer.Option(None, "--reports", help="Folder holding the MIMIC-CXR report files/pNN/p<subject>/s<study>.txt (default: --root)."),
+    views: Optional[str] = VIEWS,
+    require_report: bool = WITH_REPORT,
+    require_images: bool = WITH_IMAGES,
+) -> None:
+    """MIMIC-CXR-JPG tables and MIMIC-CXR report texts, one record per study."""
+    from crrg.data.mimic_cxr import MimicCxrReader
+
+    _check_out(out)
+    info("reading the MIMIC-CXR tables")
+    reader = MimicCxrReader(root, reports=reports, manifest_dir=out.resolve().parent)
+    _write(reader, out, "MIMIC-CXR", views, require_report, require_images)
+
+
+@prepare_app.command("csv")
+def prepare_csv(
+    table: Path = typer.Argument(..., help="CSV, TSV or JSONL, one study per row."),
+    out: Path = OUT,
+    image_col: Optional[List[str]] = typer.Option(None, "--image-col", help="Image path column (repeatable; default: image / image_path / images / path)."),
+    report_col: Optional[str] = typer.Option(None, "--report-col", help="Free-text report column (default: report / text)."),
+    images_root: Optional[Path] = typer.Option(None, "--images-root", help="Folder relative image paths are relative to (default: the table's folder)."),
+    views: Optional[str] = VIEWS,
+    require_report: bool = WITH_REPORT,
+    require_images: bool = WITH_IMAGES,
+) -> None:
+    """Your own table: image path(s), report text or findings/impression, optional CheXpert-14 labels, split, view."""
+    from crrg.data.generic import GenericReader
+
+    _check_out(out)
+    reader = GenericReader(table, image_columns=image_col, report_column=report_col, images_root=images_root,
+                           manifest_dir=out.resolve().parent)
+    _write(reader, out, Path(table).name, views, require_report, require_images)
+
+
+def _fmt(value: float | int | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+@data_app.command("stats")
+def stats(
+    manifest: Path = typer.Argument(..., help="Manifest (JSONL) to summarise."),
+    as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON instead of tables."),
+) -> None:
+    """Studies per split, image views, label prevalence per observation, report length in words."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from crrg.data.stats import compute_stats
+    from crrg.records import iter_manifest
+
+    records = iter_manifest(manifest, resolve_paths=False)
+    if not as_json and not is_quiet():
+        records = progress(records, description="reading")
+    result = compute_stats(records)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    out = Console()
+    overview = Table(title=f"{manifest}: {result.studies} studies, {result.patients} patients, {result.images} images")
+    for column in ("split", "studies", "images", "words mean", "median", "p95"):
+        overview.add_column(column, justify="left" if column == "split" else "right", no_wrap=True)
+    for split in result.splits:
+        words = result.report_words_per_split[split]
+        overview.add_row(split, str(result.splits[split]), str(sum(result.views_per_split[split].values())),
+                         _fmt(words.mean), _fmt(words.median), _fmt(words.p95))
+    words = result.report_words
+    overview.add_row("all", str(result.studies), str(result.images), _fmt(words.mean), _fmt(words.median),
+                     _fmt(words.p95), style="bold")
+    out.print(overview)
+    out.print(f"studies without images: {result.studies_without_images}; "
+              f"without findings/impression: {result.studies_without_report}")
+    view_table = Table(title="images per view")
+    view_table.add_column("view", no_wrap=True)
+    for split in result.splits:
+        view_table.add_column(split, justify="right", no_wrap=True)
+    view_table.add_column("all", justify="right", no_wrap=True)
+    for view, count in result.views.items():
+        view_table.add_row(view, *[str(result.views_per_split[s].get(view, 0)) for s in result.splits], str(count))
+    out.print(view_table)
+    labels = Table(title="label prevalence (positive / all studies)")
+    for column in ("observation", "pos", "neg", "uncertain", "blank", "prevalence"):
+        labels.add_column(column, justify="left" if column == "observation" else "right", no_wrap=True)
+    for name, counts in result.labels.items():
+        prevalence = counts.prevalence
+        labels.add_row(name, str(counts.positive), str(counts.negative), str(counts.uncertain), str(counts.missing),
+                       "-" if prevalence is None else f"{100 * prevalence:.1f}%")
+    out.print(labels)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")
