@@ -47,18 +47,19 @@ def test_run_batch_writes_resumes_and_records_failures(folder, tmp_path):
     jobs = collect_jobs([str(folder)])
     out = tmp_path / "out.jsonl"
     generator = EchoGenerator()
-    summary = run_batch(generator, jobs[:2], out)
+    assert jobs[0].id == "broken"
+    summary = run_batch(generator, jobs[1:3], out)
     assert summary.written == 2 and generator.calls == 2
     with pytest.raises(InputError, match="--resume"):
         run_batch(generator, jobs, out)
     with open(out, "a") as handle:  # a kill in the middle of a line
         handle.write('{"id": "s1", "rep')
     summary = run_batch(generator, jobs, out, resume=True, workers=0)
-    assert summary.skipped == 2 and summary.written == 3 and summary.failed == 1
+    assert summary.skipped == 2 and summary.written == 2 and summary.failed == 1
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [line["id"] for line in lines] == [j.id for j in jobs]
-    assert "error" in lines[0] and "broken.png" in lines[0]["error"]
-    assert "Indication echo" in lines[1]["findings"]
+    assert [line["id"] for line in lines] == ["s0", "s1", "broken", "s2", "sub/s9"]
+    assert "error" in lines[2] and "broken.png" in lines[2]["error"]
+    assert "Indication echo" in lines[1]["findings"] and "Size 31x20" in lines[1]["findings"]
     assert done_ids(out) == {j.id for j in jobs}
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import logging
 import time
@@ -129,10 +130,15 @@ def create_app(generator: Any, model_name: str, model_version: str = __version__
     config = config or ServiceConfig()
     limits = config.limits
     service = ReportService(generator, model_name, model_version, limits)
-    app = FastAPI(title="crrg report service", version=__version__,
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        service.shutdown()
+
+    app = FastAPI(title="crrg report service", version=__version__, lifespan=lifespan,
                   description="Chest radiograph report generation. " + DISCLAIMER)
     app.state.service = service
-    app.add_event_handler("shutdown", service.shutdown)
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type"])
