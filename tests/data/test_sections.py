@@ -1,0 +1,63 @@
+from crrg.text.sections import MAIN_SECTIONS, extract_sections
+
+MIMIC_REPORT = """                                 FINAL REPORT
+ EXAMINATION:  CHEST (PA AND LAT)
+ 
+ INDICATION:  ___F with new onset ascites  // eval for infection
+ 
+ TECHNIQUE:  Chest PA and lateral
+ 
+ COMPARISON:  None.
+ 
+ FINDINGS: 
+ 
+ There is no focal consolidation, pleural effusion or pneumothorax.  Bilateral
+ nodular opacities that most likely represent nipple shadows.
+ 
+ IMPRESSION: 
+ 
+ No acute cardiopulmonary process.
+"""
+
+
+def test_mimic_template_sections_and_whitespace():
+    s = extract_sections(MIMIC_REPORT)
+    assert s["indication"] == "___F with new onset ascites // eval for infection"
+    assert s["comparison"] == "None."
+    assert s["findings"] == ("There is no focal consolidation, pleural effusion or pneumothorax. Bilateral "
+                             "nodular opacities that most likely represent nipple shadows.")
+    assert s["impression"] == "No acute cardiopulmonary process."
+    assert s["technique"] == "Chest PA and lateral"
+    assert s["examination"] == "CHEST (PA AND LAT)"
+
+
+def test_heading_variants_fold_into_canonical_keys():
+    text = ("CLINICAL HISTORY: fever.\nREASON FOR EXAM: r/o pneumonia.\nCOMPARISONS: ___.\n"
+            "FINDINGS AND IMPRESSION: Clear lungs.\nRECOMMENDATION(S): none")
+    s = extract_sections(text)
+    assert s["indication"] == "fever. r/o pneumonia."
+    assert s["comparison"] == "___."
+    assert s["findings"] == "Clear lungs."
+    assert s["impression"] == ""
+    assert s["recommendation"] == "none"
+    assert extract_sections("CONCLUSION: Mild edema.")["impression"] == "Mild edema."
+
+
+def test_text_without_headings_is_findings_and_keeps_words():
+    s = extract_sections("Heart size: normal.\n  XXXX lungs   are clear.")
+    assert s == {"indication": "", "comparison": "", "findings": "Heart size: normal. XXXX lungs are clear.", "impression": ""}
+    assert set(extract_sections("")) == set(MAIN_SECTIONS)
+
+
+def test_last_paragraph_fallback_when_no_findings_or_impression():
+    text = "FINAL REPORT\n HISTORY: cough.\n \n The lungs are clear. No effusion.\n"
+    s = extract_sections(text)
+    assert s["indication"] == "cough."
+    assert s["findings"] == "The lungs are clear. No effusion."
+
+
+def test_unknown_uppercase_heading_ends_previous_section():
+    s = extract_sections("FINDINGS: Clear.\nADDENDUM: see below.\nNOTE BY DR: called.")
+    assert s["findings"] == "Clear."
+    assert s["addendum"] == "see below."
+    assert s["note_by_dr"] == "called."
