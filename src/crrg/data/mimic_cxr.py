@@ -96,7 +96,7 @@ class MimicCxrReader:
         images["view"] = views.map(view_names).fillna("unknown")
         raw_splits = {s: normalise_split(s, str(split_path)) for s in images["split"].astype("object").fillna("").unique()}
         images["split"] = images["split"].astype("object").fillna("").map(raw_splits)
-        images.sort_values(["subject_id", "study_id", "dicom_id"], inplace=True, kind="stable")
+        images = images.sort_values(["subject_id", "study_id", "dicom_id"], kind="stable")
 
         study_ids = images["study_id"].to_numpy()
         starts = np.flatnonzero(np.r_[True, study_ids[1:] != study_ids[:-1]])
