@@ -93,16 +93,23 @@ def _inside(spans: list[tuple[int, int]], start: int, end: int) -> bool:
     return any(s <= start and end <= e for s, e in spans)
 
 
-def _clause_mentions(name: str, rules: _Compiled, clause: str) -> Iterable[tuple[str, int]]:
-    spans = [m.span() for m in rules.unmentions.finditer(clause)] if rules.unmentions else []
+def _clause_mentions(rules: _Compiled, clause: str) -> Iterable[tuple[str, int]]:
+    spans: list[tuple[int, int]] | None = None  # unmention spans, computed only once a mention is seen
+
+    def unmentioned(start: int, end: int) -> bool:
+        nonlocal spans
+        if spans is None:
+            spans = [m.span() for m in rules.unmentions.finditer(clause)] if rules.unmentions else []
+        return _inside(spans, start, end)
+
     if rules.findings is not None:
         for m in rules.findings.finditer(clause):
-            if not _inside(spans, m.start(), m.end()):
+            if not unmentioned(m.start(), m.end()):
                 yield m.group(0), _classify(clause, m.start(), m.end())
     for subject in rules.subjects:
         for pattern in (subject.after, subject.before):
             for m in pattern.finditer(clause):
-                if _inside(spans, m.start(), m.end()):
+                if unmentioned(m.start(), m.end()):
                     continue
                 if m.group("a") is not None:
                     # negation cues may sit before the subject or between it and the qualifier
@@ -117,17 +124,27 @@ def _clause_mentions(name: str, rules: _Compiled, clause: str) -> Iterable[tuple
                 yield m.group(0), value
 
 
+@lru_cache(maxsize=1 << 16)
+def sentence_mentions(sentence: str) -> tuple[tuple[str, str, int], ...]:
+    """``(observation, mention text, value)`` of one lower-cased sentence.
+
+    Cached: report corpora repeat the same sentences ("No pneumothorax.") thousands of times, and
+    a sentence's mentions do not depend on its neighbours.
+    """
+    found = []
+    for clause in split_clauses(sentence):
+        clause = mask_double_negation(clause)
+        for name, rules in _compiled().items():
+            for mention_text, value in _clause_mentions(rules, clause):
+                found.append((name, mention_text, value))
+    return tuple(found)
+
+
 def find_mentions(text: str) -> list[Mention]:
     """All mentions in a report with their values; useful to see why a label came out as it did."""
-    compiled = _compiled()
-    mentions = []
-    for index, sentence in enumerate(report_sentences(text)):
-        for clause in split_clauses(sentence):
-            clause = mask_double_negation(clause)
-            for name, rules in compiled.items():
-                for mention_text, value in _clause_mentions(name, rules, clause):
-                    mentions.append(Mention(name, mention_text, index, value))
-    return mentions
+    return [Mention(name, mention_text, index, value)
+            for index, sentence in enumerate(report_sentences(text))
+            for name, mention_text, value in sentence_mentions(sentence)]
 
 
 def aggregate(mentions: Iterable[Mention]) -> dict[str, int | None]:

@@ -133,7 +133,7 @@ PHRASES: dict[str, ObservationPhrases] = {
     "Atelectasis": ObservationPhrases(
         findings=(r"atelecta\w*", r"(?:lobar|lung|lobe|segmental) collapse", r"collapse of the (?:\w+ )?(?:lung|lobe)"),
     ),
-    "Pneumothorax": ObservationPhrases(findings=(r"pneumothora\w*", r"hydropneumothorax"),),
+    "Pneumothorax": ObservationPhrases(findings=(r"pneumothora\w*", r"hydropneumothorax", r"pleural air\b(?: collection)?"),),
     "Pleural Effusion": ObservationPhrases(
         findings=(
             r"effusion\w*",

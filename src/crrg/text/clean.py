@@ -21,12 +21,13 @@ _DEID_RUN = re.compile(r"\bX{3,}(?:[\s,/\-]+X{3,})*\b")
 # After a run is removed, a title or function word left directly before a verb, punctuation or the
 # end of the text dangles ("Dr. was notified", "The are intact", "Comparison to."); drop it.
 _DANGLING = re.compile(
-    r"\b(?:dr|mr|mrs|ms|the|a|an|of|on|at|to|from|dated|by|with|in)\.?[ \t]+(?=\x00)",
+    r"\b(?:dr|mr|mrs|ms|the|a|an|of|on|at|to|from|dated|by|with|in)\.?[ \t]+(?=\x00(?:\s*\x00)*"
+    r"\s*(?:[.,;:!?)]|$|(?:are|is|was|were|appear|appears)\b))",
     re.IGNORECASE,
 )
-_DANGLING_TAIL = re.compile(r"\x00(?:\s*\x00)*(?=\s*(?:[.,;:!?)]|$|(?:are|is|was|were|appear|appears)\b))", re.IGNORECASE)
 # "1." / "2)" / "(3)" / "a." at the start of a line or after a sentence end introduce list items.
 _NUMBERING = re.compile(r"(^|(?<=[\n.;:!?])|(?<=^\s))[ \t]*(?:\(?\d{1,2}[.)]|\(?[a-h]\))(?=[ \t]+\S|\S)(?!\d)", re.MULTILINE)
+_HAS_NUMBERING = re.compile(r"\d[.)]|\b[a-h]\)")
 _REPEATED_PUNCT = re.compile(r"([.,;:!?])(?:\s*\1)+")
 _PUNCT_AFTER_COMMA = re.compile(r",\s*([.;:!?])")
 _SPACE_BEFORE_PUNCT = re.compile(r"[ \t]+([.,;:!?)])")
@@ -43,13 +44,15 @@ def remove_deid_tokens(text: str, replacement: str | None = None) -> str:
     With ``replacement`` given, each run becomes that token instead (e.g. ``"<unk>"`` for models
     that should see that a word was there).
     """
+    if "xxx" not in text.lower():
+        return text
     text = _XRAY.sub(lambda m: m.group(1) + "-ray", text)
     if replacement is not None:
         return _DEID_RUN.sub(replacement, text)
     marked = _DEID_RUN.sub("\x00", text)
-    # drop words that only made sense with the removed word, then the markers themselves
+    # drop words that only made sense with the removed word (twice: "on XXXX at XXXX"), then the markers
     for _ in range(2):
-        marked = _DANGLING.sub(lambda m: m.group(0) if not _DANGLING_TAIL.match(marked, m.end()) else "", marked)
+        marked = _DANGLING.sub("", marked)
     return marked.replace("\x00", "")
 
 
@@ -62,6 +65,8 @@ def normalize_whitespace(text: str) -> str:
 
 def remove_numbering(text: str) -> str:
     """Drop list numbering such as "1." or "2)" that starts a line or follows a sentence end."""
+    if _HAS_NUMBERING.search(text) is None:
+        return text
     return _NUMBERING.sub(lambda m: m.group(1), text)
 
 

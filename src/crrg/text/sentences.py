@@ -27,6 +27,9 @@ _SOFT_ABBREVIATIONS = frozenset({"cm", "mm", "a.m", "p.m", "etc.", "ap", "pa", "
 _BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n+")
 _LIST_MARKER = re.compile(r"^\s*(?:\(?\d{1,2}[.)]|\(?[a-h]\)|[-*\u2022])\s+")
 _LAST_WORD = re.compile(r"(\S+)\.[\"')\]]*$")
+_LIST_NUMBER = re.compile(r"\d{1,2}")
+_SINGLE_LETTER = re.compile(r"[a-z]|(?:[a-z]\.)+[a-z]")
+_BARE_MARKER = re.compile(r"\(?\d{1,2}[.)]?")
 
 
 def _blocks_split(left: str, right: str) -> bool:
@@ -38,14 +41,14 @@ def _blocks_split(left: str, right: str) -> bool:
         return False
     word = m.group(1).lower().lstrip("(\"'")
     # a lone list number ("1.") is a list marker, not the end of a sentence: the split happens before it
-    if re.fullmatch(r"\d{1,2}", word):
+    if _LIST_NUMBER.fullmatch(word):
         return True
     if word in ABBREVIATIONS or word + "." in ABBREVIATIONS:
         if word in _SOFT_ABBREVIATIONS and right[:1].isupper():
             return False
         return True
     # single letters ("T.", initials) and dotted abbreviations ("e.g.", "i.v.")
-    if re.fullmatch(r"[a-z]", word) or re.fullmatch(r"(?:[a-z]\.)+[a-z]", word):
+    if _SINGLE_LETTER.fullmatch(word):
         return True
     return False
 
@@ -78,6 +81,6 @@ def split_sentences(text: str | None) -> list[str]:
     for piece in pieces:
         piece = _LIST_MARKER.sub("", piece.strip()).strip()
         # a piece that is only a list number ("1.") left over from a one-line list
-        if piece and not re.fullmatch(r"\(?\d{1,2}[.)]?", piece):
+        if piece and not _BARE_MARKER.fullmatch(piece):
             sentences.append(piece)
     return sentences
