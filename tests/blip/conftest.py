@@ -1,0 +1,43 @@
+"""Tiny ClinicalBLIP pieces shared by the blip tests: a report LM trained in seconds and a small config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPORTS = [
+    "The heart is normal in size. The lungs are clear. Impression: No acute cardiopulmonary disease.",
+    "The heart is enlarged. Small right pleural effusion. Impression: Cardiomegaly and small effusion.",
+    "No pneumothorax. Mild atelectasis at the left base. Impression: Left basilar atelectasis.",
+    "Clear lungs without focal consolidation. Impression: Normal chest.",
+] * 4
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory) -> Path:
+    from crrg.blip.language_model import LmPretrainConfig, pretrain_report_lm
+
+    out = tmp_path_factory.mktemp("blip_lm") / "lm"
+    config = LmPretrainConfig(vocab_size=300, n_layer=1, n_embd=32, n_head=2, n_positions=160, epochs=1, batch_size=8)
+    return pretrain_report_lm(REPORTS, out, config)
+
+
+@pytest.fixture()
+def tiny_config(tiny_lm) -> dict:
+    return {
+        "family": "blip",
+        "name": "blip-test",
+        "image_size": 32,
+        "vision": {"type": "vit", "hidden_size": 32, "layers": 1, "heads": 2, "patch_size": 16, "intermediate_size": 64},
+        "qformer": {"hidden_size": 32, "layers": 2, "heads": 2, "num_query_tokens": 4, "dropout": 0.0},
+        "lm": {"pretrained": str(tiny_lm)},
+        "soft_prompt_tokens": 2,
+        "lora": {"vision": {"r": 2, "dropout": 0.0}},
+        "generation": {"max_new_tokens": 8},
+    }
+
+
+def random_image(seed: int, shape=(40, 36)) -> np.ndarray:
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
