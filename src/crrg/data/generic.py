@@ -5,7 +5,8 @@ chosen):
 
 * images: ``image`` / ``image_path`` / ``images`` / ``path`` by default, or any columns given with
   ``image_columns``; a cell may hold several paths separated by ``;`` (JSONL may use a list).
-  Relative paths are relative to the table's folder and are rewritten relative to the manifest.
+  Relative paths are relative to the table's folder (or ``images_root``) and are rewritten relative
+  to the manifest; absolute paths are kept as written.
 * text: ``report`` / ``text`` (free text, split into sections with
   :func:`crrg.text.sections.extract_sections`) and/or ``findings`` / ``impression`` (taken as they
   are; they win over sections found in ``report``). At least one text or image column is needed.
@@ -161,8 +162,9 @@ class GenericReader:
             images = []
             for i, p in enumerate(paths):
                 view = view_of(views_raw[0] if len(views_raw) == 1 else views_raw[i]) if views_raw else "unknown"
-                full = p if os.path.isabs(p) else os.path.join(self._images_root, p)
-                images.append(ImageRef(path=relative_to_manifest(full, self._manifest_dir), view=view))
+                # Absolute paths stay as the user wrote them; relative ones follow the manifest.
+                path = p if os.path.isabs(p) else relative_to_manifest(os.path.join(self._images_root, p), self._manifest_dir)
+                images.append(ImageRef(path=path, view=view))
             labels = {name: _label(row.get(col), where, name) for name, col in self._label_cols.items()}
             raw_id = self._get(row, "id")
             record_id = f"row{n}" if _is_blank(raw_id) else str(raw_id).strip()

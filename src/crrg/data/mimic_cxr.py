@@ -93,7 +93,8 @@ class MimicCxrReader:
             images["ViewPosition"] = None
         views = images["ViewPosition"].astype("object")
         view_names = {v: view_of(v) for v in views.dropna().unique()}
-        images["view"] = views.map(view_names).fillna("unknown")
+        mapped = views.map(view_names).astype("object")
+        images["view"] = mapped.where(mapped.notna(), "unknown")
         raw_splits = {s: normalise_split(s, str(split_path)) for s in images["split"].astype("object").fillna("").unique()}
         images["split"] = images["split"].astype("object").fillna("").map(raw_splits)
         images = images.sort_values(["subject_id", "study_id", "dicom_id"], kind="stable")

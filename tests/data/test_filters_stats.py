@@ -1,0 +1,47 @@
+import pytest
+
+from crrg.data.filters import apply_filters, parse_views
+from crrg.data.stats import compute_stats
+from crrg.errors import InputError
+from crrg.records import ImageRef, StudyRecord
+
+
+def records():
+    return [
+        StudyRecord(id="a", patient_id="p1", images=[ImageRef("a1.png", "PA"), ImageRef("a2.png", "LL")], split="train",
+                    findings="one two three", impression="four", labels={"Cardiomegaly": 1, "Edema": 0}),
+        StudyRecord(id="b", patient_id="p1", images=[ImageRef("b.png", "LATERAL")], split="train", findings="x y"),
+        StudyRecord(id="c", patient_id="p2", images=[], split="test", labels={"Cardiomegaly": -1}),
+    ]
+
+
+def test_parse_views():
+    assert parse_views("frontal") == ("PA", "AP")
+    assert parse_views("pa, lateral") == ("PA", "LATERAL", "LL")
+    assert parse_views(None) is None
+    with pytest.raises(InputError, match="'oblique' is not one of"):
+        parse_views("oblique")
+
+
+def test_filters_drop_images_and_studies():
+    kept = list(apply_filters(records(), views=("PA", "AP")))
+    assert [r.id for r in kept] == ["a"] and [im.path for im in kept[0].images] == ["a1.png"]
+    assert [r.id for r in apply_filters(records(), with_report=True)] == ["a", "b"]
+    assert [r.id for r in apply_filters(records(), with_images=True)] == ["a", "b"]
+
+
+def test_stats_counts_views_labels_and_lengths():
+    stats = compute_stats(records())
+    assert (stats.studies, stats.patients, stats.images) == (3, 2, 3)
+    assert stats.splits == {"train": 2, "test": 1}
+    assert stats.views == {"PA": 1, "LATERAL": 1, "LL": 1}
+    assert stats.views_per_split["test"] == {}
+    cardio = stats.labels["Cardiomegaly"]
+    assert (cardio.positive, cardio.negative, cardio.uncertain, cardio.missing) == (1, 0, 1, 1)
+    assert cardio.prevalence == pytest.approx(1 / 3)
+    assert stats.labels["Fracture"].prevalence is None  # never labelled: not "0 %"
+    assert stats.studies_without_report == 1 and stats.studies_without_images == 1
+    assert stats.report_words.count == 2 and stats.report_words.mean == 3.0 and stats.report_words.median == 3.0
+    assert stats.report_words.max == 4
+    d = stats.to_dict()
+    assert d["labels"]["Cardiomegaly"]["prevalence"] == pytest.approx(1 / 3)
