@@ -165,8 +165,13 @@ def aggregate(mentions: Iterable[Mention]) -> dict[str, int | None]:
 
 
 def label_report(text: str | None) -> dict[str, int | None]:
-    """CheXpert-14 labels of one report: ``{observation: 1 | 0 | -1 | None}`` in CHEXPERT_14 order."""
-    return aggregate(find_mentions(text or ""))
+    """CheXpert-14 labels of one report: ``{observation: 1 | 0 | -1 | None}`` in CHEXPERT_14 order.
+
+    An empty report says nothing, so every label (No Finding included) is ``None``.
+    """
+    if not text or not text.strip():
+        return {name: None for name in CHEXPERT_14}
+    return aggregate(find_mentions(text))
 
 
 def label_reports(texts: Iterable[str | None]) -> list[dict[str, int | None]]:
