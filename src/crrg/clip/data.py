@@ -33,28 +33,10 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".bmp", ".tif", ".t
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """The project's one image decoder (PNG/JPEG/DICOM -> float32 (H, W) in [0, 1])."""
-    try:
-        from crrg.image import load_image as _load
-    except ImportError:  # crrg.image not installed in this checkout yet: PNG/JPEG via Pillow only
-        return _load_with_pillow(path)
+    """The project's one image decoder (PNG/JPEG/DICOM -> float32 (H, W) in [0, 1]); errors are ImageErrors."""
+    from crrg.image import load_image as _load
+
     return _load(path)
-
-
-def _load_with_pillow(path: str | Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    from crrg.errors import ImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"image {path} does not exist")
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("L"), dtype=np.float32)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ImageError(f"cannot decode image {path}: {exc}") from None
-    return arr / 255.0
 
 
 def image_to_tensor(image: np.ndarray, size: int) -> torch.Tensor:

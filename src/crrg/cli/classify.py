@@ -1,0 +1,127 @@
+"""``crrg classify`` (probabilities and labels per image) and ``crrg evaluate-classifier`` (AUC, F1, ROC).
+
+Both accept a saved CLIP model (zero-shot, prompts from the packaged or a user's prompt file) or a
+saved supervised classifier; thresholds are the ones stored with the model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from crrg.cli.common import console, info, progress
+
+MODEL = typer.Option(..., "--model", "-m", help="Saved model folder, bundled model name or hub id (a 'clip' or 'classifier' model).")
+PROMPTS = typer.Option(None, "--prompts", help="Zero-shot prompt file (JSON) for CLIP models; default: the packaged prompts.json.")
+
+
+def classify(
+    images: List[Path] = typer.Argument(..., help="Radiographs (PNG, JPEG or DICOM)."),
+    model: str = MODEL,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per image) instead of a table."),
+    prompts: Optional[Path] = PROMPTS,
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+) -> None:
+    """Probabilities and thresholded labels for each image."""
+    from crrg.clip.predict import check_images, load_classifier, predict_paths
+
+    check_images(images)
+    classifier = load_classifier(model, prompts)
+    info(f"{classifier.kind} classifier with {len(classifier.names)} labels")
+    paths = [str(p) for p in images]
+    probs = predict_paths(classifier, paths, batch_size=batch_size, progress=progress)
+    labels = classifier.labels(probs)
+    results = [
+        {"image": path, "probabilities": {n: round(float(p), 4) for n, p in zip(classifier.names, row)},
+         "labels": {n: int(v) for n, v in zip(classifier.names, lab)}}
+        for path, row, lab in zip(paths, probs, labels)
+    ]
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("label", *[Path(p).name for p in paths], "threshold")
+    for j, name in enumerate(classifier.names):
+        cells = [f"[bold]{probs[i, j]:.3f}[/bold]" if labels[i, j] else f"{probs[i, j]:.3f}" for i in range(len(paths))]
+        table.add_row(name, *cells, f"{classifier.thresholds[name]:.3f}")
+    from rich.console import Console
+
+    Console().print(table)
+
+
+def evaluate_classifier(
+    model: str = MODEL,
+    data: Path = typer.Option(..., "--data", "-d", help="Manifest (JSONL with labels), or an image folder with class sub-folders (0_normal/ 1_abnormal/)."),
+    split: Optional[str] = typer.Option("test", "--split", help="Manifest split to evaluate ('all' for every study); ignored for image folders."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for metrics.json, predictions.jsonl and roc.png."),
+    prompts: Optional[Path] = PROMPTS,
+    batch_size: int = typer.Option(16, "--batch-size", min=1),
+) -> None:
+    """AUC per label, macro AUC, accuracy and F1 on labelled data; ROC curves as PNG."""
+    import numpy as np
+
+    from crrg.clip.data import labeled_from_records, read_image_folder
+    from crrg.clip.evaluate import classification_report, write_outputs
+    from crrg.clip.predict import load_classifier, predict_paths
+    from crrg.errors import InputError
+    from crrg.records import read_manifest
+
+    if out is not None and out.is_file():
+        raise InputError(f"--out {out} is a file; give a folder")
+    classifier = load_classifier(model, prompts)
+    if data.is_dir():
+        items, folder_labels = read_image_folder(data)
+        names = _match_folder_labels(folder_labels, classifier.names)
+    else:
+        records = read_manifest(data, split=None if split in (None, "all") else split)
+        if not records:
+            raise InputError(f"{data} has no studies in split {split!r}")
+        names = list(classifier.names)
+        items = labeled_from_records(records, names)
+        if not items:
+            raise InputError(f"no study of split {split!r} in {data} has an image")
+    info(f"evaluating a {classifier.kind} classifier on {len(items)} images")
+    probs = predict_paths(classifier, [it.path for it in items], batch_size=batch_size, progress=progress)
+    columns = [classifier.names.index(n) for n in names]
+    y_true = np.array([it.target for it in items])
+    y_score = probs[:, columns]
+    thresholds = {n: classifier.thresholds[n] for n in names}
+    report = classification_report(y_true, y_score, names, thresholds)
+    _print_report(report)
+    if out is not None:
+        write_outputs(out, report, items, y_score, names)
+        info(f"wrote metrics.json, predictions.jsonl and roc.png to {out}")
+
+
+def _match_folder_labels(folder_labels: list[str], model_labels: list[str]) -> list[str]:
+    """The model's labels that the folder's classes correspond to (same names, case-insensitive)."""
+    from crrg.errors import InputError
+
+    lookup = {n.lower(): n for n in model_labels}
+    missing = [n for n in folder_labels if n.lower() not in lookup]
+    if missing:
+        raise InputError(f"the image folder's classes {missing} are not labels of this model ({', '.join(model_labels)})")
+    return [lookup[n.lower()] for n in folder_labels]
+
+
+def _print_report(report: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("label", "AUC", "accuracy", "F1", "positives", "n")
+    for name, m in report["per_label"].items():
+        auc = "n/a" if m["auc"] is None else f"{m['auc']:.3f}"
+        table.add_row(name, auc, f"{m['accuracy']:.3f}", f"{m['f1']:.3f}", str(m["positives"]), str(m["n"]))
+    Console().print(table)
+    macro = report["macro_auc"]
+    typer.echo(f"macro AUC {'n/a' if macro is None else f'{macro:.4f}'} over {report['labels_with_auc']} labels; "
+               f"accuracy {report['accuracy']:.4f}; macro F1 {report['macro_f1']:.4f}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("classify")(classify)
+    app.command("evaluate-classifier")(evaluate_classifier)
