@@ -180,6 +180,9 @@ class ClinicalBlip(nn.Module):
         arch = self.base_lm().config.to_dict()
         keep = {k: v for k, v in arch.items() if not k.startswith("_") and k not in ("architectures", "transformers_version", "torch_dtype", "dtype")}
         config["lm"] = {"config": keep}
+        tower = getattr(self.vision.get_base_model() if lora_lib.has_lora(self, "vision") else self.vision, "tower_config", None)
+        if tower is not None:  # a CLIP tower: record its architecture, not the checkpoint it came from
+            config["vision"] = {"type": "clip", "tower": tower}
         return config
 
     def on_saved(self, folder: Path) -> None:
@@ -211,9 +214,8 @@ class ClinicalBlip(nn.Module):
             candidates = default_lora_targets(self.config.get("vision") or {"type": "resnet18"})
         else:  # attention (and GPT-2's output) projections of the common causal LMs
             candidates = ["c_attn", "c_proj", "q_proj", "v_proj"]
-        names = {n for n, _ in getattr(self, part).named_modules()}
-        leaves = {n.rsplit(".", 1)[-1] for n in names}
-        defaults = [t for t in candidates if t in leaves or t in names]
+        names = [n for n, _ in getattr(self, part).named_modules()]
+        defaults = [t for t in candidates if any(n == t or n.endswith("." + t) for n in names)]
         lora_lib.add_lora(self, part, lora_lib.LoraSpec.from_dict(dict(spec)), defaults)
 
     def add_adapters(self, part: str, spec: Mapping[str, Any]) -> None:

@@ -90,15 +90,60 @@ class ExternalTokens(nn.Module):
         return out.flatten(2).transpose(1, 2) if out.dim() == 4 else out
 
 
+class ClipTokens(nn.Module):
+    """The image tower of a trained crrg CLIP model (``crrg.clip``), read out as tokens, not one vector.
+
+    ``{"type": "clip", "checkpoint": RUN/model}`` starts from trained weights (the ClinicalBLIP recipe:
+    a frozen, already image-text-aligned encoder plus LoRA); the tower's architecture is recorded as
+    ``tower`` so a saved ClinicalBLIP rebuilds it without the CLIP checkpoint.
+    """
+
+    def __init__(self, image_size: int, spec: dict[str, Any]) -> None:
+        super().__init__()
+        from crrg.clip.image_encoders import build_image_encoder as build_clip_tower
+
+        if spec.get("checkpoint"):
+            from crrg.models.registry import load_pretrained
+
+            clip = load_pretrained(spec["checkpoint"])
+            if not hasattr(clip, "image_encoder"):
+                raise ConfigError(f"{spec['checkpoint']} is not a CLIP model (it has no image_encoder)")
+            self.tower_config = dict(clip.crrg_config["image_encoder"])
+            tower = clip.image_encoder
+        elif spec.get("tower"):
+            self.tower_config = dict(spec["tower"])
+            tower = build_clip_tower(self.tower_config)
+        else:
+            raise ConfigError("vision type 'clip' needs 'checkpoint' (a saved CLIP model) or 'tower' (its image_encoder config)")
+        self.body = tower.body
+        self.is_vit = hasattr(self.body, "vit")
+        if self.is_vit and int(self.tower_config.get("image_size", 224)) != image_size:
+            raise ConfigError(f"the CLIP ViT tower takes {self.tower_config.get('image_size', 224)} px images; set image_size to match")
+        self.out_dim = int(tower.feature_dim)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.is_vit:
+            vit = self.body.vit
+            x = vit._process_input(pixels)
+            x = torch.cat([vit.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+            return vit.encoder(x)
+        net = self.body  # torchvision ResNet with fc = Identity: stop before pooling
+        x = net.maxpool(net.relu(net.bn1(net.conv1(pixels))))
+        x = net.layer4(net.layer3(net.layer2(net.layer1(x))))
+        return x.flatten(2).transpose(1, 2)
+
+
 def build_image_encoder(image_size: int, spec: dict[str, Any]) -> nn.Module:
     kind = spec.get("type", "resnet18")
     if kind == "resnet18":
         return ResNetTokens()
     if kind == "vit":
         return ViTTokens(image_size, spec)
+    if kind == "clip":
+        return ClipTokens(image_size, spec)
     if kind == "external":
         return ExternalTokens(spec)
-    raise ConfigError(f"unknown ClinicalBLIP image encoder {kind!r}; expected resnet18, vit or external")
+    raise ConfigError(f"unknown ClinicalBLIP image encoder {kind!r}; expected resnet18, vit, clip or external")
 
 
 def default_lora_targets(spec: dict[str, Any]) -> list[str]:
@@ -108,6 +153,8 @@ def default_lora_targets(spec: dict[str, Any]) -> list[str]:
         return ["q_proj", "v_proj", "query", "value"]  # transformers 5 / 4 names; absent ones are dropped
     if kind == "resnet18":
         return ["body.7.0.conv1", "body.7.0.conv2", "body.7.1.conv1", "body.7.1.conv2"]
+    if kind == "clip":  # torchvision ViT MLPs (its attention bypasses module forwards), or ResNet's last stage
+        return ["mlp.0", "mlp.3", "layer4.0.conv1", "layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2"]
     raise ConfigError("vision LoRA needs 'target_modules' for an external image encoder")
 
 
