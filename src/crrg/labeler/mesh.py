@@ -10,7 +10,8 @@ Cardiomediastinum has too few MeSH terms ("Mediastinum/...") to score but is map
 The mapping follows the labeler's documented decisions (:mod:`crrg.labeler.phrases`): scarring
 (``Cicatrix``) of the lung and interstitial ``Markings`` are Lung Opacity, blunted
 ``Costophrenic Angle`` is Pleural Effusion, pleural ``Thickening``/``Cicatrix/pleura`` is Pleural
-Other, ``Cardiac Shadow/enlarged`` is Cardiomegaly, and a calcified granuloma is not a Lung Lesion.
+Other, ``Cardiac Shadow/enlarged`` is Cardiomegaly, a *round* ``Opacity``/``Density`` is a nodule
+(Lung Lesion, as the labeler reads "nodular opacity"), and a calcified granuloma is not a Lung Lesion.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ _RULES: dict[str, Callable[[list[str]], bool]] = {
     "No Finding": lambda t: t[0] == "normal",
     "Enlarged Cardiomediastinum": lambda t: t[0] == "Mediastinum" and any(q in t for q in ("enlarged", "prominent", "widened")),
     "Cardiomegaly": lambda t: t[0] == "Cardiomegaly" or (t[0] == "Cardiac Shadow" and "enlarged" in t),
-    "Lung Opacity": lambda t: t[0] in ("Opacity", "Airspace Disease", "Infiltrate", "Density")
+    "Lung Opacity": lambda t: (t[0] in ("Opacity", "Airspace Disease", "Infiltrate", "Density") and "round" not in t)
     or (t[0] == "Cicatrix" and "pleura" not in t)
     or (t[0] == "Markings" and "interstitial" in t),
-    "Lung Lesion": lambda t: t[0] in ("Nodule", "Mass"),
+    "Lung Lesion": lambda t: t[0] in ("Nodule", "Mass") or (t[0] in ("Opacity", "Density") and "round" in t),
     "Edema": lambda t: t[0] in ("Pulmonary Edema", "Pulmonary Congestion"),
     "Consolidation": lambda t: t[0] == "Consolidation",
     "Pneumonia": lambda t: t[0] == "Pneumonia",
