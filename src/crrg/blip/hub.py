@@ -42,7 +42,7 @@ class HubInstructBlip(nn.Module):
         try:
             self.processor = InstructBlipProcessor.from_pretrained(source)
             self.model = InstructBlipForConditionalGeneration.from_pretrained(source, dtype=dtype)
-        except OSError as exc:  # not found locally, no network, gated repo
+        except (OSError, ValueError) as exc:  # not found locally, bad id, no network, gated repo
             raise ConfigError(f"cannot load InstructBLIP checkpoint {source!r}: {exc}") from None
         self.config = config
         self.prompt_config = PromptConfig(**(config.get("prompt") or {"variant": "indication"}))

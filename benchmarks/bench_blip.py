@@ -1,0 +1,216 @@
+"""ClinicalBLIP measurements, run by hand (never in CI): report-LM pretraining, trainable parameters per
+stage, the prior-knowledge ablation with every crrg.evaluation metric, and latency per study.
+
+    # 1. a small GPT-2 that writes report language (IU X-Ray reports + the train split of a manifest)
+    python benchmarks/bench_blip.py pretrain-lm --out /work/runs/blip_lm --manifest /work/data/synth_small/manifest.jsonl
+    # 2. train: crrg train blip --config configs/blip/stage1.yaml ... then stage2.yaml (see those files)
+    # 3. parameters per stage, from the stage configs
+    python benchmarks/bench_blip.py params --lm /work/runs/blip_lm
+    # 4. ablation + metrics + latency on the test split
+    python benchmarks/bench_blip.py evaluate --model RUN/model --manifest M.jsonl [--classifier CLS_RUN/model]
+
+Results are printed as tables and written to benchmarks/results/blip_*.json / .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+SHARED = Path(os.environ.get("CRRG_SHARED_DATA", REPO.parent / "shared" / "data"))
+log = logging.getLogger("bench_blip")
+
+
+def report_texts(manifest: str | None) -> list[str]:
+    """IU X-Ray report texts (all studies; none of them is in the synthetic test split) + a manifest's train split."""
+    from crrg.blip.model import report_target
+    from crrg.data.iu_xray import IuXrayReader
+    from crrg.records import read_manifest
+
+    texts = [report_target(r.findings, r.impression) for r in IuXrayReader(SHARED / "iu_xray_reports" / "NLMCXR_reports.tgz")]
+    if manifest:
+        texts += [report_target(r.findings, r.impression) for r in read_manifest(manifest, split="train")]
+    return [t for t in texts if t]
+
+
+def cmd_pretrain_lm(args: argparse.Namespace) -> None:
+    from crrg.blip.language_model import LmPretrainConfig, pretrain_report_lm
+
+    texts = report_texts(args.manifest)
+    config = LmPretrainConfig(vocab_size=args.vocab, n_layer=args.layers, n_embd=args.width, n_head=args.heads, epochs=args.epochs)
+    start = time.time()
+    losses: list[float] = []
+    pretrain_report_lm(texts, args.out, config, on_epoch=lambda e, l: (losses.append(l), print(f"epoch {e}: loss {l:.3f}", flush=True)))
+    result = {"texts": len(texts), "config": config.__dict__, "epoch_losses": losses, "seconds": round(time.time() - start, 1),
+              "out": str(args.out), "machine": "2-core CPU shared with 7 other jobs"}
+    print(json.dumps(result, indent=2))
+    from crrg.io import atomic_write_json
+
+    atomic_write_json(RESULTS / "blip_lm_pretrain.json", result)
+
+
+def stage_counts(lm: str, stage1: str, stage2: str) -> dict:
+    from crrg.blip.lora import parameter_counts
+    from crrg.blip.task import build_blip
+    from crrg.training.config import load_config
+
+    rows = {}
+    model = None
+    for stage, path in (("1", stage1), ("2", stage2)):
+        cfg = load_config(Path(path), [f"model.lm_pretrained={lm}"])
+        if stage == "2":  # stage 2 continues from stage 1's model: reuse it rather than a saved folder
+            from crrg.blip import lora as lora_lib
+
+            for part, spec in (cfg.get("lora") or {}).items():
+                if spec and not lora_lib.has_lora(model, part):
+                    model.add_adapters(part, spec)
+            lora_lib.set_trainable(model, cfg.get("trainable") or lora_lib.STAGE_DEFAULTS[2])
+        else:
+            model = build_blip(cfg)
+        table = parameter_counts(model)
+        rows[f"stage{stage}"] = {"groups": table, "trainable": sum(r["trainable"] for r in table.values()),
+                                 "total": sum(r["total"] for r in table.values())}
+    return rows
+
+
+def cmd_params(args: argparse.Namespace) -> None:
+    rows = stage_counts(args.lm, args.stage1, args.stage2)
+    lines = ["| stage | group | total | trainable |", "|---|---|---:|---:|"]
+    for stage, row in rows.items():
+        for group, c in sorted(row["groups"].items()):
+            lines.append(f"| {stage} | {group} | {c['total']:,} | {c['trainable']:,} |")
+        lines.append(f"| {stage} | **all** | {row['total']:,} | **{row['trainable']:,}** ({100 * row['trainable'] / row['total']:.1f}%) |")
+    text = "\n".join(lines)
+    print(text)
+    from crrg.io import atomic_write_json, atomic_write_text
+
+    atomic_write_json(RESULTS / "blip_params.json", rows)
+    atomic_write_text(RESULTS / "blip_params.md", text + "\n")
+
+
+def _predicted_findings(classifier_path: str | None, records) -> dict[str, dict[str, float]] | None:
+    if not classifier_path:
+        return None
+    from crrg.clip.predict import load_classifier
+    from crrg.image import load_image
+
+    classifier = load_classifier(classifier_path)
+    out = {}
+    for r in records:
+        frontal = r.frontal_images() or r.images
+        probs = classifier.probabilities([load_image(frontal[0].path)])[0]
+        out[r.id] = {n: float(p) for n, p in zip(classifier.names, probs)}
+    return out
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import torch
+
+    from crrg.blip.data import usable_records
+    from crrg.blip.model import report_target
+    from crrg.blip.prompts import labels_to_probabilities
+    from crrg.evaluation import evaluate_reports
+    from crrg.image import load_image
+    from crrg.io import atomic_write_json, atomic_write_text
+    from crrg.models.registry import load_pretrained
+    from crrg.records import read_manifest
+    from crrg.reporting import StudyInput
+
+    torch.set_num_threads(args.threads)
+    model = load_pretrained(args.model)
+    records = usable_records(read_manifest(args.manifest, split=args.split))[: args.limit]
+    predicted = _predicted_findings(args.classifier, records)
+    refs = {r.id: r.report for r in records}
+    studies = {r.id: StudyInput(images=[load_image(im.path) for im in r.images], views=[im.view for im in r.images],
+                                indication=r.indication, id=r.id) for r in records}
+    variants = [v for v in args.variants.split(",") if v != "predicted" or predicted is not None]
+    results, samples = {}, {}
+    for variant in variants:
+        preds, latencies = {}, []
+        for r in records:
+            findings = None
+            if variant == "ground_truth":
+                findings = labels_to_probabilities(r.labels)
+            elif variant == "predicted":
+                findings = predicted[r.id]
+            start = time.perf_counter()
+            report = model.generate_report(studies[r.id], findings=findings, prompt_variant=variant, num_beams=args.beams)
+            latencies.append(time.perf_counter() - start)
+            preds[r.id] = report.report
+        metrics = evaluate_reports(preds, refs)
+        metrics["latency_ms_per_study"] = 1000 * sum(latencies) / len(latencies)
+        results[variant] = metrics
+        samples[variant] = {k: preds[k] for k in list(preds)[:3]}
+        print(variant, json.dumps({k: v for k, v in _flat(metrics).items()}, indent=None), flush=True)
+    out = {"model": str(args.model), "manifest": str(args.manifest), "split": args.split, "studies": len(records),
+           "beams": args.beams, "threads": args.threads, "machine": "2-core CPU shared with 7 other jobs",
+           "results": results, "samples": samples, "references": {k: refs[k] for k in list(refs)[:3]}}
+    atomic_write_json(RESULTS / f"blip_eval_{args.tag}.json", out)
+    table = ablation_table(results)
+    print(table)
+    atomic_write_text(RESULTS / f"blip_eval_{args.tag}.md", table + "\n")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)):
+            out[f"{prefix}{k}"] = round(float(v), 4)
+    return out
+
+
+def ablation_table(results: dict) -> str:
+    keys = None
+    rows = []
+    for variant, metrics in results.items():
+        flat = _flat(metrics)
+        keys = keys or [k for k in flat if not k.endswith("support")][:16]
+        rows.append(f"| {variant} | " + " | ".join(f"{flat.get(k, float('nan')):.3f}" for k in keys) + " |")
+    head = "| prompt | " + " | ".join(keys or []) + " |"
+    return "\n".join([head, "|---" * (len(keys or []) + 1) + "|", *rows])
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pretrain-lm")
+    p.add_argument("--out", required=True)
+    p.add_argument("--manifest")
+    p.add_argument("--vocab", type=int, default=4000)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=3)
+    p.set_defaults(func=cmd_pretrain_lm)
+    p = sub.add_parser("params")
+    p.add_argument("--lm", required=True)
+    p.add_argument("--stage1", default=str(REPO / "configs" / "blip" / "stage1.yaml"))
+    p.add_argument("--stage2", default=str(REPO / "configs" / "blip" / "stage2.yaml"))
+    p.set_defaults(func=cmd_params)
+    p = sub.add_parser("evaluate")
+    p.add_argument("--model", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--classifier")
+    p.add_argument("--variants", default="none,indication,predicted,ground_truth")
+    p.add_argument("--beams", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tag", default="synth_test")
+    p.set_defaults(func=cmd_evaluate)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
