@@ -86,3 +86,21 @@ def test_bad_images_are_user_errors(tiny_config):
         model.generate_report(StudyInput(images=[np.zeros((20, 20, 3), np.float32)], views=["PA"]))
     with pytest.raises(InputError, match="at least one image"):
         model.generate_report(StudyInput(images=[], views=[]))
+
+
+def test_crrg_report_cli_runs_a_saved_blip_model(tiny_config, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from crrg.cli.main import app
+
+    save_pretrained(build_model(tiny_config), tmp_path / "m")
+    Image.fromarray((random_image(0) * 255).astype(np.uint8)).save(tmp_path / "f.png")
+    result = CliRunner().invoke(app, ["--quiet", "report", str(tmp_path / "f.png"), "--model", str(tmp_path / "m"),
+                                      "--format", "json", "--indication", "cough"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout[result.stdout.index("{"):])
+    assert payload["model"] == "blip-test" and payload["views"] == ["PA"] and "report" in payload
+    sampled = CliRunner().invoke(app, ["--quiet", "report", str(tmp_path / "f.png"), "--model", str(tmp_path / "m"),
+                                       "--sample", "--temperature", "1.5"])
+    assert sampled.exit_code == 0, sampled.output

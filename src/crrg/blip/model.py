@@ -225,6 +225,24 @@ class ClinicalBlip(nn.Module):
             if cfg is not None:
                 cfg.setdefault("lora", {})[part] = dict(spec)
 
+    def attached_classifier(self) -> Callable[[StudyInput], dict[str, float]]:
+        """The classifier named by ``config["classifier"]`` (a saved crrg CLIP or classifier model), loaded once.
+
+        It supplies the "likely findings" of the prompt when the caller (``crrg report``) gives none.
+        """
+        if getattr(self, "_classifier", None) is None:
+            from crrg.clip.predict import load_classifier
+
+            loaded = load_classifier(self.config["classifier"])
+
+            def predict(study: StudyInput) -> dict[str, float]:
+                frontal = next((i for i, v in enumerate(study.views) if v in FRONTAL_VIEWS), 0)
+                probs = loaded.probabilities([study.images[frontal]])[0]
+                return {name: float(p) for name, p in zip(loaded.names, probs)}
+
+            self._classifier = predict
+        return self._classifier
+
     # ----- batching --------------------------------------------------------------------------------
     def encode_text(self, text: str, limit: int) -> list[int]:
         return self._require_tokenizer()(text, add_special_tokens=False)["input_ids"][:limit]
@@ -297,7 +315,11 @@ class ClinicalBlip(nn.Module):
     def generate_texts(self, batch: BlipBatch, **options: Any) -> list[str]:
         """Reports for a batch (its lm_ids must hold only the instruction). Left-pads for batched decoding."""
         tok = self._require_tokenizer()
-        settings = {"max_new_tokens": 120, "num_beams": 1, "no_repeat_ngram_size": 0, "repetition_penalty": 1.0}
+        settings: dict[str, Any] = {"max_new_tokens": 120, "num_beams": 1, "no_repeat_ngram_size": 0, "repetition_penalty": 1.0,
+                                    "do_sample": False, "top_p": None, "temperature": None}
+        unknown = sorted(k for k, v in options.items() if k not in settings and v is not None)
+        if unknown:
+            log.warning("ClinicalBLIP ignores generation option(s) %s", unknown)
         settings.update({k: v for k, v in self.generation.items() if k in settings})
         settings.update({k: v for k, v in options.items() if k in settings and v is not None})
         prefix = self.visual_prefix(batch)
@@ -314,9 +336,11 @@ class ClinicalBlip(nn.Module):
         embeds = torch.stack(rows)
         mask = torch.stack(masks).to(prefix.device)
         kwargs: dict[str, Any] = dict(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=int(settings["max_new_tokens"]),
-                                      num_beams=int(settings["num_beams"]), do_sample=False,
+                                      num_beams=int(settings["num_beams"]), do_sample=bool(settings["do_sample"]),
                                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                                       repetition_penalty=float(settings["repetition_penalty"]))
+        if settings["do_sample"]:
+            kwargs.update({k: float(settings[k]) for k in ("top_p", "temperature") if settings[k] is not None})
         if settings["no_repeat_ngram_size"]:
             kwargs["no_repeat_ngram_size"] = int(settings["no_repeat_ngram_size"])
         out = self.lm.generate(**kwargs)
@@ -353,6 +377,8 @@ class ClinicalBlip(nn.Module):
         prompt = PromptConfig(**{**self.prompt_config.__dict__, "variant": variant})
         probabilities: dict[str, float] = {}
         if variant in ("predicted", "ground_truth"):
+            if findings is None and classifier is None and self.config.get("classifier"):
+                classifier = self.attached_classifier()
             if findings is None and classifier is not None:
                 findings = classifier(study)
             if findings is None:
