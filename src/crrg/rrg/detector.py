@@ -1,0 +1,187 @@
+"""Anatomical region detector: torchvision Faster R-CNN over the 29 Chest ImaGenome regions.
+
+Every chest film has all 29 regions, so inference does not threshold detections: for each class it
+keeps the single best-scoring proposal and that proposal's class-specific box (as RGRG does). The
+report generator then always sees exactly one box per region, even for a poor image.
+
+The input size is fixed by the config (``image_size``, 256-512 px): torchvision's default resizes the
+short side to 800 px, which is slow on a CPU and pointless for radiographs downsampled for training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.ops import boxes as box_ops
+
+from crrg.errors import ConfigError
+from crrg.observations import ANATOMICAL_REGIONS
+
+NUM_REGIONS = len(ANATOMICAL_REGIONS)
+BACKBONES = ("mobilenet_v3_large_fpn", "resnet50_fpn")
+
+
+@dataclass
+class DetectorConfig:
+    backbone: str = "mobilenet_v3_large_fpn"
+    image_size: int = 256
+    pretrained_backbone: bool = False  # ImageNet weights via torchvision (needs internet once)
+    trainable_backbone_layers: int | None = None
+    anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)
+    rpn_pre_nms_top_n_test: int = 300
+    rpn_post_nms_top_n_test: int = 150
+    rpn_pre_nms_top_n_train: int = 600
+    rpn_post_nms_top_n_train: int = 300
+    box_batch_size_per_image: int = 256
+    representation_size: int = 1024  # width of the box head (torchvision's TwoMLPHead) = RoI feature width
+    extra: dict = field(default_factory=dict)  # further FasterRCNN keyword arguments
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "DetectorConfig":
+        d = dict(d or {})
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        unknown = set(d) - set(known)
+        if unknown:
+            raise ConfigError(f"unknown detector option(s) {sorted(unknown)}")
+        cfg = cls(**known)
+        cfg.anchor_sizes = tuple(int(a) for a in cfg.anchor_sizes)
+        if cfg.backbone not in BACKBONES:
+            raise ConfigError(f"detector backbone {cfg.backbone!r} is not one of {list(BACKBONES)}")
+        if not 64 <= cfg.image_size <= 1024:
+            raise ConfigError(f"detector image_size {cfg.image_size} is outside 64-1024 px")
+        return cfg
+
+
+def build_faster_rcnn(cfg: DetectorConfig) -> FasterRCNN:
+    """A Faster R-CNN with ``NUM_REGIONS`` + background classes, the configured input size and anchors.
+
+    Small anchors (16 px) matter: at 256 px the costophrenic angles and the carina are ~20 px wide.
+    """
+    from torchvision.ops import misc as misc_nn_ops
+    from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
+
+    pretrained = cfg.pretrained_backbone
+    # Without ImageNet weights BatchNorm must learn; with them it stays frozen (torchvision's choice).
+    norm_layer = misc_nn_ops.FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
+    if cfg.backbone == "mobilenet_v3_large_fpn":
+        trainable = cfg.trainable_backbone_layers if cfg.trainable_backbone_layers is not None else (3 if pretrained else 6)
+        backbone = mobilenet_backbone(backbone_name="mobilenet_v3_large", weights="IMAGENET1K_V1" if pretrained else None,
+                                      fpn=True, norm_layer=norm_layer, trainable_layers=trainable)
+        levels = 3  # two feature maps plus the max-pool level
+        anchors = AnchorGenerator((cfg.anchor_sizes,) * levels, ((0.5, 1.0, 2.0),) * levels)
+    else:
+        trainable = cfg.trainable_backbone_layers if cfg.trainable_backbone_layers is not None else (3 if pretrained else 5)
+        backbone = resnet_fpn_backbone(backbone_name="resnet50", weights="IMAGENET1K_V1" if pretrained else None,
+                                       norm_layer=norm_layer, trainable_layers=trainable)
+        if len(cfg.anchor_sizes) != 5:
+            raise ConfigError("the resnet50_fpn detector needs five anchor_sizes, one per pyramid level")
+        anchors = AnchorGenerator(tuple((a,) for a in cfg.anchor_sizes), ((0.5, 1.0, 2.0),) * 5)
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+
+    resolution = 7  # torchvision's RoIAlign output size
+    box_head = TwoMLPHead(backbone.out_channels * resolution**2, cfg.representation_size)
+    return FasterRCNN(
+        backbone,
+        box_head=box_head,
+        box_predictor=FastRCNNPredictor(cfg.representation_size, NUM_REGIONS + 1),
+        min_size=cfg.image_size,
+        max_size=cfg.image_size,
+        rpn_anchor_generator=anchors,
+        rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+        rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
+        rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
+        rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+        box_batch_size_per_image=cfg.box_batch_size_per_image,
+        **cfg.extra,
+    )
+
+
+def to_rgb_tensor(image) -> torch.Tensor:
+    """A (H, W) float image in [0, 1] (crrg.image contract) -> (3, H, W) tensor for the ImageNet-style backbone."""
+    t = torch.as_tensor(image, dtype=torch.float32)
+    if t.ndim != 2:
+        raise ValueError(f"expected a (H, W) grayscale image, got shape {tuple(t.shape)}")
+    return t.unsqueeze(0).expand(3, -1, -1).contiguous()
+
+
+@dataclass
+class Detections:
+    """Per image: one box per region (in pixels of the original image) and its score."""
+
+    boxes: torch.Tensor  # (NUM_REGIONS, 4)
+    scores: torch.Tensor  # (NUM_REGIONS,)
+    features: torch.Tensor  # (NUM_REGIONS, representation) box-head features at the final boxes
+
+
+class RegionDetector(nn.Module):
+    """Faster R-CNN plus the one-box-per-region inference and RoI features used downstream."""
+
+    def __init__(self, cfg: DetectorConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.frcnn = build_faster_rcnn(cfg)
+
+    @property
+    def representation_size(self) -> int:
+        return self.frcnn.roi_heads.box_predictor.cls_score.in_features
+
+    def losses(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Training losses; targets have ``boxes`` (N, 4) in pixels and ``labels`` in 1..29."""
+        self.frcnn.train()
+        return self.frcnn(images, targets)
+
+    @torch.no_grad()
+    def detect(self, images: list[torch.Tensor]) -> list[Detections]:
+        """Best box per region for each image, plus the box-head features pooled at those boxes."""
+        frcnn = self.frcnn
+        original_sizes = [tuple(im.shape[-2:]) for im in images]
+        image_list, _ = frcnn.transform(images)
+        features = frcnn.backbone(image_list.tensors)
+        proposals, _ = frcnn.rpn(image_list, features)
+        heads = frcnn.roi_heads
+        pooled = heads.box_head(heads.box_roi_pool(features, proposals, image_list.image_sizes))
+        class_logits, box_regression = heads.box_predictor(pooled)
+        all_boxes = heads.box_coder.decode(box_regression, proposals)  # (N, C, 4)
+        all_scores = F.softmax(class_logits, -1)
+        counts = [len(p) for p in proposals]
+        best_boxes = []
+        best_scores = []
+        for boxes, scores, size in zip(all_boxes.split(counts), all_scores.split(counts), image_list.image_sizes):
+            boxes = box_ops.clip_boxes_to_image(boxes, size)
+            scores = scores[:, 1:]  # drop background
+            idx = scores.argmax(0)  # best proposal for each region class
+            cls = torch.arange(NUM_REGIONS)
+            chosen = boxes[idx, cls + 1]
+            # A degenerate box would give an empty RoI; give it at least one pixel.
+            chosen[:, 2:] = torch.maximum(chosen[:, 2:], chosen[:, :2] + 1.0)
+            best_boxes.append(chosen)
+            best_scores.append(scores[idx, cls])
+        region_feats = heads.box_head(heads.box_roi_pool(features, best_boxes, image_list.image_sizes))
+        out = []
+        for i, (boxes, scores) in enumerate(zip(best_boxes, best_scores)):
+            scale_h = original_sizes[i][0] / image_list.image_sizes[i][0]
+            scale_w = original_sizes[i][1] / image_list.image_sizes[i][1]
+            scale = torch.tensor([scale_w, scale_h, scale_w, scale_h])
+            out.append(Detections(boxes=boxes * scale, scores=scores,
+                                  features=region_feats[i * NUM_REGIONS:(i + 1) * NUM_REGIONS]))
+        return out
+
+
+def targets_from_regions(regions, image_index: int = 0) -> dict[str, torch.Tensor]:
+    """Detector targets from a record's :class:`crrg.records.Region` list (one image)."""
+    boxes, labels = [], []
+    for r in regions:
+        if r.image != image_index:
+            continue
+        x1, y1, x2, y2 = r.box
+        if x2 - x1 < 1 or y2 - y1 < 1:
+            continue  # torchvision rejects empty boxes; such a region cannot be learnt anyway
+        boxes.append([x1, y1, x2, y2])
+        labels.append(ANATOMICAL_REGIONS.index(r.name) + 1)
+    return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.tensor(labels, dtype=torch.int64)}

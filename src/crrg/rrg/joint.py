@@ -1,0 +1,102 @@
+"""Generation-classification joint design: the classifier steers the writer and checks what it wrote.
+
+Three couplings, each measurable on/off (``benchmarks/bench_rrg.py --joint``):
+
+* **condition**: the 14 finding probabilities (the rrg model's own finding head, or an external CLIP
+  classifier attached with :func:`attach_classifier`) become one extra GPT-2 prefix token, so a
+  sentence about the cardiac silhouette knows whether the study has cardiomegaly.
+* **rerank**: several candidate sentences per region (beam search or sampling) are re-ranked by how
+  well their CheXpert labels (``crrg.labeler``) agree with the classifier's probabilities and with
+  the region's abnormality score.
+* **check**: :func:`consistency` compares the generated report's labels with the classifier's
+  decisions, to measure (and log) where the two modules disagree.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Protocol
+
+import torch
+
+from crrg.observations import CHEXPERT_14
+from crrg.reporting import StudyInput
+
+log = logging.getLogger(__name__)
+# Findings that are not abnormalities of a region; a sentence saying them is not "abnormal".
+NOT_ABNORMAL = {"No Finding", "Support Devices"}
+
+
+class FindingSource(Protocol):
+    """Anything that gives CheXpert-14 probabilities for a study (e.g. the CLIP classifier)."""
+
+    def predict_proba(self, study: StudyInput) -> dict[str, float]: ...
+
+
+def attach_classifier(rrg_model, classifier) -> None:
+    """Use ``classifier`` (a :class:`FindingSource`) instead of the rrg model's own finding head."""
+    rrg_model.finding_source = classifier
+
+
+def external_probabilities(source: Any, study: StudyInput) -> list[float]:
+    probs = source.predict_proba(study)
+    return [float(probs.get(name, 0.0)) for name in CHEXPERT_14]
+
+
+def _label(text: str) -> dict[str, int | None]:
+    from crrg.labeler import label_report
+
+    return label_report(text)
+
+
+def agreement(labels: dict[str, int | None], finding_probs: torch.Tensor | list[float], abnormal_prob: float) -> float:
+    """Log-likelihood of a sentence's stated findings under the classifier (higher = more consistent).
+
+    Only what the sentence states counts: a positive mention scores log p, a negated one log(1 - p);
+    whether the sentence states *any* abnormality is scored against the region's abnormality probability.
+    """
+    eps = 1e-4
+    probs = [float(p) for p in finding_probs]
+    score = 0.0
+    stated_abnormal = False
+    for name, p in zip(CHEXPERT_14, probs):
+        value = labels.get(name)
+        if value in (1, -1):
+            score += math.log(max(p, eps))
+            stated_abnormal |= name not in NOT_ABNORMAL
+        elif value == 0:
+            score += math.log(max(1 - p, eps))
+    a = min(max(abnormal_prob, eps), 1 - eps)
+    score += math.log(a) if stated_abnormal else math.log(1 - a)
+    return score
+
+
+def rerank(candidates: list[str], finding_probs, abnormal_prob: float, thresholds=None, prior: float = 0.3) -> str:
+    """The candidate that best agrees with the classifier; ties (and the decoder's own order) break by rank.
+
+    ``prior`` is a small per-rank penalty so that the decoder's preference still counts.
+    """
+    candidates = [c for c in candidates if c.strip()] or candidates
+    best, best_score = candidates[0], -math.inf
+    for rank, text in enumerate(candidates):
+        score = agreement(_label(text), finding_probs, abnormal_prob) - prior * rank
+        if score > best_score:
+            best, best_score = text, score
+    return best
+
+
+def consistency(report_text: str, finding_probs: dict[str, float], thresholds: dict[str, float] | None = None,
+                names: tuple[str, ...] = CHEXPERT_14) -> dict[str, Any]:
+    """Where the report's labels and the classifier's decisions disagree (uncertain counts as positive)."""
+    labels = _label(report_text)
+    disagree = []
+    for name in names:
+        if name == "No Finding":
+            continue
+        said = labels.get(name) in (1, -1)
+        predicted = finding_probs.get(name, 0.0) >= (thresholds or {}).get(name, 0.5)
+        if said != predicted:
+            disagree.append(name)
+    checked = len([n for n in names if n != "No Finding"])
+    return {"agreement": 1 - len(disagree) / checked, "disagreements": disagree}

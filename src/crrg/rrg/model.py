@@ -1,0 +1,200 @@
+"""The region-guided report generator (family ``rrg``): detector -> region heads -> GPT-2 -> report.
+
+``generate_report`` follows :mod:`crrg.reporting`: it takes one study (frontal and optionally lateral
+image), finds the 29 regions on the frontal image, decides which regions get a sentence, writes each
+selected region's sentence with the prefix-conditioned GPT-2, and assembles FINDINGS and IMPRESSION.
+The lateral image is accepted but not used by this model (the region ground truth is frontal only).
+
+Config keys (``src/crrg/models/configs/rrg-*.json``): ``detector`` (:class:`DetectorConfig`),
+``feature_width``, ``language`` (:class:`LanguageConfig`), ``heads`` (hidden sizes), ``thresholds``
+(selection / abnormal / per-finding), ``assembly`` (``dedup_threshold``, ``embedder``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from crrg.errors import ConfigError, InputError
+from crrg.io import atomic_write_json
+from crrg.models.registry import register_family
+from crrg.observations import ANATOMICAL_REGIONS, CHEXPERT_14, FRONTAL_VIEWS, LATERAL_VIEWS
+from crrg.reporting import GeneratedReport, RegionOut, SentenceOut, StudyInput
+from crrg.rrg.assembly import RegionSentence, SentenceEmbedder, assemble_report
+from crrg.rrg.classifiers import RegionBinaryClassifier, StudyFindingClassifier
+from crrg.rrg.detector import NUM_REGIONS, DetectorConfig, Detections, RegionDetector, to_rgb_tensor
+from crrg.rrg.language import (LanguageConfig, RegionLanguageModel, decode, load_tokenizer, save_tokenizer,
+                               special_ids)
+
+log = logging.getLogger(__name__)
+THRESHOLDS_FILE = "thresholds.json"
+
+
+@dataclass
+class Thresholds:
+    selection: float = 0.5
+    abnormal: float = 0.5
+    findings: dict[str, float] | None = None  # per CheXpert-14 name; 0.5 when absent
+
+    def finding(self, name: str) -> float:
+        return (self.findings or {}).get(name, 0.5)
+
+
+def choose_frontal(study: StudyInput) -> int:
+    """Index of the image the regions are read from: the first frontal, else the first non-lateral."""
+    if not study.images:
+        raise InputError("the study has no images")
+    for i, view in enumerate(study.views):
+        if view in FRONTAL_VIEWS:
+            return i
+    for i, view in enumerate(study.views):
+        if view not in LATERAL_VIEWS:
+            return i
+    raise InputError("the study has only lateral images; the region-guided generator needs a frontal (PA/AP) image")
+
+
+class RRGModel(nn.Module):
+    def __init__(self, config: dict):
+        super().__init__()
+        self.det_cfg = DetectorConfig.from_dict(config.get("detector"))
+        self.lang_cfg = LanguageConfig.from_dict(config.get("language"))
+        width = int(config.get("feature_width", 256))
+        heads = config.get("heads", {})
+        self.detector = RegionDetector(self.det_cfg)
+        from crrg.rrg.region_features import RegionFeatureProjector
+
+        self.projector = RegionFeatureProjector(self.detector.representation_size, width)
+        self.selection = RegionBinaryClassifier(width, heads.get("region_hidden", 128))
+        self.abnormality = RegionBinaryClassifier(width, heads.get("region_hidden", 128))
+        self.findings = StudyFindingClassifier(width, heads.get("finding_hidden", 256))
+        ids = config.get("special_ids")
+        self.language = RegionLanguageModel(self.lang_cfg, width, ids)
+        t = config.get("thresholds", {})
+        self.thresholds = Thresholds(t.get("selection", 0.5), t.get("abnormal", 0.5), t.get("findings"))
+        assembly = config.get("assembly", {})
+        self.dedup_threshold = float(assembly.get("dedup_threshold", 0.9))
+        self.use_embedder = bool(assembly.get("embedder", True))
+        self.tokenizer = None
+        self._embedder: SentenceEmbedder | None = None
+        self.finding_source = None  # joint design: an external classifier (crrg.rrg.joint)
+
+    # ----- pieces used by training and inference -----
+    def region_features(self, roi_features: torch.Tensor) -> torch.Tensor:
+        return self.projector(roi_features)
+
+    def heads(self, region_features: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"selection": self.selection(region_features), "abnormal": self.abnormality(region_features),
+                "findings": self.findings(region_features)}
+
+    @property
+    def embedder(self) -> SentenceEmbedder | None:
+        if self.use_embedder and self._embedder is None:
+            self._embedder = SentenceEmbedder()
+        return self._embedder
+
+    # ----- save / load of what is not a tensor -----
+    def on_saved(self, folder: Path) -> None:
+        if self.tokenizer is not None:
+            save_tokenizer(self.tokenizer, Path(folder))
+        atomic_write_json(Path(folder) / THRESHOLDS_FILE, {"selection": self.thresholds.selection,
+                                                           "abnormal": self.thresholds.abnormal,
+                                                           "findings": self.thresholds.findings})
+
+    def on_loaded(self, folder: Path) -> None:
+        folder = Path(folder)
+        if (folder / "tokenizer").is_dir():
+            self.tokenizer = load_tokenizer(folder)
+        if (folder / THRESHOLDS_FILE).is_file():
+            t = json.loads((folder / THRESHOLDS_FILE).read_text())
+            self.thresholds = Thresholds(t.get("selection", 0.5), t.get("abnormal", 0.5), t.get("findings"))
+
+    # ----- inference -----
+    @torch.no_grad()
+    def analyse(self, image) -> tuple[Detections, torch.Tensor, dict[str, torch.Tensor]]:
+        """Detector + heads on one (H, W) image: detections, region features (29, w), probabilities."""
+        det = self.detector.detect([to_rgb_tensor(image)])[0]
+        feats = self.region_features(det.features.unsqueeze(0))
+        probs = {k: torch.sigmoid(v)[0] for k, v in self.heads(feats).items()}
+        return det, feats[0], probs
+
+    def generate_report(self, study: StudyInput, **options: Any) -> GeneratedReport:
+        """Options: num_beams, do_sample, top_p, temperature, max_new_tokens, joint ("off" | "condition" |
+        "rerank"), candidates (sentences per region for re-ranking)."""
+        from crrg.rrg import joint
+
+        if self.tokenizer is None:
+            raise ConfigError("this rrg model has no tokenizer: it was never trained (run `crrg train rrg`)")
+        unknown = set(options) - {"num_beams", "do_sample", "top_p", "temperature", "max_new_tokens", "joint",
+                                  "candidates", "beams", "sample"}
+        if unknown:
+            raise InputError(f"unknown option(s) for the rrg generator: {sorted(unknown)}")
+        self.eval()
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        index = choose_frontal(study)
+        det, feats, probs = self.analyse(study.images[index])
+        timings["detect_ms"] = (time.perf_counter() - start) * 1000
+
+        mode = options.get("joint", "condition")
+        finding_probs = probs["findings"]
+        if self.finding_source is not None:
+            finding_probs = torch.as_tensor(joint.external_probabilities(self.finding_source, study), dtype=torch.float32)
+        selected = (probs["selection"] >= self.thresholds.selection) | (probs["abnormal"] >= self.thresholds.abnormal)
+        regions = [i for i in range(NUM_REGIONS) if bool(selected[i])]
+
+        t0 = time.perf_counter()
+        num_beams = int(options.get("num_beams", options.get("beams", 1)) or 1)
+        do_sample = bool(options.get("do_sample", options.get("sample", False)))
+        candidates = int(options.get("candidates", 1 if mode != "rerank" else max(num_beams, 3)))
+        if mode == "rerank" and not do_sample:
+            num_beams = max(num_beams, candidates)
+        texts: list[str] = []
+        if regions:
+            cond = finding_probs.unsqueeze(0).expand(len(regions), -1) if mode in ("condition", "rerank") else None
+            ids = self.language.generate(feats[regions], cond, num_beams=num_beams, do_sample=do_sample,
+                                         top_p=float(options.get("top_p", 0.9)),
+                                         temperature=float(options.get("temperature", 1.0)),
+                                         num_return_sequences=candidates,
+                                         max_new_tokens=options.get("max_new_tokens"))
+            decoded = decode(self.tokenizer, ids)
+            per_region = [decoded[k * candidates:(k + 1) * candidates] for k in range(len(regions))]
+            if mode == "rerank":
+                texts = [joint.rerank(c, finding_probs, float(probs["abnormal"][r]), self.thresholds)
+                         for c, r in zip(per_region, regions)]
+            else:
+                texts = [c[0] for c in per_region]
+        timings["generate_ms"] = (time.perf_counter() - t0) * 1000
+
+        t0 = time.perf_counter()
+        boxes = det.boxes.tolist()
+        pieces = [RegionSentence(ANATOMICAL_REGIONS[r], text, index, [round(v, 1) for v in boxes[r]],
+                                 bool(probs["abnormal"][r] >= self.thresholds.abnormal))
+                  for r, text in zip(regions, texts)]
+        assembled = assemble_report(pieces, self.embedder if len(pieces) > 1 else None, self.dedup_threshold)
+        timings["assemble_ms"] = (time.perf_counter() - t0) * 1000
+        probabilities = {name: round(float(p), 4) for name, p in zip(CHEXPERT_14, finding_probs)}
+        report = GeneratedReport(
+            findings=assembled.findings,
+            impression=assembled.impression,
+            sentences=[SentenceOut(s.text, s.region, s.image, s.box) for s in assembled.sentences],
+            regions=[RegionOut(name, index, [round(v, 1) for v in boxes[i]], round(float(probs["abnormal"][i]), 4),
+                               bool(selected[i])) for i, name in enumerate(ANATOMICAL_REGIONS)],
+            probabilities=probabilities,
+            labels={name: int(probabilities[name] >= self.thresholds.finding(name)) for name in CHEXPERT_14},
+            model="rrg",
+        )
+        timings["total_ms"] = (time.perf_counter() - start) * 1000
+        report.timings_ms = {k: round(v, 1) for k, v in timings.items()}
+        return report
+
+
+@register_family("rrg")
+def build(config: dict) -> RRGModel:
+    return RRGModel(config)

@@ -1,0 +1,572 @@
+"""Training the region-guided generator (task ``rrg``), one resumable stage at a time.
+
+Stages, each started from the previous stage's exported model (``model.init``):
+
+``detector``     Faster R-CNN on the region boxes of the frontal images.
+``classifiers``  detector frozen; region features -> selection, abnormality and CheXpert-14 heads.
+``pretrain``     GPT-2 as a plain language model on report text (IU X-Ray reports + the training
+                 split's reports and region sentences); trains the tokenizer when the model has none.
+``language``     GPT-2 with the region prefix on (region feature, region sentence) pairs,
+                 conditioned on the finding head's probabilities (what it will see at inference).
+``joint``        projector, heads and decoder fine-tuned together (heads loss + sentence loss).
+
+The detector is frozen after its stage, so the stages after it read its RoI features from a cache
+(computed once per manifest split and model, next to the ``model.init`` folder): on a 2-core CPU this
+turns an epoch of the later stages from minutes into seconds.
+
+Config sections: ``model`` (``name``, ``overrides``, ``init``), ``data`` (``manifest``, ``train_split``,
+``val_split``, ``max_train``), ``corpus`` (``iu_xray``: Open-i archive or null, ``max_texts``),
+``loss`` (weights), ``stages`` (per-stage ``trainer`` overrides, used by :func:`train_stages`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from crrg.errors import ConfigError, InputError
+from crrg.observations import ANATOMICAL_REGIONS, CHEXPERT_14
+from crrg.records import StudyRecord, read_manifest
+
+log = logging.getLogger(__name__)
+
+STAGES = ("detector", "classifiers", "pretrain", "language", "joint")
+FEATURE_STAGES = ("classifiers", "language", "joint")
+
+
+def _section(config: dict, name: str) -> dict:
+    value = config.get(name) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"config section {name!r} must be a mapping")
+    return value
+
+
+def stage_of(config: dict) -> str:
+    stage = config.get("stage") or "detector"
+    if stage not in STAGES:
+        raise ConfigError(f"rrg stage {stage!r} is not one of {list(STAGES)}")
+    return stage
+
+
+# ----------------------------------------------------------------------------------------- model
+def build_rrg(config: dict):
+    """The model a stage starts from: the ``model.init`` folder if given, else a fresh registry model."""
+    from crrg.models.registry import create_model, load_pretrained
+
+    model_cfg = _section(config, "model")
+    if model_cfg.get("init"):
+        model = load_pretrained(model_cfg["init"])
+        return model.train()
+    return create_model(_base_model_config(config), **(model_cfg.get("overrides") or {}))
+
+
+def _base_model_config(config: dict) -> dict:
+    """``model.name`` (a registry name) or ``model.config`` (an inline config with ``family: rrg``)."""
+    from crrg.models.registry import get_model_config
+
+    model_cfg = _section(config, "model")
+    if model_cfg.get("config"):
+        return copy.deepcopy(model_cfg["config"])
+    if not model_cfg.get("name"):
+        raise ConfigError("model.name is missing (a registry name such as rrg-mobilenet-gpt2)")
+    return get_model_config(model_cfg["name"])
+
+
+def ensure_tokenizer(model, config: dict) -> None:
+    """Give the model its tokenizer: a hub / local GPT-2's own, or a BPE trained on the report corpus.
+
+    Deterministic for a given corpus, so the module and the data module build the same one.
+    """
+    if model.tokenizer is not None:
+        return
+    from crrg.rrg.language import load_hub_tokenizer, special_ids, train_tokenizer
+
+    lang = model.lang_cfg
+    if lang.init:
+        tokenizer = load_hub_tokenizer(lang.init)
+    else:
+        tokenizer = train_tokenizer(report_corpus(config), vocab_size=lang.vocab_size)
+    if len(tokenizer) > lang.vocab_size:
+        raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but language.vocab_size is {lang.vocab_size}")
+    model.tokenizer = tokenizer
+    ids = special_ids(tokenizer)
+    gpt_cfg = model.language.gpt2.config
+    gpt_cfg.bos_token_id, gpt_cfg.eos_token_id, gpt_cfg.pad_token_id = ids["bos"], ids["eos"], ids["pad"]
+    model.crrg_config["special_ids"] = ids
+    if lang.init:
+        model.language.load_hub_weights(lang.init)
+        model.crrg_config["language"]["init"] = None  # the weights are ours now; loading needs no hub
+
+
+# ------------------------------------------------------------------------------------------ data
+def load_split(config: dict, key: str, default: str | None) -> list[StudyRecord]:
+    data = _section(config, "data")
+    manifest = data.get("manifest")
+    if not manifest:
+        raise ConfigError("data.manifest is missing (crrg train rrg --data M.jsonl)")
+    split = data.get(key, default)
+    if not split:
+        return []
+    records = read_manifest(manifest, split=split)
+    limit = data.get("max_train") if key == "train_split" else data.get("max_val")
+    return records[: int(limit)] if limit else records
+
+
+def frontal_index(record: StudyRecord) -> int | None:
+    """The image the region boxes belong to (regions of the first frontal image, else of image 0)."""
+    if not record.images:
+        return None
+    indices = {r.image for r in record.regions or []}
+    for i, im in enumerate(record.images):
+        if im.view in ("PA", "AP") and (not indices or i in indices):
+            return i
+    return min(indices) if indices else 0
+
+
+def with_regions(records: list[StudyRecord]) -> list[StudyRecord]:
+    usable = [r for r in records if r.regions and r.images]
+    if records and not usable:
+        raise InputError("no study in the manifest has region annotations; the rrg generator trains on "
+                         "records with 'regions' (e.g. from `crrg synth`)")
+    return usable
+
+
+def report_corpus(config: dict) -> list[str]:
+    """Report text for tokenizer and language-model pretraining: IU X-Ray reports + the training split."""
+    from crrg.text import clean_report, split_sentences
+
+    corpus_cfg = _section(config, "corpus")
+    texts: list[str] = []
+    iu = corpus_cfg.get("iu_xray")
+    if iu:
+        from crrg.data.iu_xray import IuXrayReader
+
+        for record in IuXrayReader(iu):
+            report = clean_report(record.report, deid_replacement="")
+            texts.extend(split_sentences(report))
+    for record in load_split(config, "train_split", "train"):
+        for region in record.regions or []:
+            texts.extend(region.sentences)
+        texts.extend(split_sentences(record.report))
+    texts = [t.strip() for t in texts if t and t.strip()]
+    limit = corpus_cfg.get("max_texts")
+    return texts[: int(limit)] if limit else texts
+
+
+def _load_frontal(record: StudyRecord, image_size: int) -> tuple[torch.Tensor, float, int]:
+    """The frontal image resized so its long side is ``image_size``, the scale used, and its index."""
+    from crrg.image import load_image, resize
+    from crrg.rrg.detector import to_rgb_tensor
+
+    index = frontal_index(record)
+    image = load_image(record.images[index].path)
+    h, w = image.shape
+    scale = image_size / max(h, w)
+    if scale < 1:
+        image, _ = resize(image, max(1, round(h * scale)), max(1, round(w * scale)))
+    else:
+        scale = 1.0
+    return to_rgb_tensor(image), scale, index
+
+
+class DetectorDataset(Dataset):
+    def __init__(self, records: list[StudyRecord], image_size: int):
+        self.records, self.image_size = records, image_size
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        from crrg.rrg.detector import targets_from_regions
+
+        record = self.records[i]
+        image, scale, index = _load_frontal(record, self.image_size)
+        target = targets_from_regions(record.regions, index)
+        target["boxes"] = target["boxes"] * scale
+        return image, target
+
+
+def collate_detector(batch):
+    return [b[0] for b in batch], [b[1] for b in batch]
+
+
+def region_targets(record: StudyRecord, index: int) -> dict[str, torch.Tensor]:
+    from crrg.rrg.classifiers import label_targets
+
+    selected = torch.zeros(len(ANATOMICAL_REGIONS))
+    abnormal = torch.zeros(len(ANATOMICAL_REGIONS))
+    known = torch.zeros(len(ANATOMICAL_REGIONS))
+    for r in record.regions or []:
+        if r.image != index:
+            continue
+        k = ANATOMICAL_REGIONS.index(r.name)
+        known[k] = 1
+        selected[k] = float(bool(r.sentences))
+        abnormal[k] = float(r.abnormal)
+    findings, _ = label_targets(record.labels)
+    return {"selected": selected, "abnormal": abnormal, "known": known, "findings": torch.tensor(findings)}
+
+
+def region_sentences(record: StudyRecord, index: int) -> list[tuple[int, str]]:
+    return [(ANATOMICAL_REGIONS.index(r.name), " ".join(r.sentences)) for r in record.regions or []
+            if r.image == index and r.sentences]
+
+
+@torch.no_grad()
+def compute_features(model, records: list[StudyRecord], cache_dir: Path | None, tag: str) -> torch.Tensor:
+    """RoI features (N, 29, rep) of the frozen detector for each record, cached on disk by content."""
+    from crrg.io import atomic_save_file
+
+    key = hashlib.sha1()
+    key.update(tag.encode())
+    for r in records:
+        key.update(r.id.encode())
+        key.update(r.images[frontal_index(r)].path.encode())
+    for name, p in model.detector.state_dict().items():
+        key.update(name.encode())
+        key.update(p.float().sum().item().hex().encode() if p.numel() else b"")
+    path = cache_dir / f"rrg-features-{key.hexdigest()[:16]}.pt" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        return torch.load(path)
+    model.detector.eval()
+    image_size = model.det_cfg.image_size
+    feats = []
+    for i, record in enumerate(records):
+        image, _, _ = _load_frontal(record, image_size)
+        feats.append(model.detector.detect([image])[0].features.half())
+        if (i + 1) % 100 == 0:
+            log.info("rrg: detector features %d/%d", i + 1, len(records))
+    out = torch.stack(feats) if feats else torch.zeros(0, len(ANATOMICAL_REGIONS), model.detector.representation_size)
+    if path is not None:
+        atomic_save_file(path, lambda tmp: torch.save(out, tmp))
+    return out
+
+
+class StudyFeatureDataset(Dataset):
+    """Per study: cached RoI features, region / finding targets and the region sentences."""
+
+    def __init__(self, records: list[StudyRecord], features: torch.Tensor):
+        self.records, self.features = records, features
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        record = self.records[i]
+        index = frontal_index(record)
+        item = region_targets(record, index)
+        item["features"] = self.features[i].float()
+        item["sentences"] = region_sentences(record, index)
+        return item
+
+
+def collate_studies(batch: list[dict]) -> dict[str, Any]:
+    out = {k: torch.stack([b[k] for b in batch]) for k in ("features", "selected", "abnormal", "known", "findings")}
+    out["sentences"] = [(row, region, text) for row, b in enumerate(batch) for region, text in b["sentences"]]
+    return out
+
+
+class TextDataset(Dataset):
+    def __init__(self, texts: list[str]):
+        self.texts = texts
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def __getitem__(self, i: int) -> str:
+        return self.texts[i]
+
+
+def _identity(batch):
+    return batch
+
+
+class RRGDataModule(L.LightningDataModule):
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = config
+        self.stage_name = stage_of(config)
+        trainer = _section(config, "trainer")
+        self.batch_size = int(trainer.get("batch_size", 8))
+        self.num_workers = int(trainer.get("num_workers", 0))
+
+    def setup(self, stage: str | None = None) -> None:
+        if getattr(self, "_ready", False):
+            return
+        train = load_split(self.config, "train_split", "train")
+        val = load_split(self.config, "val_split", "val")
+        if self.stage_name == "pretrain":
+            texts = report_corpus(self.config)
+            cut = max(1, len(texts) // 50)
+            self.train_set, self.val_set = TextDataset(texts[cut:]), TextDataset(texts[:cut])
+        elif self.stage_name == "detector":
+            size = _model_image_size(self.config)
+            self.train_set = DetectorDataset(with_regions(train), size)
+            self.val_set = DetectorDataset(with_regions(val), size) if val else None
+        else:
+            model = build_rrg(self.config).eval()
+            cache = _cache_dir(self.config)
+            train = with_regions(train)
+            self.train_set = StudyFeatureDataset(train, compute_features(model, train, cache, "train"))
+            val = with_regions(val) if val else []
+            self.val_set = StudyFeatureDataset(val, compute_features(model, val, cache, "val")) if val else None
+        self._ready = True
+
+    def _collate(self):
+        return {"detector": collate_detector, "pretrain": _identity}.get(self.stage_name, collate_studies)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
+                          collate_fn=self._collate())
+
+    def val_dataloader(self):
+        if self.val_set is None or len(self.val_set) == 0:
+            return []
+        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          collate_fn=self._collate())
+
+
+def _model_image_size(config: dict) -> int:
+    model_cfg = _section(config, "model")
+    if model_cfg.get("init"):
+        import json
+
+        base = json.loads((Path(model_cfg["init"]) / "config.json").read_text())
+    else:
+        base = _base_model_config(config)
+    overrides = (model_cfg.get("overrides") or {}).get("detector", {})
+    return int(overrides.get("image_size", base.get("detector", {}).get("image_size", 256)))
+
+
+def _cache_dir(config: dict) -> Path | None:
+    data = _section(config, "data")
+    if data.get("feature_cache"):
+        return Path(data["feature_cache"])
+    init = _section(config, "model").get("init")
+    return Path(init) if init else None
+
+
+# ---------------------------------------------------------------------------------------- module
+class RRGModule(L.LightningModule):
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = config
+        self.stage_name = stage_of(config)
+        self.model = build_rrg(config)
+        if self.stage_name in ("pretrain", "language", "joint"):
+            ensure_tokenizer(self.model, config)
+        elif self.stage_name in FEATURE_STAGES and self.model.tokenizer is None:
+            pass
+        loss = _section(config, "loss")
+        self.w_sel = float(loss.get("selection", 1.0))
+        self.w_abn = float(loss.get("abnormal", 1.0))
+        self.w_find = float(loss.get("findings", 1.0))
+        self.w_lm = float(loss.get("language", 1.0))
+        self._freeze()
+
+    def _trainable(self) -> list[nn.Module]:
+        m = self.model
+        return {
+            "detector": [m.detector],
+            "classifiers": [m.projector, m.selection, m.abnormality, m.findings],
+            "pretrain": [m.language.gpt2],
+            "language": [m.language],
+            "joint": [m.projector, m.selection, m.abnormality, m.findings, m.language],
+        }[self.stage_name]
+
+    def _freeze(self) -> None:
+        self.model.requires_grad_(False)
+        for module in self._trainable():
+            module.requires_grad_(True)
+
+    def on_train_epoch_start(self) -> None:
+        # Frozen parts stay in eval mode (no dropout, fixed BatchNorm statistics).
+        self.model.eval()
+        for module in self._trainable():
+            module.train()
+
+    def _lm_batch(self, batch: dict, feats: torch.Tensor, finding_probs: torch.Tensor):
+        from crrg.rrg.language import encode_sentences
+
+        if not batch["sentences"]:
+            return None
+        rows = torch.tensor([s[0] for s in batch["sentences"]])
+        regions = torch.tensor([s[1] for s in batch["sentences"]])
+        ids, mask = encode_sentences(self.model.tokenizer, [s[2] for s in batch["sentences"]],
+                                     self.model.lang_cfg.n_positions - self.model.lang_cfg.prefix_length - 1)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        return self.model.language.conditioned_loss(feats[rows, regions], ids, mask, finding_probs[rows])
+
+    def _head_losses(self, batch: dict, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        bce = nn.functional.binary_cross_entropy_with_logits
+        logits = self.model.heads(feats)
+        known = batch["known"]
+        denom = known.sum().clamp(min=1)
+        return {
+            "selection": (bce(logits["selection"], batch["selected"], reduction="none") * known).sum() / denom,
+            "abnormal": (bce(logits["abnormal"], batch["abnormal"], reduction="none") * known).sum() / denom,
+            "findings": bce(logits["findings"], batch["findings"]),
+            "finding_probs": torch.sigmoid(logits["findings"]),
+        }
+
+    def _step(self, batch, prefix: str) -> torch.Tensor:
+        stage, m = self.stage_name, self.model
+        if stage == "detector":
+            images, targets = batch
+            if prefix == "val":
+                m.detector.frcnn.train()  # torchvision only returns losses in train mode
+                with torch.no_grad():
+                    losses = m.detector.frcnn(images, targets)
+                m.detector.frcnn.eval()
+            else:
+                losses = m.detector.losses(images, targets)
+            loss = sum(losses.values())
+            for k, v in losses.items():
+                self.log(f"{prefix}_{k}", v, batch_size=len(images))
+        elif stage == "pretrain":
+            from crrg.rrg.language import encode_sentences
+
+            ids, mask = encode_sentences(m.tokenizer, batch, m.lang_cfg.n_positions)
+            loss = m.language.text_loss(ids.to(self.device), mask.to(self.device))
+        else:
+            feats = m.region_features(batch["features"])
+            parts = self._head_losses(batch, feats)
+            if stage == "classifiers":
+                loss = self.w_sel * parts["selection"] + self.w_abn * parts["abnormal"] + self.w_find * parts["findings"]
+            else:
+                lm = self._lm_batch(batch, feats, parts["finding_probs"].detach())
+                lm = lm if lm is not None else feats.sum() * 0
+                self.log(f"{prefix}_lm_loss", lm, batch_size=len(feats))
+                loss = self.w_lm * lm
+                if stage == "joint":
+                    loss = loss + self.w_sel * parts["selection"] + self.w_abn * parts["abnormal"] + self.w_find * parts["findings"]
+            for k in ("selection", "abnormal", "findings"):
+                self.log(f"{prefix}_{k}_loss", parts[k], batch_size=len(feats))
+        size = len(batch[0]) if stage == "detector" else (len(batch) if stage == "pretrain" else len(batch["features"]))
+        self.log(f"{prefix}_loss", loss, prog_bar=True, batch_size=size, sync_dist=True)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self):
+        trainer_cfg = _section(self.config, "trainer")
+        params = [p for module in self._trainable() for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=float(trainer_cfg.get("lr", 1e-3)),
+                                      weight_decay=float(trainer_cfg.get("weight_decay", 0.0)))
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1000
+        warmup = max(1, total // 20)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class RRGTask:
+    stages = STAGES
+
+    def build_module(self, config: dict) -> RRGModule:
+        return RRGModule(config)
+
+    def build_datamodule(self, config: dict) -> RRGDataModule:
+        return RRGDataModule(config)
+
+    def export(self, module: RRGModule, out_dir: Path) -> None:
+        from crrg.models.registry import save_pretrained
+
+        model = module.model.cpu().eval()
+        if module.stage_name in ("classifiers", "joint"):
+            tune_thresholds(model, module.config)
+        save_pretrained(model, out_dir)
+
+
+@torch.no_grad()
+def tune_thresholds(model, config: dict) -> None:
+    """Per-finding thresholds that maximise F1 on the validation split (0.5 where it has no positives)."""
+    val = with_regions(load_split(config, "val_split", "val") or [])
+    if not val:
+        return
+    feats = compute_features(model, val, _cache_dir(config), "val")
+    probs = torch.sigmoid(model.heads(model.region_features(feats.float()))["findings"])
+    targets = torch.stack([region_targets(r, frontal_index(r))["findings"] for r in val])
+    chosen = {}
+    for j, name in enumerate(CHEXPERT_14):
+        y = targets[:, j]
+        if y.sum() == 0 or y.sum() == len(y):
+            continue
+        best, best_f1 = 0.5, -1.0
+        for t in torch.linspace(0.05, 0.95, 19).tolist():
+            pred = probs[:, j] >= t
+            tp = float((pred & (y == 1)).sum())
+            f1 = 2 * tp / max(1.0, float(pred.sum()) + float(y.sum()))
+            if f1 > best_f1:
+                best, best_f1 = round(t, 2), f1
+        chosen[name] = best
+    model.thresholds.findings = chosen or None
+
+
+# ---------------------------------------------------------------------------------------- driver
+def stage_config(config: dict, stage: str, init: str | os.PathLike | None) -> dict:
+    """The config of one stage: the base config + ``stages.<stage>`` overrides, started from ``init``."""
+    from crrg.models.registry import _merge  # the registry's deep merge, shared on purpose
+
+    cfg = copy.deepcopy(config)
+    per_stage = _section(_section(config, "stages"), stage)
+    cfg = _merge(cfg, per_stage)
+    cfg.pop("stages", None)
+    cfg["stage"] = stage
+    if init is not None:
+        cfg.setdefault("model", {})["init"] = str(init)
+    return cfg
+
+
+def train_stages(config: dict, out_dir: str | os.PathLike, stages: tuple[str, ...] = STAGES, resume: bool = False,
+                 devices: int = 1) -> Path:
+    """Run the stages in order, each in ``out_dir/<stage>`` with the training engine, each starting
+    from the previous stage's exported model.
+
+    On resume a finished stage (its ``model/`` exists) is skipped and an interrupted one continues
+    from its last checkpoint, so a killed pipeline picks up where it stopped.
+    """
+    from crrg.training import engine
+
+    out = Path(out_dir)
+    init = _section(config, "model").get("init")
+    for stage in stages:
+        if stage not in STAGES:
+            raise ConfigError(f"rrg stage {stage!r} is not one of {list(STAGES)}")
+        stage_dir = out / stage
+        done = stage_dir / "model"
+        if resume and (done / "config.json").is_file():
+            log.info("rrg: stage %s already done (%s)", stage, done)
+            init = done
+            continue
+        cfg = stage_config(config, stage, init)
+        init = Path(engine.train("rrg", cfg, stage_dir, devices=devices, resume=resume and stage_dir.exists()))
+    return Path(init)
+
+
+def _register() -> None:
+    from crrg.training.tasks import register_task
+
+    register_task("rrg", RRGTask)
+
+
+_register()
