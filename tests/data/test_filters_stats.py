@@ -45,3 +45,19 @@ def test_stats_counts_views_labels_and_lengths():
     assert stats.report_words.max == 4
     d = stats.to_dict()
     assert d["labels"]["Cardiomegaly"]["prevalence"] == pytest.approx(1 / 3)
+
+
+def test_fast_writer_matches_write_manifest_byte_for_byte(tmp_path):
+    from crrg.data.writer import write_records
+    from crrg.errors import ManifestError
+    from crrg.records import Region, write_manifest
+
+    recs = records()
+    recs[0].meta = {"mesh_major": ["Cardiomegaly/mild"], "note": "ünïcode"}
+    recs[0].regions = [Region(name="right lung", image=0, box=[1.0, 2.0, 30.0, 40.0], abnormal=True, sentences=["s"])]
+    write_manifest(tmp_path / "a.jsonl", recs)
+    assert write_records(tmp_path / "b.jsonl", recs) == 3
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    with pytest.raises(ManifestError, match="duplicate study id 'a'"):
+        write_records(tmp_path / "c.jsonl", [recs[0], recs[0]])
+    assert not (tmp_path / "c.jsonl").exists()

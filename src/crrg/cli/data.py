@@ -29,11 +29,11 @@ def _check_out(out: Path) -> None:
 
 def _write(reader, out: Path, description: str, views: Optional[str], with_report: bool, with_images: bool) -> None:
     from crrg.data.filters import apply_filters, parse_views
-    from crrg.records import write_manifest
+    from crrg.data.writer import write_records
 
     wanted = parse_views(views)
     records = apply_filters(progress(reader, total=len(reader), description=description), wanted, with_report, with_images)
-    written = write_manifest(out, records)
+    written = write_records(out, records)
     notes = getattr(reader, "notes", {}) or {}
     splits = ", ".join(f"{notes[s]} {s}" for s in ("train", "val", "test", "unassigned") if notes.get(s))
     extra = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in notes.items()

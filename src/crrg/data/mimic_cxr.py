@@ -124,10 +124,6 @@ class MimicCxrReader:
     def __len__(self) -> int:
         return len(self._study_ids)
 
-    def _report_path(self, subject: int, study: int) -> Path:
-        s = str(subject)
-        return self._reports / "files" / f"p{s[:2]}" / f"p{s}" / f"s{study}.txt"
-
     def __iter__(self) -> Iterator[StudyRecord]:
         import numpy as np
 
@@ -137,6 +133,7 @@ class MimicCxrReader:
         label_values = None
         if self._labels is not None:
             label_values = np.where(np.isnan(self._labels), 2, self._labels).astype(np.int8)  # 2 = not mentioned
+        reports = str(self._reports)
         for i, study in enumerate(self._study_ids.tolist()):
             subject = str(int(self._subject_ids[i]))
             start, end = int(self._starts[i]), int(self._ends[i])
@@ -146,7 +143,8 @@ class MimicCxrReader:
             splits = set(self._splits[start:end].tolist())
             split = splits.pop() if len(splits) == 1 else "unassigned"
             try:
-                with open(self._report_path(int(subject), study), encoding="utf-8", errors="replace") as handle:
+                report = os.path.join(reports, "files", f"p{subject[:2]}", f"p{subject}", f"s{study}.txt")
+                with open(report, encoding="utf-8", errors="replace") as handle:
                     text = handle.read()
                 sections = extract_sections(text)
             except FileNotFoundError:
