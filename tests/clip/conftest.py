@@ -90,3 +90,14 @@ def saved_tiny_classifier(tmp_path_factory) -> Path:
     model = create_model("classifier-resnet18", labels=["Pleural Effusion", "Cardiomegaly"], image_encoder={"image_size": 64})
     model.thresholds = {"Pleural Effusion": 0.25, "Cardiomegaly": 0.75}
     return save_pretrained(model, tmp_path_factory.mktemp("tinyclf") / "model")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """On a shared, loaded 2-core machine two intra-op threads run ~9x slower than one (spin-waiting)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

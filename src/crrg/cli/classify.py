@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from crrg.cli.common import console, info, progress
+from crrg.cli.common import info, progress
 
 MODEL = typer.Option(..., "--model", "-m", help="Saved model folder, bundled model name or hub id (a 'clip' or 'classifier' model).")
 PROMPTS = typer.Option(None, "--prompts", help="Zero-shot prompt file (JSON) for CLIP models; default: the packaged prompts.json.")
@@ -62,10 +62,8 @@ def evaluate_classifier(
     batch_size: int = typer.Option(16, "--batch-size", min=1),
 ) -> None:
     """AUC per label, macro AUC, accuracy and F1 on labelled data; ROC curves as PNG."""
-    import numpy as np
-
     from crrg.clip.data import labeled_from_records, read_image_folder
-    from crrg.clip.evaluate import classification_report, write_outputs
+    from crrg.clip.evaluate import classification_report, targets_with_unknowns, write_outputs
     from crrg.clip.predict import load_classifier, predict_paths
     from crrg.errors import InputError
     from crrg.records import read_manifest
@@ -81,19 +79,19 @@ def evaluate_classifier(
         if not records:
             raise InputError(f"{data} has no studies in split {split!r}")
         names = list(classifier.names)
-        items = labeled_from_records(records, names)
+        items = labeled_from_records(records, names, uncertain="ignore", unknown="ignore")
         if not items:
             raise InputError(f"no study of split {split!r} in {data} has an image")
     info(f"evaluating a {classifier.kind} classifier on {len(items)} images")
     probs = predict_paths(classifier, [it.path for it in items], batch_size=batch_size, progress=progress)
     columns = [classifier.names.index(n) for n in names]
-    y_true = np.array([it.target for it in items])
+    y_true = targets_with_unknowns(items)
     y_score = probs[:, columns]
     thresholds = {n: classifier.thresholds[n] for n in names}
     report = classification_report(y_true, y_score, names, thresholds)
     _print_report(report)
     if out is not None:
-        write_outputs(out, report, items, y_score, names)
+        write_outputs(out, report, items, y_true, y_score, names)
         info(f"wrote metrics.json, predictions.jsonl and roc.png to {out}")
 
 
@@ -112,14 +110,17 @@ def _print_report(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("label", "AUC", "accuracy", "F1", "positives", "n")
-    for name, m in report["per_label"].items():
-        auc = "n/a" if m["auc"] is None else f"{m['auc']:.3f}"
-        table.add_row(name, auc, f"{m['accuracy']:.3f}", f"{m['f1']:.3f}", str(m["positives"]), str(m["n"]))
+    def fmt(value) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+
+    table = Table("label", "AUC", "accuracy", "F1", "threshold", "positive", "negative")
+    for name, auc in report["auc"].items():
+        support = report["support"][name]
+        table.add_row(name, fmt(auc), fmt(report["accuracy"][name]), fmt(report["f1"][name]),
+                      fmt(report["thresholds"][name]), str(support["positive"]), str(support["negative"]))
     Console().print(table)
-    macro = report["macro_auc"]
-    typer.echo(f"macro AUC {'n/a' if macro is None else f'{macro:.4f}'} over {report['labels_with_auc']} labels; "
-               f"accuracy {report['accuracy']:.4f}; macro F1 {report['macro_f1']:.4f}")
+    typer.echo(f"macro AUC {fmt(report['macro_auc'])} over {report['labels_with_auc']} labels; "
+               f"mean accuracy {fmt(report['mean_accuracy'])}; macro F1 {fmt(report['macro_f1'])}")
 
 
 def register(app: typer.Typer) -> None:

@@ -83,19 +83,11 @@ def choose_thresholds(y_true: np.ndarray, y_score: np.ndarray, labels: Sequence[
     """Per label, the threshold maximising F1 on validation data (0.5 where a label has one class only).
 
     F1 rather than Youden's J: positives are rare for most findings, and F1 is what the evaluation
-    reports next to AUC.
+    reports next to AUC. Entries with ``mask == 0`` (unknown labels) are left out.
     """
-    from sklearn.metrics import precision_recall_curve
+    from crrg.evaluation.classification import choose_thresholds as choose
 
-    out = {}
-    for j, name in enumerate(labels):
-        keep = mask[:, j] > 0 if mask is not None else np.ones(len(y_true), dtype=bool)
-        t, s = y_true[keep, j], y_score[keep, j]
-        if len(np.unique(t)) < 2:
-            out[name] = DEFAULT_THRESHOLD
-            continue
-        precision, recall, thresholds = precision_recall_curve(t, s)
-        f1 = 2 * precision * recall / np.clip(precision + recall, 1e-12, None)
-        best = int(np.argmax(f1[:-1]))  # the last point (recall 0) has no threshold
-        out[name] = float(thresholds[best])
-    return out
+    truth = np.asarray(y_true, dtype=np.float64)
+    if mask is not None:
+        truth = np.where(np.asarray(mask) > 0, truth, np.nan)
+    return choose(truth, y_score, list(labels), method="f1")

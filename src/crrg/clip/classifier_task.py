@@ -47,6 +47,15 @@ def labeled_split(config: dict, which: str) -> tuple[list[LabeledImage], list[st
     manifest = data.get("manifest")
     if not manifest:
         raise ConfigError("set data.manifest (crrg train classifier --data M.jsonl) or data.image_folder")
+    if Path(manifest).is_dir():  # --data DIR: an image-folder dataset with train/ and val/ (or valid/)
+        root = Path(manifest)
+        sub = {"train": ["train"], "val": ["val", "valid", "validation"]}[which]
+        for name in sub:
+            if (root / name).is_dir():
+                return read_image_folder(root / name)
+        if which == "val":
+            return [], read_image_folder(root / "train")[1]
+        raise InputError(f"{root} is a folder but has no train/ sub-folder of class folders")
     labels = list(_section(config, "model").get("labels") or CHEXPERT_14)
     unknown = [n for n in labels if n not in CHEXPERT_14]
     if unknown:
@@ -70,7 +79,8 @@ def build_classifier_model(config: dict, labels: list[str]):
         clip = load_pretrained(model_cfg["from_clip"])
         if clip.crrg_config.get("family") != "clip":
             raise ConfigError(f"model.from_clip {model_cfg['from_clip']} is not a CLIP model")
-        overrides["image_encoder"] = dict(clip.crrg_config["image_encoder"], weights=None)
+        overrides["image_encoder"] = {**clip.crrg_config["image_encoder"], "weights": None,
+                                      **(model_cfg.get("overrides") or {}).get("image_encoder", {})}
     name = model_cfg.get("name") or "classifier-resnet18"
     model = create_model(name, pretrained=model_cfg.get("pretrained"), **overrides)
     if clip is not None:
@@ -203,7 +213,7 @@ class ClassifierTask:
     def _label_names(self, config: dict) -> list[str]:
         if self._labels is None:
             data = _section(config, "data")
-            if data.get("image_folder"):
+            if data.get("image_folder") or (data.get("manifest") and Path(data["manifest"]).is_dir()):
                 _, self._labels = labeled_split(config, "train")
             else:
                 self._labels = list(_section(config, "model").get("labels") or CHEXPERT_14)

@@ -165,15 +165,23 @@ def collate_pairs(batch: list[dict[str, Any]]) -> dict[str, Any]:
     return {"image": torch.stack([b["image"] for b in batch]), "text": [b["text"] for b in batch]}
 
 
-def label_targets(record: StudyRecord, labels: Sequence[str], uncertain: str = "positive") -> tuple[list[float], list[float]]:
+def label_targets(record: StudyRecord, labels: Sequence[str], uncertain: str = "positive",
+                  unknown: str = "negative") -> tuple[list[float], list[float]]:
     """Target vector and mask for a record's CheXpert labels.
 
-    Not mentioned (None) counts as negative, as in CheXpert training practice; uncertain (-1) is
-    positive, negative, or masked out of the loss (``uncertain="ignore"``).
+    For training, not mentioned (None) counts as negative, as in CheXpert practice; for evaluation
+    ``unknown="ignore"`` masks it out. Uncertain (-1) is positive, negative, or masked
+    (``uncertain="ignore"``).
     """
+    if uncertain not in ("positive", "negative", "ignore") or unknown not in ("negative", "ignore"):
+        raise ConfigError(f"uncertain={uncertain!r} / unknown={unknown!r}: expected positive|negative|ignore / negative|ignore")
     target, mask = [], []
     for name in labels:
         value = record.labels.get(name)
+        if value is None and unknown == "ignore":
+            target.append(0.0)
+            mask.append(0.0)
+            continue
         if value == -1:
             if uncertain == "ignore":
                 target.append(0.0)
@@ -193,13 +201,14 @@ class LabeledImage:
     id: str = ""
 
 
-def labeled_from_records(records: Sequence[StudyRecord], labels: Sequence[str], uncertain: str = "positive") -> list[LabeledImage]:
+def labeled_from_records(records: Sequence[StudyRecord], labels: Sequence[str], uncertain: str = "positive",
+                         unknown: str = "negative") -> list[LabeledImage]:
     items = []
     for record in records:
         path = primary_image(record)
         if path is None:
             continue
-        target, mask = label_targets(record, labels, uncertain)
+        target, mask = label_targets(record, labels, uncertain, unknown)
         items.append(LabeledImage(path=path, target=target, mask=mask, id=record.id))
     return items
 

@@ -1,0 +1,87 @@
+"""End-to-end training through the engine: `crrg train clip` and `crrg train classifier` on tiny data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crrg.training.config import load_config, set_in
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def trained_clip(tmp_path_factory, tiny_data) -> Path:
+    from crrg.training.engine import train
+
+    cfg = set_in(load_config(REPO / "configs/clip/tiny.yaml"), "data.manifest", str(tiny_data))
+    return train("clip", cfg, tmp_path_factory.mktemp("run") / "clip", progress_bar=False)
+
+
+def test_train_clip_exports_a_loadable_model_with_index_and_thresholds(trained_clip, tiny_data):
+    from crrg.models import load_pretrained
+    from crrg.records import read_manifest
+
+    model = load_pretrained(trained_clip)
+    assert model.retrieval is not None and len(model.retrieval) == len(read_manifest(tiny_data, split="train"))
+    thresholds = json.loads((trained_clip / "thresholds.json").read_text())
+    assert model.thresholds == thresholds and "Pleural Effusion" in thresholds
+    assert thresholds["Pleural Effusion"] != 0.5  # chosen on the labelled val split, not the default
+    metrics = (trained_clip.parent / "logs" / "csv" / "metrics.csv").read_text()
+    assert "train_loss" in metrics and "val_loss" in metrics
+
+
+def _image_folder(root: Path, n: int, seed: int) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for k, name in enumerate(("0_normal", "1_abnormal")):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            img = 0.3 + 0.05 * rng.standard_normal((32, 32))
+            if k:
+                img[8:24, 8:24] += 0.5
+            Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def test_train_classifier_finetune_on_image_folder_learns_and_stores_thresholds(tmp_path, trained_clip):
+    from crrg.models import load_pretrained
+    from crrg.training.engine import train
+
+    data = tmp_path / "folders"
+    _image_folder(data / "train", 12, 0)
+    _image_folder(data / "valid", 6, 1)
+    cfg = load_config(REPO / "configs/classifier/finetune.yaml", [
+        f"model.from_clip={trained_clip}", "trainer.max_epochs=null", "trainer.max_steps=12",
+        "trainer.batch_size=8", "trainer.monitor=null", "model.overrides.image_encoder.image_size=32"])
+    cfg = set_in(cfg, "data.manifest", str(data))
+    out = train("classifier", cfg, tmp_path / "clf", progress_bar=False)
+    model = load_pretrained(out)
+    assert model.labels == ["abnormal"] and model.image_size == 32
+    assert set(json.loads((out / "thresholds.json").read_text())) == {"abnormal"}
+    from crrg.clip.data import read_image_folder
+    from crrg.clip.classifier_task import predict_items
+
+    items, _ = read_image_folder(data / "valid")
+    scores = predict_items(model, items)[:, 0]
+    truth = np.array([it.target[0] for it in items])
+    assert scores[truth == 1].mean() > scores[truth == 0].mean()  # the blob is learnt
+
+
+def test_linear_probe_keeps_the_clip_tower_frozen(tiny_data, trained_clip):
+    import torch
+
+    from crrg.clip.classifier_task import ClassifierModule
+    from crrg.models import load_pretrained
+
+    cfg = load_config(REPO / "configs/classifier/linear-probe.yaml", [f"model.from_clip={trained_clip}", "model.labels=[Cardiomegaly]"])
+    module = ClassifierModule(cfg, ["Cardiomegaly"])
+    clip = load_pretrained(trained_clip)
+    for (name, a), b in zip(module.model.image_encoder.state_dict().items(), clip.image_encoder.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not any(p.requires_grad for p in module.model.image_encoder.parameters())
+    assert all(p.requires_grad for p in module.model.head.parameters())
