@@ -104,3 +104,16 @@ def test_crrg_report_cli_runs_a_saved_blip_model(tiny_config, tmp_path):
     sampled = CliRunner().invoke(app, ["--quiet", "report", str(tmp_path / "f.png"), "--model", str(tmp_path / "m"),
                                        "--sample", "--temperature", "1.5"])
     assert sampled.exit_code == 0, sampled.output
+
+
+def test_an_attached_classifier_fills_the_likely_findings(tiny_config, tmp_path):
+    from crrg.models.registry import create_model
+
+    classifier = create_model("classifier-resnet18", image_encoder={"name": "resnet18", "weights": None, "image_size": 32},
+                              labels=["Cardiomegaly", "Edema"])
+    torch.nn.init.constant_(classifier.head.bias, 5.0)  # sigmoid(~5): both findings "likely" on any image
+    torch.nn.init.zeros_(classifier.head.weight)
+    save_pretrained(classifier, tmp_path / "cls")
+    model = build_model({**tiny_config, "classifier": str(tmp_path / "cls"), "prompt": {"variant": "predicted"}}).eval()
+    report = model.generate_report(StudyInput(images=[random_image(0)], views=["PA"], indication="cough"))
+    assert set(report.probabilities) == {"Cardiomegaly", "Edema"} and min(report.probabilities.values()) > 0.99
