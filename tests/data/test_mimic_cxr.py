@@ -1,4 +1,5 @@
 import gzip
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,14 @@ def test_separate_reports_folder_and_missing_metadata(tmp_path: Path):
     records = list(MimicCxrReader(root, reports=reports))
     assert records[0].findings == "Mild cardiomegaly. No pleural effusion."
     assert {im.view for r in records for im in r.images} == {"unknown"}
+    # PhysioNet's mimic-cxr-reports.zip, read in place
+    with zipfile.ZipFile(tmp_path / "mimic-cxr-reports.zip", "w") as archive:
+        for file in sorted((reports / "files").rglob("*.txt")):
+            archive.write(file, file.relative_to(reports).as_posix())
+    reader = MimicCxrReader(root, reports=tmp_path / "mimic-cxr-reports.zip")
+    from_zip = list(reader)
+    assert [r.to_dict() for r in from_zip] == [r.to_dict() for r in records]
+    assert reader.notes["reports_missing"] == 1
 
 
 def test_missing_tables_and_columns_are_named(tmp_path: Path):
@@ -105,3 +114,11 @@ def test_missing_tables_and_columns_are_named(tmp_path: Path):
     write_gz(tmp_path / "mimic-cxr-2.0.0-split.csv.gz", "dicom_id,study_id,subject_id,split\nd1,1,10,holdout\n")
     with pytest.raises(InputError, match="holdout"):
         MimicCxrReader(tmp_path)
+    write_gz(tmp_path / "mimic-cxr-2.0.0-split.csv.gz", "dicom_id,study_id,subject_id,split\nd1,1,10,train\n")
+    write_gz(tmp_path / "mimic-cxr-2.0.0-chexpert.csv.gz",
+             "subject_id,study_id," + ",".join(CHEXPERT_14) + "\n10,1,2.0" + "," * 13 + "\n")
+    with pytest.raises(InputError, match="study 1 has 'No Finding' = 2.0"):
+        MimicCxrReader(tmp_path)
+    (tmp_path / "bad.zip").write_bytes(b"nope")
+    with pytest.raises(InputError, match="not a readable zip"):
+        MimicCxrReader(tmp_path, reports=tmp_path / "bad.zip")

@@ -67,7 +67,7 @@ def prepare_iu_xray(
 def prepare_mimic_cxr(
     root: Path = typer.Option(..., "--root", help="MIMIC-CXR-JPG folder with mimic-cxr-2.0.0-{split,metadata,chexpert}.csv.gz and files/."),
     out: Path = OUT,
-    reports: Optional[Path] = typer.Option(None, "--reports", help="Folder holding the MIMIC-CXR report files/pNN/p<subject>/s<study>.txt (default: --root)."),
+    reports: Optional[Path] = typer.Option(None, "--reports", help="Folder holding the MIMIC-CXR report files/pNN/p<subject>/s<study>.txt, or mimic-cxr-reports.zip (default: --root)."),
     views: Optional[str] = VIEWS,
     require_report: bool = WITH_REPORT,
     require_images: bool = WITH_IMAGES,

@@ -6,8 +6,9 @@ Inputs, in PhysioNet's layout:
 * ``<root>/mimic-cxr-2.0.0-metadata.csv.gz``: dicom_id, ..., ViewPosition (optional: views stay unknown);
 * ``<root>/mimic-cxr-2.0.0-chexpert.csv.gz``: subject_id, study_id and the 14 CheXpert columns with
   1.0 / 0.0 / -1.0 / blank (optional: labels stay null);
-* reports ``<reports>/files/pNN/p<subject>/s<study>.txt`` from MIMIC-CXR (``reports`` defaults to root),
-  split into sections with :func:`crrg.text.sections.extract_sections`.
+* reports ``<reports>/files/pNN/p<subject>/s<study>.txt`` from MIMIC-CXR (``reports`` defaults to root;
+  it may also be PhysioNet's ``mimic-cxr-reports.zip``, read in place), split into sections with
+  :func:`crrg.text.sections.extract_sections`.
 
 Image paths are ``files/pNN/p<subject>/s<study>/<dicom_id>.jpg`` under ``root``, written relative to
 the manifest. Their existence is not checked (a full check is 377k stat calls, and reports-only work
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from pathlib import Path
 from typing import Iterator
 
@@ -63,6 +65,44 @@ def _read_table(path: Path, columns: tuple[str, ...], dtypes: dict[str, str] | N
         raise InputError(f"cannot read {path}: {exc}") from None
 
 
+class _FolderReports:
+    """Report texts under ``<folder>/files/pNN/p<subject>/s<study>.txt``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.where = f"{folder}/files"
+        self._folder = str(folder)
+
+    def read(self, subject: str, study: int) -> str | None:
+        path = os.path.join(self._folder, "files", f"p{subject[:2]}", f"p{subject}", f"s{study}.txt")
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+
+
+class _ZipReports:
+    """Report texts inside ``mimic-cxr-reports.zip``, found by study id whatever the folder prefix."""
+
+    def __init__(self, path: Path) -> None:
+        self.where = str(path)
+        try:
+            self._zip = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise InputError(f"{path} is not a readable zip of MIMIC-CXR reports ({exc})") from None
+        self._names: dict[int, str] = {}
+        for name in self._zip.namelist():
+            base = name.rsplit("/", 1)[-1]
+            if base.startswith("s") and base.endswith(".txt") and base[1:-4].isdigit():
+                self._names[int(base[1:-4])] = name
+        if not self._names:
+            raise InputError(f"{path} holds no s<study>.txt report files")
+
+    def read(self, subject: str, study: int) -> str | None:
+        name = self._names.get(study)
+        return None if name is None else self._zip.read(name).decode("utf-8", errors="replace")
+
+
 class MimicCxrReader:
     """Iterable of MIMIC-CXR StudyRecords sorted by subject and study."""
 
@@ -77,7 +117,8 @@ class MimicCxrReader:
 
         root = require_file(root, "MIMIC-CXR-JPG folder")
         self._root = root
-        self._reports = require_file(reports, "MIMIC-CXR reports folder") if reports is not None else root
+        reports_path = require_file(reports, "MIMIC-CXR reports") if reports is not None else root
+        self._reports = _ZipReports(reports_path) if reports_path.is_file() else _FolderReports(reports_path)
         self._manifest_dir = Path(manifest_dir) if manifest_dir is not None else None
         split_path = _find(root, SPLIT_FILE)
         if split_path is None:
@@ -116,7 +157,16 @@ class MimicCxrReader:
         if chexpert_path is not None:
             labels = _read_table(chexpert_path, ("study_id",) + CHEXPERT_14)
             labels = labels.drop_duplicates("study_id").set_index("study_id").reindex(self._study_ids)
-            self._labels = labels[list(CHEXPERT_14)].to_numpy(dtype="float64")
+            try:
+                values = labels[list(CHEXPERT_14)].to_numpy(dtype="float64")
+            except ValueError as exc:
+                raise InputError(f"{chexpert_path}: label values must be 1.0, 0.0, -1.0 or blank ({exc})") from None
+            bad = ~(np.isnan(values) | np.isin(values, (1.0, 0.0, -1.0)))
+            if bad.any():
+                row, col = map(int, np.argwhere(bad)[0])
+                raise InputError(f"{chexpert_path}: study {self._study_ids[row]} has {CHEXPERT_14[col]!r} = "
+                                 f"{values[row, col]}; expected 1.0, 0.0, -1.0 or blank")
+            self._labels = values
         else:
             log.warning("no %s under %s: labels will be null", CHEXPERT_FILE, root)
         self.notes: dict[str, int] = {}
@@ -133,7 +183,6 @@ class MimicCxrReader:
         label_values = None
         if self._labels is not None:
             label_values = np.where(np.isnan(self._labels), 2, self._labels).astype(np.int8)  # 2 = not mentioned
-        reports = str(self._reports)
         for i, study in enumerate(self._study_ids.tolist()):
             subject = str(int(self._subject_ids[i]))
             start, end = int(self._starts[i]), int(self._ends[i])
@@ -142,14 +191,12 @@ class MimicCxrReader:
                       for d, v in zip(self._dicoms[start:end].tolist(), self._views[start:end].tolist())]
             splits = set(self._splits[start:end].tolist())
             split = splits.pop() if len(splits) == 1 else "unassigned"
-            try:
-                report = os.path.join(reports, "files", f"p{subject[:2]}", f"p{subject}", f"s{study}.txt")
-                with open(report, encoding="utf-8", errors="replace") as handle:
-                    text = handle.read()
-                sections = extract_sections(text)
-            except FileNotFoundError:
+            text = self._reports.read(subject, study)
+            if text is None:
                 notes["reports_missing"] += 1
-                sections = {}
+                sections: dict[str, str] = {}
+            else:
+                sections = extract_sections(text)
             labels = {name: None for name in CHEXPERT_14}
             if label_values is not None:
                 for name, value in zip(CHEXPERT_14, label_values[i].tolist()):
@@ -161,6 +208,6 @@ class MimicCxrReader:
             yield StudyRecord(id=f"s{study}", patient_id=f"p{subject}", images=images, labels=labels, split=split,
                               **{key: sections.get(key, "") for key in MAIN_SECTIONS})
         if notes["reports_missing"]:
-            log.warning("%d of %d studies have no report file under %s/files", notes["reports_missing"],
-                        notes["studies"], self._reports)
+            log.warning("%d of %d studies have no report file in %s", notes["reports_missing"],
+                        notes["studies"], self._reports.where)
         self.notes = notes
