@@ -61,3 +61,13 @@ def test_unknown_uppercase_heading_ends_previous_section():
     assert s["findings"] == "Clear."
     assert s["addendum"] == "see below."
     assert s["note_by_dr"] == "called."
+
+
+def test_known_headings_in_any_case_and_inline():
+    s = extract_sections("Indication: cough. Findings: Heart size: normal. No effusion. Impression: Normal chest.")
+    assert s["indication"] == "cough."
+    assert s["findings"] == "Heart size: normal. No effusion."
+    assert s["impression"] == "Normal chest."
+    # an upper-case word inside a sentence followed by a colon is not a heading
+    assert extract_sections("FINDINGS: The tip of the line ETT: 3 cm above carina.")["findings"] == \
+        "The tip of the line ETT: 3 cm above carina."

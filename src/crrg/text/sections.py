@@ -11,9 +11,11 @@ decision of the consumer (``crrg.text.clean_report``), not of section splitting.
 
 Rules, in the spirit of MIT-LCP's ``create_section_files.py`` for MIMIC-CXR:
 
-* a heading is a line start (or the start of the text) followed by a known upper-case name and a
-  colon; unknown upper-case headings ("ADDENDUM:", "WET READ:") end the previous section and are
-  kept under their own lower-cased key;
+* a heading is an upper-case name and a colon at the start of a line; unknown upper-case headings
+  ("ADDENDUM:", "NOTE:") end the previous section and are kept under their own lower-cased key;
+  when no upper-case FINDINGS / IMPRESSION heading exists, known names ("Findings:", "Impression:")
+  are also recognised in any letter case and right after a sentence end on the same line, while
+  "Heart size: normal" is never a heading;
 * HISTORY / REASON FOR EXAM / CLINICAL INFORMATION fold into ``indication``; two such sections are
   joined in reading order;
 * "FINDINGS AND IMPRESSION:" goes to ``findings``;
@@ -59,6 +61,13 @@ _add("wet_read", "WET READ")
 # A heading: at the start of a line, upper-case words (letters, digits, spaces, / & ( ) , . -),
 # then a colon. Lower-case text before a colon ("Heart size: normal") is not a heading.
 _HEADING_RE = re.compile(r"(?m)^[ \t]*([A-Z][A-Z0-9 /&(),.\-]{1,60}?)[ \t]*:")
+# Known headings are also found in any letter case and after a sentence end on the same line
+# ("... no effusion. Impression: normal."), as in hand-written reports and user tables.
+_KNOWN_RE = re.compile(
+    r"(?im)(?:^[ \t]*|(?<=[.!?])[ \t]+)("
+    + "|".join(re.escape(name).replace(r"\ ", r"\s+") for name in sorted(_HEADINGS, key=len, reverse=True))
+    + r")[ \t]*:"
+)
 _WS_RE = re.compile(r"\s+")
 _PARAGRAPH_RE = re.compile(r"\n[ \t]*\n")
 
@@ -68,10 +77,29 @@ def _squash(text: str) -> str:
 
 
 def _canonical(heading: str) -> str | None:
-    name = _squash(heading).rstrip(".")
+    name = _squash(heading).rstrip(".").upper()
     if name in _HEADINGS:
         return _HEADINGS[name]
     return None
+
+
+def _find_headings(text: str) -> list[re.Match[str]]:
+    """Heading matches in reading order.
+
+    The any-case / inline pass is slow next to the upper-case one (a long alternation tried at
+    every sentence end), so it runs only when the upper-case pass found no FINDINGS or IMPRESSION
+    heading, which is never the case for a sectioned MIMIC-CXR report.
+    """
+    upper = list(_HEADING_RE.finditer(text))
+    if any(_canonical(m.group(1)) in ("findings", "impression") for m in upper):
+        return upper
+    found = sorted([*upper, *_KNOWN_RE.finditer(text)], key=lambda m: (m.start(1), -m.end()))
+    headings: list[re.Match[str]] = []
+    for match in found:
+        if headings and match.start(1) < headings[-1].end():
+            continue
+        headings.append(match)
+    return headings
 
 
 def extract_sections(text: str) -> dict[str, str]:
@@ -85,7 +113,7 @@ def extract_sections(text: str) -> dict[str, str]:
     if not isinstance(text, str):
         raise TypeError(f"extract_sections expects a string, got {type(text).__name__}")
     sections: dict[str, str] = {key: "" for key in MAIN_SECTIONS}
-    matches = list(_HEADING_RE.finditer(text))
+    matches = _find_headings(text)
     if not matches:
         sections["findings"] = _squash(text)
         return sections
@@ -123,7 +151,7 @@ def _last_paragraph_as_findings(text: str, sections: dict[str, str]) -> None:
     if not paragraphs:
         return
     last = paragraphs[-1]
-    if _HEADING_RE.match(last):
+    if _HEADING_RE.match(last) or _KNOWN_RE.match(last):
         return
     content = _squash(last)
     for key, value in sections.items():
