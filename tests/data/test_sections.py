@@ -71,3 +71,15 @@ def test_known_headings_in_any_case_and_inline():
     # an upper-case word inside a sentence followed by a colon is not a heading
     assert extract_sections("FINDINGS: The tip of the line ETT: 3 cm above carina.")["findings"] == \
         "The tip of the line ETT: 3 cm above carina."
+
+
+def test_round_trip_on_the_real_iu_xray_reports(shared_data):
+    """Every IU X-Ray section, written back under its heading, comes out of extract_sections unchanged."""
+    from crrg.data.iu_xray import IuXrayReader
+
+    records = list(IuXrayReader(shared_data / "iu_xray_reports" / "NLMCXR_reports.tgz"))
+    assert len(records) == 3955
+    for record in records:
+        sections = {key: " ".join(getattr(record, key).split()) for key in MAIN_SECTIONS}
+        text = "\n \n".join(f" {key.upper()}: {value}" for key, value in sections.items() if value)
+        assert {k: v for k, v in extract_sections(text).items() if k in MAIN_SECTIONS} == sections, record.id
