@@ -108,7 +108,6 @@ def register(app: typer.Typer) -> None:
         if (top_p is not None or temperature is not None) and not sample:
             raise InputError("--top-p and --temperature only apply with --sample")
         study = load_study(list(images), view, indication, study_id=Path(images[0]).stem)
-        info(f"loading model {model}")
         generator = load_generator(model)
         options: dict[str, Any] = {"num_beams": beams}
         if sample:

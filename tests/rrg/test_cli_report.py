@@ -1,0 +1,55 @@
+import json
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from crrg.cli.main import app
+from crrg.observations import CHEXPERT_14
+
+runner = CliRunner()
+
+
+def _png(path, seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray((rng.random((80, 72)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def test_report_text_and_json(saved_tiny_model, tmp_path):
+    frontal, lateral = _png(tmp_path / "f.png"), _png(tmp_path / "l.png", 1)
+    text = runner.invoke(app, ["report", str(frontal), str(lateral), "--model", str(saved_tiny_model), "--beams", "2"])
+    assert text.exit_code == 0, text.output
+    assert "FINDINGS:" in text.output and "IMPRESSION:" in text.output and "Finding probabilities" in text.output
+    out = runner.invoke(app, ["-q", "report", str(frontal), str(lateral), "--model", str(saved_tiny_model),
+                              "--format", "json", "--sample", "--top-p", "0.8", "--temperature", "0.7"])
+    assert out.exit_code == 0, out.output
+    payload = json.loads(out.stdout)
+    assert payload["views"] == ["PA", "LATERAL"]
+    assert payload["report"] and len(payload["regions"]) == 29 and set(payload["probabilities"]) == set(CHEXPERT_14)
+    assert all(s["region"] and len(s["box"]) == 4 for s in payload["sentences"])
+    target = tmp_path / "r.json"
+    done = runner.invoke(app, ["-q", "report", str(frontal), "--model", str(saved_tiny_model), "--format", "json",
+                               "--out", str(target)])
+    assert done.exit_code == 0 and json.loads(target.read_text())["findings"]
+
+
+def _one_line_error(args):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "crrg", *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    return lines[0]
+
+
+def test_bad_input_is_one_line_error(saved_tiny_model, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    assert "bad.png" in _one_line_error(["report", str(bad), "--model", str(saved_tiny_model)])
+    assert "does not exist" in _one_line_error(["report", str(tmp_path / "missing.png"), "--model", str(saved_tiny_model)])
+    assert "saved crrg model" in _one_line_error(["-q", "report", str(_png(tmp_path / "a.png")), "--model", str(tmp_path)])
+    assert "--format" in _one_line_error(["report", str(_png(tmp_path / "a.png")), "--model", str(saved_tiny_model),
+                                          "--format", "xml"])

@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+
+from conftest import TINY_CONFIG, untrained_model
+from crrg.errors import ConfigError, InputError
+from crrg.models.registry import build_model, load_pretrained, save_pretrained
+from crrg.observations import ANATOMICAL_REGIONS, CHEXPERT_14
+from crrg.reporting import StudyInput
+
+
+def _study(views=("PA", "LATERAL"), seed=0):
+    rng = np.random.default_rng(seed)
+    return StudyInput(images=[rng.random((80, 70), dtype=np.float32) for _ in views], views=list(views))
+
+
+def test_report_has_a_sentence_per_selected_region_with_region_and_box():
+    model = untrained_model()
+    report = model.generate_report(_study(), num_beams=2)
+    assert len(report.regions) == len(ANATOMICAL_REGIONS)
+    assert all(r.selected for r in report.regions)  # selection threshold 0 in this fixture
+    assert report.sentences and all(s.region in ANATOMICAL_REGIONS and len(s.box) == 4 for s in report.sentences)
+    assert all(0 <= s.box[0] < s.box[2] <= 70 + 1e-3 for s in report.sentences)
+    assert set(report.probabilities) == set(CHEXPERT_14)
+    assert report.findings and report.impression
+    assert report.timings_ms["total_ms"] > 0
+    # the model reads regions from the frontal image, wherever it is in the study
+    swapped = model.generate_report(StudyInput(images=[np.zeros((50, 50), np.float32), _study().images[0]],
+                                               views=["LATERAL", "PA"]))
+    assert {s.image for s in swapped.sentences} == {1}
+
+
+def test_nothing_selected_gives_the_normal_report():
+    model = untrained_model(select_all=False)
+    model.thresholds.selection = 1.1
+    model.thresholds.abnormal = 1.1
+    report = model.generate_report(_study())
+    assert report.sentences == [] and report.impression == "No acute cardiopulmonary abnormality."
+
+
+def test_save_load_round_trip(tmp_path):
+    model = untrained_model()
+    model.thresholds.findings = {"Edema": 0.3}
+    save_pretrained(model, tmp_path / "m")
+    loaded = load_pretrained(tmp_path / "m")
+    a, b = model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert loaded.thresholds.findings == {"Edema": 0.3} and loaded.thresholds.selection == 0.0
+    assert loaded.generate_report(_study()).report == model.generate_report(_study()).report
+
+
+def test_user_errors_are_crrg_errors():
+    model = untrained_model()
+    with pytest.raises(InputError, match="only lateral"):
+        model.generate_report(_study(views=("LATERAL",)))
+    with pytest.raises(InputError, match="no images"):
+        model.generate_report(StudyInput(images=[], views=[]))
+    with pytest.raises(InputError, match="unknown option"):
+        model.generate_report(_study(), beam_size=3)
+    with pytest.raises(ConfigError, match="never trained"):
+        build_model(dict(TINY_CONFIG)).generate_report(_study())
+
+
+def test_joint_modes_run_and_rerank_uses_labeler():
+    pytest.importorskip("crrg.labeler")
+    model = untrained_model()
+    for mode in ("off", "condition", "rerank"):
+        report = model.generate_report(_study(), joint=mode)
+        assert len(report.sentences) >= 1

@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from crrg.errors import ConfigError
+from crrg.models.registry import load_pretrained
+from crrg.reporting import StudyInput
+from crrg.rrg.task import STAGES, report_corpus, stage_config, train_stages
+from crrg.training.tasks import get_task
+
+
+def _config(manifest, tiny_config):
+    return {"model": {"config": tiny_config}, "data": {"manifest": str(manifest)},
+            "trainer": {"max_steps": 1, "batch_size": 2, "lr": 1e-3, "checkpoint_every_n_steps": 1},
+            "stages": {"pretrain": {"trainer": {"max_steps": 2, "batch_size": 8}}}}
+
+
+def test_stage_config_merges_per_stage_settings(tiny_manifest, tiny_config):
+    cfg = stage_config(_config(tiny_manifest, tiny_config), "pretrain", "/x")
+    assert cfg["trainer"]["max_steps"] == 2 and cfg["trainer"]["batch_size"] == 8 and cfg["trainer"]["lr"] == 1e-3
+    assert cfg["stage"] == "pretrain" and cfg["model"]["init"] == "/x" and "stages" not in cfg
+    assert get_task("rrg").stages == STAGES
+    with pytest.raises(ConfigError, match="stage"):
+        train_stages(_config(tiny_manifest, tiny_config), "/tmp/never", stages=("decoder",))
+
+
+def test_corpus_has_region_sentences_and_reports(tiny_manifest, tiny_config):
+    texts = report_corpus(_config(tiny_manifest, tiny_config))
+    assert "the right lung is normal" in texts and len(texts) > 10
+
+
+def test_all_stages_run_export_and_resume(tiny_manifest, tiny_config, tmp_path):
+    from crrg.image import load_image
+
+    torch.manual_seed(0)
+    config = _config(tiny_manifest, tiny_config)
+    final = train_stages(config, tmp_path / "run")
+    for stage in STAGES:
+        assert (tmp_path / "run" / stage / "model" / "config.json").is_file()
+    model = load_pretrained(final)
+    assert model.tokenizer is not None
+    # later stages must not touch the frozen detector
+    det = load_pretrained(tmp_path / "run" / "detector" / "model").detector.state_dict()
+    assert all(torch.equal(v, model.detector.state_dict()[k]) for k, v in det.items())
+    image = load_image(tiny_manifest.parent / "s0_pa.png")
+    report = model.generate_report(StudyInput(images=[image], views=["PA"]))
+    assert report.impression
+    # a resumed pipeline skips finished stages instead of training them again
+    before = (tmp_path / "run" / "joint" / "model" / "model.safetensors").stat().st_mtime_ns
+    assert train_stages(config, tmp_path / "run", resume=True) == final
+    assert (tmp_path / "run" / "joint" / "model" / "model.safetensors").stat().st_mtime_ns == before
