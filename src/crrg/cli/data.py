@@ -20,18 +20,20 @@ WITH_REPORT = typer.Option(False, "--require-report", help="Drop studies with ne
 WITH_IMAGES = typer.Option(False, "--require-images", help="Drop studies without images.")
 
 
-def _check_out(out: Path) -> None:
+def _check_options(out: Path, views: Optional[str]) -> Optional[tuple[str, ...]]:
+    """Validate the cheap options before a reader spends time on the dataset."""
+    from crrg.data.filters import parse_views
     from crrg.errors import InputError
 
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give a file name such as {out / 'manifest.jsonl'}")
+    return parse_views(views)
 
 
-def _write(reader, out: Path, description: str, views: Optional[str], with_report: bool, with_images: bool) -> None:
-    from crrg.data.filters import apply_filters, parse_views
+def _write(reader, out: Path, description: str, wanted: Optional[tuple[str, ...]], with_report: bool, with_images: bool) -> None:
+    from crrg.data.filters import apply_filters
     from crrg.data.writer import write_records
 
-    wanted = parse_views(views)
     records = apply_filters(progress(reader, total=len(reader), description=description), wanted, with_report, with_images)
     written = write_records(out, records)
     notes = getattr(reader, "notes", {}) or {}
@@ -57,10 +59,10 @@ def prepare_iu_xray(
     """IU X-Ray (Open-i) reports, with optional split file, DICOM metadata and images."""
     from crrg.data.iu_xray import IuXrayReader
 
-    _check_out(out)
+    wanted = _check_options(out, views)
     reader = IuXrayReader(reports, split_file=split, metadata=metadata, images=images, projections=projections,
                           manifest_dir=out.resolve().parent)
-    _write(reader, out, "IU X-Ray", views, require_report, require_images)
+    _write(reader, out, "IU X-Ray", wanted, require_report, require_images)
 
 
 @prepare_app.command("mimic-cxr")
@@ -75,10 +77,10 @@ def prepare_mimic_cxr(
     """MIMIC-CXR-JPG tables and MIMIC-CXR report texts, one record per study."""
     from crrg.data.mimic_cxr import MimicCxrReader
 
-    _check_out(out)
+    wanted = _check_options(out, views)
     info("reading the MIMIC-CXR tables")
     reader = MimicCxrReader(root, reports=reports, manifest_dir=out.resolve().parent)
-    _write(reader, out, "MIMIC-CXR", views, require_report, require_images)
+    _write(reader, out, "MIMIC-CXR", wanted, require_report, require_images)
 
 
 @prepare_app.command("csv")
@@ -95,10 +97,10 @@ def prepare_csv(
     """Your own table: image path(s), report text or findings/impression, optional CheXpert-14 labels, split, view."""
     from crrg.data.generic import GenericReader
 
-    _check_out(out)
+    wanted = _check_options(out, views)
     reader = GenericReader(table, image_columns=image_col, report_column=report_col, images_root=images_root,
                            manifest_dir=out.resolve().parent)
-    _write(reader, out, Path(table).name, views, require_report, require_images)
+    _write(reader, out, Path(table).name, wanted, require_report, require_images)
 
 
 def _fmt(value: float | int | None, digits: int = 1) -> str:
