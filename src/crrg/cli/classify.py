@@ -12,13 +12,25 @@ from typing import List, Optional
 
 import typer
 
-from crrg.cli.common import info, progress
+from crrg.cli.common import CliState, info, is_quiet, progress
 
 MODEL = typer.Option(..., "--model", "-m", help="Saved model folder, bundled model name or hub id (a 'clip' or 'classifier' model).")
+def _quiet(ctx: typer.Context) -> bool:
+    """--quiet from the root context (click's context stack is not reliable under recent typer)."""
+    obj = ctx.find_root().obj
+    return obj.quiet if isinstance(obj, CliState) else is_quiet()
+
+
+def _status(ctx: typer.Context, message: str) -> None:
+    if not _quiet(ctx):
+        info(message)
+
+
 PROMPTS = typer.Option(None, "--prompts", help="Zero-shot prompt file (JSON) for CLIP models; default: the packaged prompts.json.")
 
 
 def classify(
+    ctx: typer.Context,
     images: List[Path] = typer.Argument(..., help="Radiographs (PNG, JPEG or DICOM)."),
     model: str = MODEL,
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per image) instead of a table."),
@@ -30,9 +42,9 @@ def classify(
 
     check_images(images)
     classifier = load_classifier(model, prompts)
-    info(f"{classifier.kind} classifier with {len(classifier.names)} labels")
+    _status(ctx, f"{classifier.kind} classifier with {len(classifier.names)} labels")
     paths = [str(p) for p in images]
-    probs = predict_paths(classifier, paths, batch_size=batch_size, progress=progress)
+    probs = predict_paths(classifier, paths, batch_size=batch_size, progress=None if _quiet(ctx) else progress)
     labels = classifier.labels(probs)
     results = [
         {"image": path, "probabilities": {n: round(float(p), 4) for n, p in zip(classifier.names, row)},
@@ -54,6 +66,7 @@ def classify(
 
 
 def evaluate_classifier(
+    ctx: typer.Context,
     model: str = MODEL,
     data: Path = typer.Option(..., "--data", "-d", help="Manifest (JSONL with labels), or an image folder with class sub-folders (0_normal/ 1_abnormal/)."),
     split: Optional[str] = typer.Option("test", "--split", help="Manifest split to evaluate ('all' for every study); ignored for image folders."),
@@ -82,8 +95,8 @@ def evaluate_classifier(
         items = labeled_from_records(records, names, uncertain="ignore", unknown="ignore")
         if not items:
             raise InputError(f"no study of split {split!r} in {data} has an image")
-    info(f"evaluating a {classifier.kind} classifier on {len(items)} images")
-    probs = predict_paths(classifier, [it.path for it in items], batch_size=batch_size, progress=progress)
+    _status(ctx, f"evaluating a {classifier.kind} classifier on {len(items)} images")
+    probs = predict_paths(classifier, [it.path for it in items], batch_size=batch_size, progress=None if _quiet(ctx) else progress)
     columns = [classifier.names.index(n) for n in names]
     y_true = targets_with_unknowns(items)
     y_score = probs[:, columns]
@@ -92,7 +105,7 @@ def evaluate_classifier(
     _print_report(report)
     if out is not None:
         write_outputs(out, report, items, y_true, y_score, names)
-        info(f"wrote metrics.json, predictions.jsonl and roc.png to {out}")
+        _status(ctx, f"wrote metrics.json, predictions.jsonl and roc.png to {out}")
 
 
 def _match_folder_labels(folder_labels: list[str], model_labels: list[str]) -> list[str]:
