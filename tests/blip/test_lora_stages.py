@@ -100,3 +100,21 @@ def test_adapter_saved_on_its_own(tiny_config, tmp_path):
     a = {k: v for k, v in model.vision.state_dict().items() if "lora_" in k}
     b = {k: v for k, v in other.vision.state_dict().items() if "lora_" in k}
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stage1_contrastive_loss_trains_the_qformer_text_side(tiny_config):
+    torch.manual_seed(0)
+    model = build_model({**tiny_config, "itc_weight": 1.0})
+    set_trainable(model, STAGE_DEFAULTS[1])
+    samples = [model.prepare_sample([random_image(i)], ["PA"], "Write the findings and impression.", text)
+               for i, text in enumerate(["The lungs are clear.", "Cardiomegaly with effusion."])]
+    batch = model.collate(samples)
+    model.train()
+    with_itc = model(batch)
+    model.itc_weight = 0.0
+    without = model(batch)
+    assert with_itc.item() > without.item()  # ITC of 2 studies is about log(2) at initialisation
+    model.itc_weight = 1.0
+    with_itc.backward()
+    assert model.itc_text.weight.grad is not None and model.itc_text.weight.grad.abs().sum() > 0
+    assert not any(p.grad is not None for n, p in model.named_parameters() if n.startswith("lm.") and "lora_" not in n)

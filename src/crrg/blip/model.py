@@ -26,6 +26,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from crrg.blip import lora as lora_lib
 from crrg.blip.prompts import PromptConfig, build_instruction
@@ -78,6 +79,8 @@ class BlipBatch:
     lm_ids: torch.Tensor  # (B, L) instruction + report + eos, right-padded
     lm_mask: torch.Tensor  # (B, L)
     labels: torch.Tensor  # (B, L) report tokens, -100 elsewhere
+    report_ids: torch.Tensor  # (B, Lr) report tokens alone, right-padded (the Q-Former's text side for ITC)
+    report_mask: torch.Tensor  # (B, Lr)
 
     def to(self, device: torch.device | str) -> "BlipBatch":
         return BlipBatch(**{k: v.to(device) for k, v in self.__dict__.items()})
@@ -150,6 +153,14 @@ class ClinicalBlip(nn.Module):
         self.projection = nn.Linear(hidden, lm_width)
         n_soft = int(config.get("soft_prompt_tokens", 0))
         self.soft_prompt = nn.Parameter(torch.randn(n_soft, lm_width) * 0.02) if n_soft > 0 else None
+        # Optional BLIP-2 stage-1 image-text contrastive loss (ITC) beside the generation loss (ITG).
+        self.itc_weight = float(config.get("itc_weight", 0.0))
+        self.itc_tokens = max(self.max_instruction_tokens, 32)
+        # The heads always exist (a few thousand weights) so a stage can switch ITC on or off at run time.
+        dim = int(config.get("itc_dim", 128))
+        self.itc_image = nn.Linear(hidden, dim)
+        self.itc_text = nn.Linear(hidden, dim)
+        self.itc_logit_scale = nn.Parameter(torch.tensor(float(np.log(1 / 0.07))))
 
         self.prompt_config = PromptConfig(**(config.get("prompt") or {}))
         self.generation = dict(config.get("generation") or {})
@@ -256,7 +267,7 @@ class ClinicalBlip(nn.Module):
         pixels = torch.zeros(b, m, 1, s_, s_)
         image_mask = torch.zeros(b, m, dtype=torch.bool)
         view_ids = torch.full((b, m), 2, dtype=torch.long)
-        instr, seqs, labels = [], [], []
+        instr, seqs, labels, reports = [], [], [], []
         for i, sample in enumerate(samples):
             n = min(len(sample["views"]), self.max_images)
             pixels[i, :n] = sample["pixels"][:n]
@@ -266,9 +277,10 @@ class ClinicalBlip(nn.Module):
             target = self.encode_text(" " + sample.get("target", ""), self.max_report_tokens) if sample.get("target") is not None else []
             tail = target + [tok.eos_token_id] if sample.get("target") is not None else []
             instr.append(ids)
+            reports.append(target[: self.itc_tokens] or [tok.pad_token_id])
             seqs.append(ids + tail)
             labels.append([-100] * len(ids) + tail)
-        li, l_ = max(len(x) for x in instr), max(len(x) for x in seqs)
+        li, l_, lr = max(len(x) for x in instr), max(len(x) for x in seqs), max(len(x) for x in reports)
 
         def pad(rows: list[list[int]], width: int, value: int) -> torch.Tensor:
             return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
@@ -278,11 +290,22 @@ class ClinicalBlip(nn.Module):
             instruction_ids=pad(instr, li, tok.pad_token_id), instruction_mask=pad([[1] * len(r) for r in instr], li, 0),
             lm_ids=pad(seqs, l_, tok.pad_token_id), lm_mask=pad([[1] * len(r) for r in seqs], l_, 0),
             labels=pad(labels, l_, -100),
+            report_ids=pad(reports, lr, tok.pad_token_id), report_mask=pad([[1] * len(r) for r in reports], lr, 0),
         )
 
     # ----- forward ----------------------------------------------------------------------------------
     def visual_prefix(self, batch: BlipBatch) -> torch.Tensor:
         """Query outputs of the Q-Former, projected to the LM width, plus soft-prompt tokens: (B, P, D)."""
+        return self._prefix(self.query_outputs(batch))
+
+    def _prefix(self, queries: torch.Tensor) -> torch.Tensor:
+        prefix = self.projection(queries)
+        if self.soft_prompt is not None:
+            prefix = torch.cat([prefix, self.soft_prompt.expand(queries.shape[0], -1, -1)], dim=1)
+        return prefix
+
+    def query_outputs(self, batch: BlipBatch) -> torch.Tensor:
+        """The learned queries after reading the images (cross-attention) and the instruction: (B, Q, H)."""
         b, m = batch.image_mask.shape
         flat = batch.pixels.flatten(0, 1)
         tokens = self.vision(flat)  # (B*M, N, C)
@@ -297,19 +320,30 @@ class ClinicalBlip(nn.Module):
         attention = torch.cat([torch.ones(b, q, dtype=torch.long, device=queries.device), batch.instruction_mask], dim=1)
         out = self.qformer(input_ids=batch.instruction_ids, attention_mask=attention, query_embeds=queries,
                            encoder_hidden_states=encoder_states, encoder_attention_mask=encoder_mask)
-        prefix = self.projection(out.last_hidden_state[:, :q])
-        if self.soft_prompt is not None:
-            prefix = torch.cat([prefix, self.soft_prompt.expand(b, -1, -1)], dim=1)
-        return prefix
+        return out.last_hidden_state[:, :q]
+
+    def contrastive_loss(self, queries: torch.Tensor, batch: BlipBatch) -> torch.Tensor:
+        """BLIP-2 ITC: each study's best-matching query vs the Q-Former's text encoding of its report."""
+        text = self.qformer(input_ids=batch.report_ids, attention_mask=batch.report_mask).last_hidden_state
+        mask = batch.report_mask[:, :, None].to(text.dtype)
+        text = F.normalize(self.itc_text((text * mask).sum(1) / mask.sum(1).clamp(min=1)), dim=-1)  # (B, E)
+        image = F.normalize(self.itc_image(queries), dim=-1)  # (B, Q, E)
+        sim = torch.einsum("bqe,ce->bcq", image, text).max(dim=-1).values * self.itc_logit_scale.exp().clamp(max=100)
+        target = torch.arange(sim.shape[0], device=sim.device)
+        return (F.cross_entropy(sim, target) + F.cross_entropy(sim.t(), target)) / 2
 
     def forward(self, batch: BlipBatch) -> torch.Tensor:
-        """Mean cross-entropy of the report tokens given images and instruction."""
-        prefix = self.visual_prefix(batch)
+        """Cross-entropy of the report tokens given images and instruction (+ ITC when itc_weight > 0)."""
+        queries = self.query_outputs(batch)
+        prefix = self._prefix(queries)
         embeds = torch.cat([prefix, self.lm.get_input_embeddings()(batch.lm_ids)], dim=1)
         b, p = prefix.shape[:2]
         mask = torch.cat([torch.ones(b, p, dtype=batch.lm_mask.dtype, device=prefix.device), batch.lm_mask], dim=1)
         labels = torch.cat([torch.full((b, p), -100, dtype=torch.long, device=prefix.device), batch.labels], dim=1)
-        return self.lm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        loss = self.lm(inputs_embeds=embeds, attention_mask=mask, labels=labels).loss
+        if self.itc_weight > 0 and b > 1 and self.training:
+            loss = loss + self.itc_weight * self.contrastive_loss(queries, batch)
+        return loss
 
     @torch.no_grad()
     def generate_texts(self, batch: BlipBatch, **options: Any) -> list[str]:

@@ -12,6 +12,7 @@ Config sections (see ``configs/blip/stage1.yaml`` and ``stage2.yaml``)::
       vision: {r: 8, alpha: 16, dropout: 0.05}
       lm: null
     trainable: null                 # groups to train (crrg.blip.lora.TRAINABLE_GROUPS); null: the stage's default
+    loss: {itc_weight: 0.0}         # + weight x BLIP-2 image-text contrastive loss (stage 1 alignment)
     prompt:
       train_variants: [none, indication, ground_truth]
       findings_file: null           # {study_id: {observation: probability}} of a classifier, for "predicted"
@@ -47,6 +48,7 @@ _SECTIONS = {
     "model": {"name": "blip-vit-small-gpt2", "overrides": {}, "init_from": None, "lm_pretrained": None},
     "lora": {"vision": None, "lm": None},
     "prompt": {"train_variants": ["none", "indication", "ground_truth"], "findings_file": None},
+    "loss": {"itc_weight": 0.0},
     "data": {"manifest": None, "train_split": "train", "val_split": "val", "max_val_studies": 64, "cache_images": True},
 }
 
@@ -85,6 +87,7 @@ def build_blip(config: dict) -> ClinicalBlip:
     for part in lora_lib.ADAPTER_PARTS:
         if lora_cfg[part] and not lora_lib.has_lora(model, part):
             model.add_adapters(part, lora_cfg[part])
+    model.itc_weight = float(_section(config, "loss")["itc_weight"])
     groups = config.get("trainable") or lora_lib.STAGE_DEFAULTS[int(stage_of(config))]
     groups = [g for g in groups if g != "soft_prompt" or model.soft_prompt is not None]
     counts = lora_lib.set_trainable(model, groups)
