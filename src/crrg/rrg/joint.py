@@ -39,6 +39,34 @@ def attach_classifier(rrg_model, classifier) -> None:
     rrg_model.finding_source = classifier
 
 
+class ImageClassifierFindings:
+    """Adapter for the CLIP-based image classifier (``crrg.clip.classifier``, family ``classifier``)."""
+
+    def __init__(self, classifier: Any):
+        self.classifier = classifier
+
+    def predict_proba(self, study: StudyInput) -> dict[str, float]:
+        from crrg.observations import FRONTAL_VIEWS
+
+        frontal = next((im for im, v in zip(study.images, study.views) if v in FRONTAL_VIEWS), study.images[0])
+        row = self.classifier.probabilities([frontal])[0]
+        return {name: float(p) for name, p in zip(self.classifier.labels, row)}
+
+
+def load_finding_source(path: str) -> FindingSource:
+    """A saved classifier folder -> :class:`FindingSource` for :func:`attach_classifier`."""
+    from crrg.models.registry import load_pretrained
+
+    model = load_pretrained(path)
+    if hasattr(model, "predict_proba"):
+        return model
+    if hasattr(model, "probabilities") and hasattr(model, "labels"):
+        return ImageClassifierFindings(model)
+    from crrg.errors import InputError
+
+    raise InputError(f"model {path} ({type(model).__name__}) gives no finding probabilities")
+
+
 def external_probabilities(source: Any, study: StudyInput) -> list[float]:
     probs = source.predict_proba(study)
     return [float(probs.get(name, 0.0)) for name in CHEXPERT_14]

@@ -372,6 +372,9 @@ class RRGModule(L.LightningModule):
         self.w_abn = float(loss.get("abnormal", 1.0))
         self.w_find = float(loss.get("findings", 1.0))
         self.w_lm = float(loss.get("language", 1.0))
+        # Zeroing the finding probabilities for some sentences teaches the decoder to write without
+        # them too, so "joint off" can be measured on the same model.
+        self.condition_dropout = float(loss.get("condition_dropout", 0.3))
         self._freeze()
 
     def _trainable(self) -> list[nn.Module]:
@@ -405,7 +408,11 @@ class RRGModule(L.LightningModule):
         ids, mask = encode_sentences(self.model.tokenizer, [s[2] for s in batch["sentences"]],
                                      self.model.lang_cfg.n_positions - self.model.lang_cfg.prefix_length - 1)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        return self.model.language.conditioned_loss(feats[rows, regions], ids, mask, finding_probs[rows])
+        cond = finding_probs[rows]
+        if self.training and self.condition_dropout > 0:
+            keep = (torch.rand(len(rows), 1, device=cond.device) >= self.condition_dropout).to(cond.dtype)
+            cond = cond * keep
+        return self.model.language.conditioned_loss(feats[rows, regions], ids, mask, cond)
 
     def _head_losses(self, batch: dict, feats: torch.Tensor) -> dict[str, torch.Tensor]:
         bce = nn.functional.binary_cross_entropy_with_logits
