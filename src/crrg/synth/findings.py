@@ -65,6 +65,10 @@ class Insertion:
     polylines: list[Polyline] = field(default_factory=list)
     plates: list[tuple[np.ndarray, float]] = field(default_factory=list)  # (polygon (N, 3) world mm, line integral mm)
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # label channel -> replaced coarse mask (cardiomegaly)
+    # fraction of the fine anatomy's attenuation taken away (pneumothorax air, emphysema): applied on the fine
+    # grid so the vessels really disappear instead of being averaged out
+    removal: np.ndarray | None = None
+    removal_lo: tuple[int, int, int] = (0, 0, 0)
 
 
 class Anatomy3D:
@@ -124,11 +128,28 @@ class Anatomy3D:
 
 
 def _smooth_noise(rng: np.random.Generator, shape, scale: int) -> np.ndarray:
-    """Smooth random field in [0, 1]: coarse uniform noise, cubic-upsampled."""
-    small = rng.random(tuple(max(int(np.ceil(s / scale)), 2) for s in shape))
-    field_ = ndimage.zoom(small, [s / m for s, m in zip(shape, small.shape)], order=3)[: shape[0], : shape[1], : shape[2]]
-    field_ = (field_ - field_.min()) / max(field_.max() - field_.min(), 1e-6)
+    """Smooth random field in [0, 1]: coarse uniform noise, trilinearly upsampled."""
+    import torch
+    import torch.nn.functional as F
+
+    small = rng.random(tuple(max(int(np.ceil(s / scale)), 2) for s in shape)).astype(np.float32)
+    field_ = F.interpolate(torch.from_numpy(small)[None, None], size=tuple(int(s) for s in shape), mode="trilinear",
+                           align_corners=True)[0, 0].numpy()
+    field_ = (field_ - field_.min()) / max(float(field_.max() - field_.min()), 1e-6)
     return field_
+
+
+def _bbox3(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(lo, hi) index bounds (hi exclusive) of a 3-D mask, from its axis projections (much faster than argwhere)."""
+    bounds = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hit = np.flatnonzero(mask.any(axis=other))
+        if hit.size == 0:
+            return None
+        bounds.append((hit[0], hit[-1] + 1))
+    lo, hi = zip(*bounds)
+    return np.array(lo), np.array(hi)
 
 
 class Inserter:
@@ -141,13 +162,20 @@ class Inserter:
         a = self.a
         delta = np.zeros(a.shape, np.float32)
         out = Insertion()
+        self._removal = np.zeros(a.shape, np.float32)
         for f in findings:
             getattr(self, f"_{f.kind}")(f, delta, out, rng)
+        removal = np.clip(self._removal, 0.0, 1.0)
+        box = _bbox3(removal > 1e-4)
+        if box is not None:
+            lo, hi = box
+            out.removal = np.ascontiguousarray(removal[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+            out.removal_lo = tuple(int(v) for v in lo)
         # never make attenuation negative, never beyond dense bone
         np.maximum(delta, -a.mu, out=delta)
-        nz = np.argwhere(np.abs(delta) > 1e-4)
-        if len(nz):
-            lo, hi = nz.min(0), nz.max(0) + 1
+        box = _bbox3(np.abs(delta) > 1e-4)
+        if box is not None:
+            lo, hi = box
             out.delta = np.ascontiguousarray(delta[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
             out.delta_lo = tuple(int(v) for v in lo)
         return out
@@ -218,17 +246,37 @@ class Inserter:
             delta[rim] += 0.5 * np.maximum(1.0 - a.mu[rim], 0)
 
     def _pneumothorax(self, f: Finding, delta, out: Insertion, rng) -> None:
+        """The lung collapses toward its hilum and base; air without markings fills the apical and lateral space."""
         a = self.a
         side = f.side
-        g, lung, edt = a.geom[side], a.lung[side], a.edt[side]
-        thick = {"small": 10.0, "moderate": 22.0, "large": 40.0}[f.severity] * rng.uniform(0.85, 1.2)
-        weight = np.maximum(g["height"] ** 1.5, g["lateral"] ** 2)
-        air = lung & (edt < thick * weight)
-        delta[air] -= a.mu[air]
-        line = lung & ~air & ndimage.binary_dilation(air, iterations=1)
-        delta[line] += 0.45
-        rest = lung & ~air & ~line
-        delta[rest] += 0.06 * {"small": 0.5, "moderate": 1.0, "large": 2.0}[f.severity]
+        g, lung = a.geom[side], a.lung[side]
+        c = {"small": 0.86, "moderate": 0.74, "large": 0.58}[f.severity] * rng.uniform(0.95, 1.05)
+        idx = np.argwhere(lung)
+        lo, hi = idx.min(0), idx.max(0)
+        medial_x = hi[2] if side == "left" else lo[2]  # x grows toward the patient's right
+        anchor = np.array([lo[0] + 0.1 * (hi[0] - lo[0]), (lo[1] + hi[1]) / 2, medial_x])
+        collapsed = self._shrunk_mask(lung, (c, 0.5 + 0.5 * c, c), anchor)
+        air = lung & ~collapsed
+        self._removal[air] = 1.0
+        line = collapsed & ~ndimage.binary_erosion(collapsed)
+        line &= ndimage.binary_dilation(air, iterations=1)
+        delta[line] += 0.5
+        rest = collapsed & ~line
+        delta[rest] += 0.05 * (1 - c) / 0.4
+
+    def _shrunk_mask(self, mask: np.ndarray, scale, anchor: np.ndarray) -> np.ndarray:
+        """``mask`` scaled down about ``anchor`` (nearest-neighbour inverse mapping inside the mask's box)."""
+        idx = np.argwhere(mask)
+        lo, hi = idx.min(0), idx.max(0) + 1
+        zz, yy, xx = np.meshgrid(*(np.arange(l, h) for l, h in zip(lo, hi)), indexing="ij")
+        src = [np.rint(anchor[i] + (g - anchor[i]) / scale[i]).astype(int) for i, g in enumerate((zz, yy, xx))]
+        ok = np.ones(zz.shape, bool)
+        for i, s_ in enumerate(src):
+            ok &= (s_ >= 0) & (s_ < mask.shape[i])
+            np.clip(s_, 0, mask.shape[i] - 1, out=s_)
+        out = np.zeros_like(mask)
+        out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = mask[src[0], src[1], src[2]] & ok
+        return out & mask
 
     # --- lungs ----------------------------------------------------------------------------------
     def _lobe_mask(self, f: Finding) -> np.ndarray:
@@ -302,7 +350,7 @@ class Inserter:
 
     def _emphysema(self, f: Finding, delta, out: Insertion, rng) -> None:
         a = self.a
-        delta[a.lungs] -= 0.3 * a.mu[a.lungs]
+        self._removal[a.lungs] += 0.3
         for side in ("right", "left"):
             g = a.geom[side]
             b = g["bottom"].astype(float)

@@ -187,7 +187,7 @@ class StudyMaker:
             pil = Image.fromarray(_to_uint16(img))  # mode I;16
         else:
             pil = Image.fromarray(np.clip(np.rint(img * 255), 0, 255).astype(np.uint8))
-        atomic_save_file(path, lambda tmp: pil.save(tmp, format="PNG"))
+        atomic_save_file(path, lambda tmp: pil.save(tmp, format="PNG", compress_level=3))
 
 
 def _to_uint16(img: np.ndarray) -> np.ndarray:
@@ -235,9 +235,23 @@ def _init_worker(cfg: SynthConfig, threads: int) -> None:
     _WORKER["maker"] = StudyMaker(cfg)
 
 
+def _warm(key: tuple[str, int]) -> tuple[str, int]:
+    _WORKER["maker"].renderer.pose(*key)
+    return key
+
+
 def _work(index: int) -> int:
     _WORKER["maker"].make(index)
     return index
+
+
+def _views_used(cfg: SynthConfig) -> list[str]:
+    views = []
+    if "frontal" in cfg.views:
+        views += ["PA", "AP"]
+    if "lateral" in cfg.views:
+        views.append("LATERAL")
+    return views
 
 
 def pending_indices(cfg: SynthConfig) -> list[int]:
@@ -279,10 +293,14 @@ def generate(cfg: SynthConfig, progress: Callable[[Iterable[int], int], Iterator
                 pass
         else:
             threads = max(1, (os.cpu_count() or 1) // cfg.workers)
-            # warm the shared caches (phantom, straight poses) once before forking the workers
-            StudyMaker(cfg).renderer.pose("PA", 0)
+            # the phantom cache is written once, before the workers read it
+            load_phantom_cached(cfg.ct, cfg.mask, cfg.spacing, out / ".cache")
             ctx = mp.get_context("spawn")
             with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg, threads)) as pool:
+                # project every pose's anatomy once, spread over the workers (cached on disk for all of them)
+                keys = [(v, p) for v in _views_used(cfg) for p in range(cfg.n_poses)]
+                for _ in pool.imap_unordered(_warm, keys):
+                    pass
                 for _ in wrap(pool.imap_unordered(_work, todo, chunksize=4), len(todo)):
                     pass
     manifest = build_manifest(out, cfg.n, cfg.seed)

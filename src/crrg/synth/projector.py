@@ -155,23 +155,22 @@ def project_volume(volume: torch.Tensor, lo_xyz, spacing: float, camera: Camera,
     tmin = np.nanmax(np.minimum(t1, t2), axis=1)
     tmax = np.nanmin(np.maximum(t1, t2), axis=1)
     chord = np.clip(tmax - tmin, 0.0, None)
-    n_samples = max(int(np.ceil(chord.max() / step)), 1)
     out = torch.zeros((c, dirs.shape[0]), dtype=volume.dtype)
     vol = volume[None]
-    scale = np.array([nx - 1, ny - 1, nz - 1], float)
-    frac = (np.arange(n_samples) + 0.5) / n_samples
-    for start in range(0, dirs.shape[0], chunk_rays):
-        sl = slice(start, start + chunk_rays)
-        hit = chord[sl] > 0
-        if not hit.any():
-            continue
-        t = tmin[sl, None] + chord[sl, None] * frac[None, :]  # (R, S)
-        pts = s[None, None, :] + dirs[sl, None, :] * t[..., None]  # (R, S, 3) x, y, z
-        norm = (pts - lo) / (spacing * np.maximum(scale, 1)) * 2 - 1
-        grid = torch.from_numpy(norm.astype(np.float32))[None, None]  # (1, 1, R, S, 3)
-        vals = F.grid_sample(vol, grid, mode="bilinear", padding_mode="zeros", align_corners=True)  # (1, C, 1, R, S)
-        w = torch.from_numpy((chord[sl] / n_samples).astype(np.float32))
-        out[:, sl] = vals[0, :, 0].sum(-1) * w
+    extent = spacing * np.maximum(np.array([nx, ny, nz], float) - 1, 1)
+    # normalised grid coordinates are affine in t: g(t) = g0 + gd * t (float32 torch from here on)
+    g0 = torch.from_numpy(((s - lo) / extent * 2 - 1).astype(np.float32))
+    gd_all = torch.from_numpy((dirs / extent * 2).astype(np.float32))
+    hit_idx = np.flatnonzero(chord > 0)
+    for start in range(0, hit_idx.size, chunk_rays):
+        sel = hit_idx[start:start + chunk_rays]
+        n_samples = max(int(np.ceil(chord[sel].max() / step)), 1)
+        frac = (torch.arange(n_samples, dtype=torch.float32) + 0.5) / n_samples
+        t = torch.from_numpy(tmin[sel].astype(np.float32))[:, None] + torch.from_numpy(chord[sel].astype(np.float32))[:, None] * frac[None]
+        grid = g0 + gd_all[sel][:, None, :] * t[..., None]  # (R, S, 3) as x, y, z
+        vals = F.grid_sample(vol, grid[None, None], mode="bilinear", padding_mode="zeros", align_corners=True)  # (1, C, 1, R, S)
+        w = torch.from_numpy((chord[sel] / n_samples).astype(np.float32))
+        out[:, torch.from_numpy(sel)] = vals[0, :, 0].sum(-1) * w
     return out.reshape(c, r1 - r0, c1 - c0), box
 
 

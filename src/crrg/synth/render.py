@@ -60,6 +60,21 @@ class Acquisition:
     seed: int = 0
 
 
+def _gaussian(t: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a (1, 1, H, W) tensor with replicated borders."""
+    r = int(np.ceil(3 * sigma))
+    g = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * sigma ** 2))
+    g = (g / g.sum()).to(t.dtype)
+    r_h = min(r, t.shape[-1] - 1)
+    r_v = min(r, t.shape[-2] - 1)
+    if r_h < r or r_v < r:
+        g = g[r - min(r_h, r_v): r + min(r_h, r_v) + 1]
+        g = g / g.sum()
+        r = min(r_h, r_v)
+    t = F.conv2d(F.pad(t, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(t, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1))
+
+
 class Renderer:
     """Renders studies of one phantom at one size; caches anatomy projections per (view, pose)."""
 
@@ -139,6 +154,8 @@ class Renderer:
                 c0, r0, c1, r1 = box
                 small[r0:r1, c0:c1] = patch[0].numpy()
                 line += F.interpolate(torch.from_numpy(small)[None, None], size=(n, n), mode="bilinear", align_corners=False)[0, 0].numpy()
+        if ins.removal is not None:
+            line += self._project_removal(ins, cam)
         yy, xx = np.mgrid[0:n, 0:n].astype(np.float32) + 0.5
         for sp in ins.spheres:
             (col, row), = project_points(cam, sp.center[None])
@@ -150,6 +167,24 @@ class Renderer:
         if ins.polylines or ins.plates:
             line += self._draw_devices(ins, cam)
         return line
+
+    def _project_removal(self, ins: Insertion, cam: Camera) -> np.ndarray:
+        """Minus the fine anatomy's line integral over the removed fraction, at full detector resolution."""
+        a = self.anatomy
+        f = a.factor
+        frac = torch.from_numpy(ins.removal)[None, None]
+        fine_frac = F.interpolate(frac, scale_factor=f, mode="nearest")[0]
+        z0, y0, x0 = (v * f for v in ins.removal_lo)
+        dz, dy, dx = fine_frac.shape[1:]
+        mu = self.mu[:, z0:z0 + dz, y0:y0 + dy, x0:x0 + dx]
+        fine_frac = fine_frac[:, : mu.shape[1], : mu.shape[2], : mu.shape[3]]
+        lo = self.phantom.origin + self.phantom.spacing * np.array([x0, y0, z0], float)
+        patch, box = project_volume(-(mu * fine_frac), lo, self.phantom.spacing, cam, step_mm=1.5 * self.phantom.spacing)
+        out = np.zeros((cam.size, cam.size), np.float32)
+        if box is not None:
+            c0, r0, c1, r1 = box
+            out[r0:r1, c0:c1] = patch[0].numpy()
+        return out
 
     def _draw_devices(self, ins: Insertion, cam: Camera) -> np.ndarray:
         """Wires as thick lines whose value is a cylinder's mean chord; drawn at 2x and averaged down (anti-aliasing)."""
@@ -214,14 +249,14 @@ class Renderer:
         counts = transmitted * photons
         counts = counts + rng.normal(0, 1, counts.shape) * np.sqrt(np.maximum(counts, 1.0)) * acq.noise * 30
         density = -np.log(np.clip(counts / photons, 1e-5, None)) / k  # log transform of the detector
+        # digital radiography processing: compress the large-scale dynamic range, enhance detail
+        # (what makes heart borders and vessels crisp on a processed film), then the focal-spot blur
+        t = torch.from_numpy(density.astype(np.float32))[None, None]
+        low = _gaussian(t, max(density.shape[0] / 24, 1.0))
+        t = 0.5 + (low - 0.5) * 0.85 + (t - low) * 1.8  # fixed anchor: one finding must not shift the whole film
         if acq.blur > 0:
-            t = torch.from_numpy(density.astype(np.float32))[None, None]
-            r = int(np.ceil(3 * acq.blur))
-            g = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * acq.blur ** 2))
-            g = g / g.sum()
-            t = F.conv2d(F.pad(t, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1))
-            t = F.conv2d(F.pad(t, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1))
-            density = t[0, 0].numpy()
+            t = _gaussian(t, acq.blur)
+        density = t[0, 0].numpy()
         # film-like characteristic curve (toe and shoulder), then display contrast and gamma
         slope, mid = acq.contrast * 4.0, 0.5
         y = 1 / (1 + np.exp(-slope * (density - mid)))
