@@ -37,7 +37,8 @@ def report_texts(manifest: str | None) -> list[str]:
     texts = [report_target(r.findings, r.impression) for r in IuXrayReader(SHARED / "iu_xray_reports" / "NLMCXR_reports.tgz")]
     if manifest:
         texts += [report_target(r.findings, r.impression) for r in read_manifest(manifest, split="train")]
-    return [t for t in texts if t]
+    # IU X-Ray repeats its normal reports many times; duplicates add cost, not language
+    return list(dict.fromkeys(t for t in texts if t))
 
 
 def cmd_pretrain_lm(args: argparse.Namespace) -> None:
@@ -145,6 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             latencies.append(time.perf_counter() - start)
             preds[r.id] = report.report
         metrics = evaluate_reports(preds, refs)
+        metrics["meteor_nltk_no_synonyms"] = nltk_meteor(preds, refs)
         metrics["latency_ms_per_study"] = 1000 * sum(latencies) / len(latencies)
         results[variant] = metrics
         samples[variant] = {k: preds[k] for k in list(preds)[:3]}
@@ -158,6 +160,30 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     atomic_write_text(RESULTS / f"blip_eval_{args.tag}.md", table + "\n")
 
 
+class _NoWordNet:
+    """Stands in for NLTK's WordNet corpus, which cannot be downloaded here: no synonym stage."""
+
+    def synsets(self, *args, **kwargs) -> list:
+        return []
+
+
+def nltk_meteor(preds: dict[str, str], refs: dict[str, str]) -> float:
+    """Mean sentence-level NLTK METEOR over studies (the scale the ClinicalBLIP paper's 0.570 is on).
+
+    Lower-cased, punctuation split off; exact and Porter-stem matching only (WordNet synonyms need the
+    NLTK WordNet data, not installable offline), so this is a slight lower bound of full NLTK METEOR.
+    """
+    import re
+
+    from nltk.translate.meteor_score import meteor_score
+
+    def tokens(text: str) -> list[str]:
+        return re.findall(r"[a-z0-9]+", text.lower())
+
+    scores = [meteor_score([tokens(refs[k])], tokens(preds[k]), wordnet=_NoWordNet()) for k in refs]
+    return sum(scores) / len(scores)
+
+
 def _flat(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
@@ -168,15 +194,17 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
+TABLE_KEYS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "meteor_nltk_no_synonyms", "rouge_l", "cider",
+              "ce_micro5_f1", "ce_example14_f1", "latency_ms_per_study")
+
+
 def ablation_table(results: dict) -> str:
-    keys = None
     rows = []
     for variant, metrics in results.items():
-        flat = _flat(metrics)
-        keys = keys or [k for k in flat if not k.endswith("support")][:16]
-        rows.append(f"| {variant} | " + " | ".join(f"{flat.get(k, float('nan')):.3f}" for k in keys) + " |")
-    head = "| prompt | " + " | ".join(keys or []) + " |"
-    return "\n".join([head, "|---" * (len(keys or []) + 1) + "|", *rows])
+        rows.append(f"| {variant} | " + " | ".join(
+            f"{metrics[k]:.0f}" if k.startswith("latency") else f"{metrics.get(k, float('nan')):.3f}" for k in TABLE_KEYS) + " |")
+    head = "| prompt | " + " | ".join(TABLE_KEYS) + " |"
+    return "\n".join([head, "|---" * (len(TABLE_KEYS) + 1) + "|", *rows])
 
 
 def main() -> None:
@@ -186,11 +214,11 @@ def main() -> None:
     p = sub.add_parser("pretrain-lm")
     p.add_argument("--out", required=True)
     p.add_argument("--manifest")
-    p.add_argument("--vocab", type=int, default=4000)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--vocab", type=int, default=3000)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--width", type=int, default=192)
     p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=2)
     p.set_defaults(func=cmd_pretrain_lm)
     p = sub.add_parser("params")
     p.add_argument("--lm", required=True)

@@ -31,11 +31,11 @@ class LmPretrainConfig:
     n_layer: int = 4
     n_embd: int = 256
     n_head: int = 4
-    n_positions: int = 320
+    n_positions: int = 256
     epochs: int = 3
     batch_size: int = 16
     lr: float = 5e-4
-    max_tokens: int = 160
+    max_tokens: int = 128
     seed: int = 0
 
 
