@@ -45,6 +45,17 @@ def run_once(root: Path, out: Path) -> dict[str, float]:
             "peak_rss_gb": round(after.ru_maxrss / 1024 ** 2, 3)}  # ru_maxrss is in KiB on Linux
 
 
+def report_chars(root: Path, sample: int = 2000) -> dict[str, float]:
+    """Length in characters of the first ``sample`` report files, to show the fixture is realistic."""
+    sizes = []
+    for path in (root / "files").rglob("s*.txt"):
+        sizes.append(len(path.read_text(encoding="utf-8")))
+        if len(sizes) >= sample:
+            break
+    sizes.sort()
+    return {"sampled": len(sizes), "min": sizes[0], "mean": round(sum(sizes) / len(sizes)), "max": sizes[-1]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("fixture_dir", type=Path)
@@ -62,6 +73,7 @@ def main() -> None:
         "benchmark": "crrg data prepare mimic-cxr, full-size synthetic fixture",
         "studies": STUDIES, "image_rows": IMAGES, "records_written": lines,
         "manifest_mb": round(out.stat().st_size / 1e6, 1),
+        "report_chars": report_chars(root),
         "runs": runs, "target": {"wall_s": TARGET_S, "peak_rss_gb": TARGET_GB},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_after": [round(x, 1) for x in load]},
         "page_cache": "warm",
@@ -69,6 +81,7 @@ def main() -> None:
     print(f"{'run':>3} {'wall s':>8} {'cpu s':>8} {'peak RSS GB':>12}")
     for i, r in enumerate(runs, 1):
         print(f"{i:>3} {r['wall_s']:>8} {r['cpu_s']:>8} {r['peak_rss_gb']:>12}")
+    print(f"report length in characters: {result['report_chars']}")
     print(f"records written: {lines}; target < {TARGET_S:.0f} s and < {TARGET_GB} GB; "
           f"{os.cpu_count()} CPUs, load average {load[0]:.1f} (other jobs share the machine)")
     results = HERE / "results"
