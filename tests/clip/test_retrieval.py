@@ -47,3 +47,17 @@ def test_clip_without_index_refuses_to_generate(tmp_path):
     model = create_model("clip-tiny")
     with pytest.raises(ConfigError, match="no retrieval index"):
         model.generate_report(StudyInput(images=[np.zeros((64, 64), np.float32)], views=["PA"]))
+
+
+def test_crrg_report_cli_works_with_a_clip_retrieval_model(saved_tiny_clip, tiny_data):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from crrg.cli.main import app
+
+    record = read_manifest(tiny_data, split="train")[2]
+    result = CliRunner().invoke(app, ["--quiet", "report", record.images[0].path, "--model", str(saved_tiny_clip), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    out = _json.loads(result.stdout)
+    assert out["findings"] == record.findings and out["impression"] == record.impression
