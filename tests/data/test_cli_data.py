@@ -54,6 +54,11 @@ def test_prepare_csv(tmp_path: Path):
     assert result.exit_code == 0, result.output
     (record,) = read_manifest(out)
     assert record.findings == "Edema." and record.labels["Edema"] == 1 and Path(record.images[0].path).name == "a.png"
+    assert record.split == "unassigned"
+    result = runner.invoke(app, ["data", "prepare", "csv", str(tmp_path / "t.csv"), "--out", str(out),
+                                 "--assign-splits", "0,0,1"])
+    assert result.exit_code == 0, result.output
+    assert read_manifest(out)[0].split == "test"
 
 
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path: Path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
@@ -18,30 +20,54 @@ OUT = typer.Option(..., "--out", "-o", help="Manifest to write (JSONL; written a
 VIEWS = typer.Option(None, "--views", help="Keep only images of these views, e.g. 'PA,AP' or 'frontal'; studies left without images are dropped.")
 WITH_REPORT = typer.Option(False, "--require-report", help="Drop studies with neither findings nor impression.")
 WITH_IMAGES = typer.Option(False, "--require-images", help="Drop studies without images.")
+ASSIGN = typer.Option(None, "--assign-splits", help="Give 'unassigned' studies a train/val/test split by patient, e.g. 0.8,0.1,0.1 (seeded hash; studies with a split keep it).")
+SEED = typer.Option(0, "--seed", help="Seed of --assign-splits.")
 
 
-def _check_options(out: Path, views: Optional[str]) -> Optional[tuple[str, ...]]:
+@dataclass
+class _Options:
+    views: Optional[tuple[str, ...]]
+    with_report: bool
+    with_images: bool
+    ratios: Optional[tuple[float, float, float]]
+    seed: int
+
+
+def _check_options(out: Path, views: Optional[str], with_report: bool, with_images: bool, assign: Optional[str],
+                   seed: int) -> _Options:
     """Validate the cheap options before a reader spends time on the dataset."""
     from crrg.data.filters import parse_views
+    from crrg.data.splits import parse_ratios
     from crrg.errors import InputError
 
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give a file name such as {out / 'manifest.jsonl'}")
-    return parse_views(views)
+    return _Options(parse_views(views), with_report, with_images, parse_ratios(assign) if assign else None, seed)
 
 
-def _write(reader, out: Path, description: str, wanted: Optional[tuple[str, ...]], with_report: bool, with_images: bool) -> None:
+def _write(reader, out: Path, description: str, options: _Options) -> None:
     from crrg.data.filters import apply_filters
+    from crrg.data.splits import assign_splits
     from crrg.data.writer import write_records
 
-    records = apply_filters(progress(reader, total=len(reader), description=description), wanted, with_report, with_images)
-    written = write_records(out, records)
+    records = apply_filters(progress(reader, total=len(reader), description=description), options.views,
+                            options.with_report, options.with_images)
+    if options.ratios is not None:
+        records = assign_splits(records, options.ratios, options.seed)
+    written_splits: Counter[str] = Counter()
+
+    def counted(stream):
+        for record in stream:
+            written_splits[record.split] += 1
+            yield record
+
+    written = write_records(out, counted(records))
     notes = getattr(reader, "notes", {}) or {}
-    splits = ", ".join(f"{notes[s]} {s}" for s in ("train", "val", "test", "unassigned") if notes.get(s))
+    splits = ", ".join(f"{written_splits[s]} {s}" for s in ("train", "val", "test", "unassigned") if written_splits[s])
     extra = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in notes.items()
                       if k not in ("studies", "images", "train", "val", "test", "unassigned") and v)
-    info(f"wrote {written} studies to {out}" + (f" (read {notes.get('studies')}: {splits})" if notes else "")
-         + (f"; {extra}" if extra else ""))
+    read = f"read {notes['studies']} studies; " if "studies" in notes else ""
+    info(f"wrote {written} studies to {out} ({splits or 'none'}); {read}{extra}".rstrip("; "))
 
 
 @prepare_app.command("iu-xray")
@@ -55,14 +81,16 @@ def prepare_iu_xray(
     views: Optional[str] = VIEWS,
     require_report: bool = WITH_REPORT,
     require_images: bool = WITH_IMAGES,
+    assign_splits: Optional[str] = ASSIGN,
+    seed: int = SEED,
 ) -> None:
     """IU X-Ray (Open-i) reports, with optional split file, DICOM metadata and images."""
     from crrg.data.iu_xray import IuXrayReader
 
-    wanted = _check_options(out, views)
+    options = _check_options(out, views, require_report, require_images, assign_splits, seed)
     reader = IuXrayReader(reports, split_file=split, metadata=metadata, images=images, projections=projections,
                           manifest_dir=out.resolve().parent)
-    _write(reader, out, "IU X-Ray", wanted, require_report, require_images)
+    _write(reader, out, "IU X-Ray", options)
 
 
 @prepare_app.command("mimic-cxr")
@@ -73,14 +101,16 @@ def prepare_mimic_cxr(
     views: Optional[str] = VIEWS,
     require_report: bool = WITH_REPORT,
     require_images: bool = WITH_IMAGES,
+    assign_splits: Optional[str] = ASSIGN,
+    seed: int = SEED,
 ) -> None:
     """MIMIC-CXR-JPG tables and MIMIC-CXR report texts, one record per study."""
     from crrg.data.mimic_cxr import MimicCxrReader
 
-    wanted = _check_options(out, views)
+    options = _check_options(out, views, require_report, require_images, assign_splits, seed)
     info("reading the MIMIC-CXR tables")
     reader = MimicCxrReader(root, reports=reports, manifest_dir=out.resolve().parent)
-    _write(reader, out, "MIMIC-CXR", wanted, require_report, require_images)
+    _write(reader, out, "MIMIC-CXR", options)
 
 
 @prepare_app.command("csv")
@@ -93,14 +123,16 @@ def prepare_csv(
     views: Optional[str] = VIEWS,
     require_report: bool = WITH_REPORT,
     require_images: bool = WITH_IMAGES,
+    assign_splits: Optional[str] = ASSIGN,
+    seed: int = SEED,
 ) -> None:
     """Your own table: image path(s), report text or findings/impression, optional CheXpert-14 labels, split, view."""
     from crrg.data.generic import GenericReader
 
-    wanted = _check_options(out, views)
+    options = _check_options(out, views, require_report, require_images, assign_splits, seed)
     reader = GenericReader(table, image_columns=image_col, report_column=report_col, images_root=images_root,
                            manifest_dir=out.resolve().parent)
-    _write(reader, out, Path(table).name, wanted, require_report, require_images)
+    _write(reader, out, Path(table).name, options)
 
 
 def _fmt(value: float | int | None, digits: int = 1) -> str:
