@@ -68,3 +68,13 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path: Path):
     assert proc.returncode == 2
     assert "neither image columns" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_quiet_silences_progress_and_status(tmp_path: Path):
+    (tmp_path / "t.csv").write_text("image,report\na.png,Clear.\n")
+    args = ["data", "prepare", "csv", str(tmp_path / "t.csv"), "--out", str(tmp_path / "m.jsonl")]
+    loud = runner.invoke(app, args)
+    quiet = runner.invoke(app, ["--quiet", *args])
+    assert loud.exit_code == quiet.exit_code == 0
+    assert "wrote 1 studies" in loud.output
+    assert quiet.output == ""

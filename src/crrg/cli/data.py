@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from crrg.cli.common import console, info, is_quiet, progress
+from crrg.cli.common import CliState, info, progress
 
 data_app = typer.Typer(help="Dataset readers -> manifest, and manifest statistics.", no_args_is_help=True)
 prepare_app = typer.Typer(help="Read a dataset and write a crrg manifest (JSONL of study records).", no_args_is_help=True)
@@ -24,6 +24,12 @@ ASSIGN = typer.Option(None, "--assign-splits", help="Give 'unassigned' studies a
 SEED = typer.Option(0, "--seed", help="Seed of --assign-splits.")
 
 
+def _quiet(ctx: typer.Context) -> bool:
+    """--quiet from the root context; click's global context stack does not see typer's vendored click."""
+    obj = ctx.find_root().obj
+    return obj.quiet if isinstance(obj, CliState) else False
+
+
 @dataclass
 class _Options:
     views: Optional[tuple[str, ...]]
@@ -31,10 +37,11 @@ class _Options:
     with_images: bool
     ratios: Optional[tuple[float, float, float]]
     seed: int
+    quiet: bool = False
 
 
-def _check_options(out: Path, views: Optional[str], with_report: bool, with_images: bool, assign: Optional[str],
-                   seed: int) -> _Options:
+def _check_options(ctx: typer.Context, out: Path, views: Optional[str], with_report: bool, with_images: bool,
+                   assign: Optional[str], seed: int) -> _Options:
     """Validate the cheap options before a reader spends time on the dataset."""
     from crrg.data.filters import parse_views
     from crrg.data.splits import parse_ratios
@@ -42,7 +49,8 @@ def _check_options(out: Path, views: Optional[str], with_report: bool, with_imag
 
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give a file name such as {out / 'manifest.jsonl'}")
-    return _Options(parse_views(views), with_report, with_images, parse_ratios(assign) if assign else None, seed)
+    return _Options(parse_views(views), with_report, with_images, parse_ratios(assign) if assign else None, seed,
+                    quiet=_quiet(ctx))
 
 
 def _write(reader, out: Path, description: str, options: _Options) -> None:
@@ -50,8 +58,8 @@ def _write(reader, out: Path, description: str, options: _Options) -> None:
     from crrg.data.splits import assign_splits
     from crrg.data.writer import write_records
 
-    records = apply_filters(progress(reader, total=len(reader), description=description), options.views,
-                            options.with_report, options.with_images)
+    stream = reader if options.quiet else progress(reader, total=len(reader), description=description)
+    records = apply_filters(stream, options.views, options.with_report, options.with_images)
     if options.ratios is not None:
         records = assign_splits(records, options.ratios, options.seed)
     written_splits: Counter[str] = Counter()
@@ -67,11 +75,13 @@ def _write(reader, out: Path, description: str, options: _Options) -> None:
     extra = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in notes.items()
                       if k not in ("studies", "images", "train", "val", "test", "unassigned") and v)
     read = f"read {notes['studies']} studies; " if "studies" in notes else ""
-    info(f"wrote {written} studies to {out} ({splits or 'none'}); {read}{extra}".rstrip("; "))
+    if not options.quiet:
+        info(f"wrote {written} studies to {out} ({splits or 'none'}); {read}{extra}".rstrip("; "))
 
 
 @prepare_app.command("iu-xray")
 def prepare_iu_xray(
+    ctx: typer.Context,
     reports: Path = typer.Option(..., "--reports", help="NLMCXR_reports.tgz, its extracted ecgen-radiology/ folder, or Kaggle indiana_reports.csv."),
     out: Path = OUT,
     split: Optional[Path] = typer.Option(None, "--split", help="R2Gen-style annotation.json with train/val/test; other studies are 'unassigned'."),
@@ -87,7 +97,7 @@ def prepare_iu_xray(
     """IU X-Ray (Open-i) reports, with optional split file, DICOM metadata and images."""
     from crrg.data.iu_xray import IuXrayReader
 
-    options = _check_options(out, views, require_report, require_images, assign_splits, seed)
+    options = _check_options(ctx, out, views, require_report, require_images, assign_splits, seed)
     reader = IuXrayReader(reports, split_file=split, metadata=metadata, images=images, projections=projections,
                           manifest_dir=out.resolve().parent)
     _write(reader, out, "IU X-Ray", options)
@@ -95,6 +105,7 @@ def prepare_iu_xray(
 
 @prepare_app.command("mimic-cxr")
 def prepare_mimic_cxr(
+    ctx: typer.Context,
     root: Path = typer.Option(..., "--root", help="MIMIC-CXR-JPG folder with mimic-cxr-2.0.0-{split,metadata,chexpert}.csv.gz and files/."),
     out: Path = OUT,
     reports: Optional[Path] = typer.Option(None, "--reports", help="Folder holding the MIMIC-CXR report files/pNN/p<subject>/s<study>.txt, or mimic-cxr-reports.zip (default: --root)."),
@@ -107,14 +118,16 @@ def prepare_mimic_cxr(
     """MIMIC-CXR-JPG tables and MIMIC-CXR report texts, one record per study."""
     from crrg.data.mimic_cxr import MimicCxrReader
 
-    options = _check_options(out, views, require_report, require_images, assign_splits, seed)
-    info("reading the MIMIC-CXR tables")
+    options = _check_options(ctx, out, views, require_report, require_images, assign_splits, seed)
+    if not options.quiet:
+        info("reading the MIMIC-CXR tables")
     reader = MimicCxrReader(root, reports=reports, manifest_dir=out.resolve().parent)
     _write(reader, out, "MIMIC-CXR", options)
 
 
 @prepare_app.command("csv")
 def prepare_csv(
+    ctx: typer.Context,
     table: Path = typer.Argument(..., help="CSV, TSV or JSONL, one study per row."),
     out: Path = OUT,
     image_col: Optional[List[str]] = typer.Option(None, "--image-col", help="Image path column (repeatable; default: image / image_path / images / path)."),
@@ -129,7 +142,7 @@ def prepare_csv(
     """Your own table: image path(s), report text or findings/impression, optional CheXpert-14 labels, split, view."""
     from crrg.data.generic import GenericReader
 
-    options = _check_options(out, views, require_report, require_images, assign_splits, seed)
+    options = _check_options(ctx, out, views, require_report, require_images, assign_splits, seed)
     reader = GenericReader(table, image_columns=image_col, report_column=report_col, images_root=images_root,
                            manifest_dir=out.resolve().parent)
     _write(reader, out, Path(table).name, options)
@@ -143,6 +156,7 @@ def _fmt(value: float | int | None, digits: int = 1) -> str:
 
 @data_app.command("stats")
 def stats(
+    ctx: typer.Context,
     manifest: Path = typer.Argument(..., help="Manifest (JSONL) to summarise."),
     as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON instead of tables."),
 ) -> None:
@@ -154,7 +168,7 @@ def stats(
     from crrg.records import iter_manifest
 
     records = iter_manifest(manifest, resolve_paths=False)
-    if not as_json and not is_quiet():
+    if not as_json and not _quiet(ctx):
         records = progress(records, description="reading")
     result = compute_stats(records)
     if as_json:
