@@ -47,3 +47,9 @@ def test_abnormal_flag_survives_dedup_and_empty_report_is_normal():
 def test_text_helpers():
     assert normalise_sentence("  The  Heart is normal . ") == "the heart is normal"
     assert tidy_sentence("the heart is normal , and clear") == "The heart is normal, and clear."
+
+
+def test_model_written_impression_is_tidied_and_used():
+    parts = [RegionSentence("cardiac silhouette", "the heart is enlarged", abnormal=True)]
+    out = assemble_report(parts, impression="cardiomegaly. small left effusion")
+    assert out.impression == "Cardiomegaly. Small left effusion."

@@ -67,3 +67,19 @@ def test_joint_modes_run_and_rerank_uses_labeler():
     for mode in ("off", "condition", "rerank"):
         report = model.generate_report(_study(), joint=mode)
         assert len(report.sentences) >= 1
+
+
+def test_abnormal_regions_make_the_model_write_the_impression(monkeypatch):
+    model = untrained_model()
+    model.thresholds.abnormal = 0.0  # every region abnormal
+    seen = []
+    original = model.impression_query.forward
+
+    def spy(features, abnormal):
+        seen.append(abnormal.clone())
+        return original(features, abnormal)
+
+    monkeypatch.setattr(model.impression_query, "forward", spy)
+    report = model.generate_report(_study())
+    assert seen and bool(seen[0].all())
+    assert report.impression != "No acute cardiopulmonary abnormality."

@@ -116,12 +116,18 @@ def remove_repeats(sentences: list[RegionSentence], embedder: SentenceEmbedder |
 
 
 def assemble_report(sentences: list[RegionSentence], embedder: SentenceEmbedder | None = None,
-                    threshold: float = 0.9) -> AssembledReport:
-    """Order by anatomy, drop repeats, write FINDINGS; IMPRESSION from the abnormal regions' sentences."""
+                    threshold: float = 0.9, impression: str | None = None) -> AssembledReport:
+    """Order by anatomy, drop repeats, write FINDINGS. IMPRESSION: ``impression`` when the model wrote
+    one from its abnormal regions, else the abnormal regions' sentences, else the normal statement."""
     kept = remove_repeats(anatomical_order(sentences), embedder, threshold)
     for s in kept:
         s.text = tidy_sentence(s.text)
     findings = " ".join(s.text for s in kept)
+    if impression is not None and impression.strip():
+        from crrg.text import split_sentences
+
+        parts = [tidy_sentence(p) for p in split_sentences(impression)] or [tidy_sentence(impression)]
+        return AssembledReport(findings=findings, impression=" ".join(parts), sentences=kept)
     abnormal = [s.text for s in kept if s.abnormal]
     impression = " ".join(abnormal) if abnormal else NORMAL_IMPRESSION
     return AssembledReport(findings=findings, impression=impression, sentences=kept)

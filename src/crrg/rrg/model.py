@@ -60,6 +60,21 @@ def choose_frontal(study: StudyInput) -> int:
     raise InputError("the study has only lateral images; the region-guided generator needs a frontal (PA/AP) image")
 
 
+class ImpressionQuery(nn.Module):
+    """The decoder's input for the IMPRESSION: the mean feature of the abnormal regions plus a learned
+    vector that tells the decoder to summarise rather than describe one region."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(width))
+
+    def forward(self, region_features: torch.Tensor, abnormal: torch.Tensor) -> torch.Tensor:
+        """(B, 29, w) features and (B, 29) 0/1 abnormal masks -> (B, w)."""
+        weights = abnormal.to(region_features.dtype).unsqueeze(-1)
+        mean = (region_features * weights).sum(1) / weights.sum(1).clamp(min=1)
+        return mean + self.query
+
+
 class RRGModel(nn.Module):
     def __init__(self, config: dict):
         super().__init__()
@@ -76,6 +91,7 @@ class RRGModel(nn.Module):
         self.findings = StudyFindingClassifier(width, heads.get("finding_hidden", 256))
         ids = config.get("special_ids")
         self.language = RegionLanguageModel(self.lang_cfg, width, ids)
+        self.impression_query = ImpressionQuery(width)
         t = config.get("thresholds", {})
         self.thresholds = Thresholds(t.get("selection", 0.5), t.get("abnormal", 0.5), t.get("findings"))
         assembly = config.get("assembly", {})
@@ -156,13 +172,17 @@ class RRGModel(nn.Module):
         if mode == "rerank" and not do_sample:
             num_beams = max(num_beams, candidates)
         texts: list[str] = []
+        abnormal = probs["abnormal"] >= self.thresholds.abnormal
+        gen_kwargs = dict(num_beams=num_beams, do_sample=do_sample, top_p=float(options.get("top_p", 0.9)),
+                          temperature=float(options.get("temperature", 1.0)), max_new_tokens=options.get("max_new_tokens"))
+        impression = None
+        if bool(abnormal.any()):
+            query = self.impression_query(feats.unsqueeze(0), abnormal.unsqueeze(0))
+            cond = finding_probs.unsqueeze(0) if mode in ("condition", "rerank") else None
+            impression = decode(self.tokenizer, self.language.generate(query, cond, **gen_kwargs))[0]
         if regions:
             cond = finding_probs.unsqueeze(0).expand(len(regions), -1) if mode in ("condition", "rerank") else None
-            ids = self.language.generate(feats[regions], cond, num_beams=num_beams, do_sample=do_sample,
-                                         top_p=float(options.get("top_p", 0.9)),
-                                         temperature=float(options.get("temperature", 1.0)),
-                                         num_return_sequences=candidates,
-                                         max_new_tokens=options.get("max_new_tokens"))
+            ids = self.language.generate(feats[regions], cond, num_return_sequences=candidates, **gen_kwargs)
             decoded = decode(self.tokenizer, ids)
             per_region = [decoded[k * candidates:(k + 1) * candidates] for k in range(len(regions))]
             if mode == "rerank":
@@ -177,7 +197,8 @@ class RRGModel(nn.Module):
         pieces = [RegionSentence(ANATOMICAL_REGIONS[r], text, index, [round(v, 1) for v in boxes[r]],
                                  bool(probs["abnormal"][r] >= self.thresholds.abnormal))
                   for r, text in zip(regions, texts)]
-        assembled = assemble_report(pieces, self.embedder if len(pieces) > 1 else None, self.dedup_threshold)
+        assembled = assemble_report(pieces, self.embedder if len(pieces) > 1 else None, self.dedup_threshold,
+                                    impression=impression)
         timings["assemble_ms"] = (time.perf_counter() - t0) * 1000
         probabilities = {name: round(float(p), 4) for name, p in zip(CHEXPERT_14, finding_probs)}
         report = GeneratedReport(

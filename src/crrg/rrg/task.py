@@ -267,12 +267,15 @@ class StudyFeatureDataset(Dataset):
         item = region_targets(record, index)
         item["features"] = self.features[i].float()
         item["sentences"] = region_sentences(record, index)
+        has_abnormal = bool((item["abnormal"] * item["known"]).sum() > 0)
+        item["impression"] = record.impression.strip() if has_abnormal and record.impression.strip() else None
         return item
 
 
 def collate_studies(batch: list[dict]) -> dict[str, Any]:
     out = {k: torch.stack([b[k] for b in batch]) for k in ("features", "selected", "abnormal", "known", "findings")}
     out["sentences"] = [(row, region, text) for row, b in enumerate(batch) for region, text in b["sentences"]]
+    out["impressions"] = [(row, b["impression"]) for row, b in enumerate(batch) if b.get("impression")]
     return out
 
 
@@ -383,8 +386,8 @@ class RRGModule(L.LightningModule):
             "detector": [m.detector],
             "classifiers": [m.projector, m.selection, m.abnormality, m.findings],
             "pretrain": [m.language.gpt2],
-            "language": [m.language],
-            "joint": [m.projector, m.selection, m.abnormality, m.findings, m.language],
+            "language": [m.language, m.impression_query],
+            "joint": [m.projector, m.selection, m.abnormality, m.findings, m.language, m.impression_query],
         }[self.stage_name]
 
     def _freeze(self) -> None:
@@ -401,18 +404,26 @@ class RRGModule(L.LightningModule):
     def _lm_batch(self, batch: dict, feats: torch.Tensor, finding_probs: torch.Tensor):
         from crrg.rrg.language import encode_sentences
 
-        if not batch["sentences"]:
+        impressions = batch.get("impressions") or []
+        if not batch["sentences"] and not impressions:
             return None
-        rows = torch.tensor([s[0] for s in batch["sentences"]])
-        regions = torch.tensor([s[1] for s in batch["sentences"]])
-        ids, mask = encode_sentences(self.model.tokenizer, [s[2] for s in batch["sentences"]],
+        rows = torch.tensor([s[0] for s in batch["sentences"]] + [i[0] for i in impressions], dtype=torch.long)
+        regions = torch.tensor([s[1] for s in batch["sentences"]], dtype=torch.long)
+        inputs = [feats[rows[: len(regions)], regions]]
+        if impressions:
+            # the IMPRESSION is written from the (ground-truth) abnormal regions, as at inference
+            imp_rows = rows[len(regions):]
+            abnormal = (batch["abnormal"] * batch["known"])[imp_rows]
+            inputs.append(self.model.impression_query(feats[imp_rows], abnormal))
+        texts = [s[2] for s in batch["sentences"]] + [i[1] for i in impressions]
+        ids, mask = encode_sentences(self.model.tokenizer, texts,
                                      self.model.lang_cfg.n_positions - self.model.lang_cfg.prefix_length - 1)
         ids, mask = ids.to(self.device), mask.to(self.device)
         cond = finding_probs[rows]
         if self.training and self.condition_dropout > 0:
             keep = (torch.rand(len(rows), 1, device=cond.device) >= self.condition_dropout).to(cond.dtype)
             cond = cond * keep
-        return self.model.language.conditioned_loss(feats[rows, regions], ids, mask, cond)
+        return self.model.language.conditioned_loss(torch.cat(inputs), ids, mask, cond)
 
     def _head_losses(self, batch: dict, feats: torch.Tensor) -> dict[str, torch.Tensor]:
         bce = nn.functional.binary_cross_entropy_with_logits
