@@ -85,3 +85,17 @@ def test_linear_probe_keeps_the_clip_tower_frozen(tiny_data, trained_clip):
         assert torch.equal(a, b), name
     assert not any(p.requires_grad for p in module.model.image_encoder.parameters())
     assert all(p.requires_grad for p in module.model.head.parameters())
+
+
+def test_freeze_text_layers_freezes_embeddings_and_lowest_layers():
+    from crrg.clip.task import ClipModule
+
+    cfg = load_config(REPO / "configs/clip/tiny.yaml", ["model.freeze_text_layers=1"])
+    module = ClipModule(cfg)
+    hf = module.model.text_encoder.model
+    assert not any(p.requires_grad for p in hf.embeddings.parameters())
+    assert not any(p.requires_grad for p in hf.encoder.layer[0].parameters())
+    assert all(p.requires_grad for p in hf.encoder.layer[1].parameters())
+    optimizer = module.configure_optimizers()["optimizer"]
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert all(id(p) not in in_optimizer for p in hf.embeddings.parameters())
