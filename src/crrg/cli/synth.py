@@ -26,13 +26,15 @@ def generate_cmd(
     mask: Optional[Path] = typer.Option(None, "--mask", help="TotalSegmentator label map on the CT's grid (NIfTI)."),
     sentence_bank: Optional[Path] = typer.Option(None, "--sentence-bank", help="A manifest.jsonl of real reports to draw matching sentences from."),
     poses: int = typer.Option(8, "--poses", help="Number of cached 3-D patient poses per view."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where to keep the phantom and pose projections (default OUT/.cache)."),
 ) -> None:
     """Render N studies (frontal + lateral) with labels, region boxes and reports; resumable."""
     from crrg.synth.generate import SynthConfig, generate
 
     cfg = SynthConfig(out=str(out), n=n, seed=seed, size=size, views=tuple(v.strip().lower() for v in views.split(",") if v.strip()),
                       workers=workers, bits=bits, dicom=dicom, ct=str(ct) if ct else None, mask=str(mask) if mask else None,
-                      sentence_bank=str(sentence_bank) if sentence_bank else None, n_poses=poses)
+                      sentence_bank=str(sentence_bank) if sentence_bank else None, n_poses=poses,
+                      cache_dir=str(cache_dir) if cache_dir else None)
     manifest = generate(cfg, progress=lambda it, total: progress(it, total=total, description="synth"))
     info(f"wrote {n} studies to {out}")
     typer.echo(str(manifest))

@@ -53,6 +53,11 @@ class SynthConfig:
     n_poses: int = 8
     splits: tuple[float, float, float] = SPLIT_FRACTIONS
     spacing: float = 1.75
+    cache_dir: str | None = None  # phantom + pose projections; default OUT/.cache (share one between sets to save minutes)
+
+    @property
+    def cache(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else Path(self.out) / ".cache"
 
     def validate(self) -> None:
         if self.n < 1:
@@ -101,8 +106,7 @@ class StudyMaker:
         from crrg.synth.reports import SentenceBank
 
         self.cfg = cfg
-        out = Path(cfg.out)
-        cache = out / ".cache"
+        cache = cfg.cache
         phantom = load_phantom_cached(cfg.ct, cfg.mask, cfg.spacing, cache)
         self.renderer = Renderer(phantom, size=cfg.size, n_poses=cfg.n_poses, cache_dir=cache)
         self.inserter = Inserter(self.renderer.anatomy)
@@ -294,7 +298,7 @@ def generate(cfg: SynthConfig, progress: Callable[[Iterable[int], int], Iterator
         else:
             threads = max(1, (os.cpu_count() or 1) // cfg.workers)
             # the phantom cache is written once, before the workers read it
-            load_phantom_cached(cfg.ct, cfg.mask, cfg.spacing, out / ".cache")
+            load_phantom_cached(cfg.ct, cfg.mask, cfg.spacing, cfg.cache)
             ctx = mp.get_context("spawn")
             with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg, threads)) as pool:
                 # project every pose's anatomy once, spread over the workers (cached on disk for all of them)

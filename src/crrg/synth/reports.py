@@ -61,7 +61,7 @@ EFFUSION = {
 }
 PNEUMOTHORAX = ["{sev} {side} pneumothorax.", "there is a {sev} {side} pneumothorax.", "{sev} {side} apical pneumothorax is present.",
                 "a {side} pleural line is seen with absent lung markings beyond it, consistent with a {sev} pneumothorax.",
-                "{sev} {side}-sided pneumothorax with partial collapse of the {side} lung.", "interval development of a {sev} {side} pneumothorax."]
+                "{sev} {side}-sided pneumothorax with a visible visceral pleural line.", "interval development of a {sev} {side} pneumothorax."]
 CONSOLIDATION = ["{pattern}consolidation in the {lobe}.", "there is {pattern}consolidation of the {lobe}.",
                  "{pattern}airspace consolidation in the {lobe} with air bronchograms.",
                  "focal consolidation is seen in the {lobe}.", "{lobe} consolidation."]
@@ -103,7 +103,7 @@ CARDIOMEGALY = {
     "severe": ["severe cardiomegaly.", "the heart is markedly enlarged.", "marked enlargement of the cardiac silhouette.",
                "massive cardiomegaly."],
 }
-MEDIASTINUM = ["the mediastinum is widened.", "widening of the upper mediastinum.", "the cardiomediastinal silhouette is enlarged.",
+MEDIASTINUM = ["the mediastinum is widened.", "widening of the upper mediastinum.", "the superior mediastinum is widened.",
                "there is mediastinal widening.", "prominence of the superior mediastinum."]
 DEVICES = {
     "ett": ["endotracheal tube terminates {d} cm above the carina.", "the endotracheal tube tip is {d} cm above the carina.",
@@ -193,7 +193,9 @@ def finding_sentences(f: Finding, rng: np.random.Generator) -> list[Sentence]:
         regions = _lobe_regions(lobe)
         if f.params.get("pneumonia"):
             if rng.random() < 0.5:
-                return [Sentence(_pick(rng, PNEUMONIA_POS).format(lobe=lobe), {"Consolidation": 1, "Pneumonia": 1} , regions, side=f.side)]
+                text = _pick(rng, PNEUMONIA_POS).format(lobe=lobe)
+                labels = {"Consolidation": 1, "Pneumonia": 1} if "consolidation" in text else {"Pneumonia": 1}
+                return [Sentence(text, labels, regions, side=f.side)]
             text = _pick(rng, PNEUMONIA_UNC).format(lobe=lobe)
             labels = {"Pneumonia": -1, "Consolidation": 1} if "consolidation" in text else {"Pneumonia": -1, "Lung Opacity": 1}
             return [Sentence(text, labels, regions, side=f.side)]
@@ -255,7 +257,7 @@ def impression_sentence(f: Finding, rng: np.random.Generator) -> Sentence:
         return Sentence(_pick(rng, ["pulmonary edema.", f"{f.severity} pulmonary edema.", "findings of congestive heart failure with pulmonary edema."]), {"Edema": 1})
     if f.kind == "consolidation":
         if f.params.get("pneumonia"):
-            return Sentence(f"{f.location} pneumonia.", {"Pneumonia": 1, "Consolidation": 1})
+            return Sentence(f"{f.location} pneumonia.", {"Pneumonia": 1})
         return Sentence(f"{f.location} consolidation.", {"Consolidation": 1})
     if f.kind == "atelectasis":
         return Sentence(f"{_side_adj(side)[0]} atelectasis.", {"Atelectasis": 1})
@@ -399,13 +401,15 @@ def write_report(findings: list[Finding], rng: np.random.Generator, bank: Senten
         impression_text = _cap(imp[0].text)
     labels: dict[str, int | None] = {n: None for n in CHEXPERT_14}
     for s in ordered + imp:
+        if s.abnormal and re.search(r"(?<!nodular )opacit|haz", s.text.lower()):
+            s.labels.setdefault("Lung Opacity", 1)
         for name, value in s.labels.items():
             old = labels[name]
             # a positive anywhere wins over an uncertain, an uncertain over a negative
             rank = {1: 3, -1: 2, 0: 1, None: 0}
             if rank[value] > rank[old]:
                 labels[name] = value
-    if not any(labels[n] in (1, -1) for n in PATHOLOGIES):
+    if all(f.kind == "devices" for f in findings):  # a granuloma or hyperinflation is a finding too; lines are not
         labels["No Finding"] = 1
     related = [f.kind for f in findings if f.kind in INDICATIONS]
     if related and rng.random() < 0.75:
