@@ -140,16 +140,17 @@ class ClipModule(L.LightningModule):
 
 
 class ClipDataModule(L.LightningDataModule):
-    def __init__(self, config: dict, image_size: int):
+    def __init__(self, config: dict, image_size: int, model_section: str = "both"):
         super().__init__()
         self.config = config
         self.image_size = image_size
+        self.model_section = model_section  # the model config's report_section; data.section overrides it
         self.train_set: ImageTextDataset | None = None
         self.val_set: ImageTextDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
         data = _section(self.config, "data")
-        section = data.get("section", "both")
+        section = data.get("section") or self.model_section
         seed = int(_section(self.config, "trainer").get("seed", 0))
         image_aug = ImageAugment() if data.get("image_augment", True) else None
         text_aug = TextAugment() if data.get("text_augment", True) else None
@@ -197,9 +198,10 @@ class ClipTask:
 
         model_cfg = _section(config, "model")
         base = get_model_config(model_cfg["name"]) if model_cfg.get("name") else {}
-        overrides = (model_cfg.get("overrides") or {}).get("image_encoder", {})
-        size = int(overrides.get("image_size", base.get("image_encoder", {}).get("image_size", 224)))
-        return ClipDataModule(config, size)
+        overrides = model_cfg.get("overrides") or {}
+        size = int(overrides.get("image_encoder", {}).get("image_size", base.get("image_encoder", {}).get("image_size", 224)))
+        section = overrides.get("report_section", base.get("report_section", "both"))
+        return ClipDataModule(config, size, section)
 
     def export(self, module: ClipModule, out_dir: Path) -> None:
         from crrg.clip.retrieval import build_index

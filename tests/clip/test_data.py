@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from crrg.clip.data import (ImageAugment, ImageTextDataset, TextAugment, label_targets, read_image_folder, report_text)
+from crrg.errors import ConfigError, ImageError
+from crrg.records import ImageRef, StudyRecord, read_manifest
+
+
+def _record(**kw) -> StudyRecord:
+    return StudyRecord(id="a", images=[ImageRef("x.png", "PA")], **kw)
+
+
+def test_report_section_choice_and_fallback():
+    r = _record(findings="Small effusion.", impression="Effusion.")
+    assert report_text(r, "findings") == "Small effusion."
+    assert report_text(r, "impression") == "Effusion."
+    assert report_text(r, "both") == "Small effusion. Effusion."
+    assert report_text(_record(impression="Only impression."), "findings") == "Only impression."
+    with pytest.raises(ConfigError):
+        report_text(r, "history")
+
+
+def test_dataset_uses_chosen_section_and_augmentation_is_seeded(tiny_data):
+    records = read_manifest(tiny_data, split="train")
+    plain = ImageTextDataset(records, 32, section="impression")
+    assert plain[0]["text"] == records[0].impression and plain[0]["image"].shape == (1, 32, 32)
+    aug = ImageTextDataset(records, 32, section="findings", image_augment=ImageAugment(), text_augment=TextAugment(), seed=3)
+    a, b = aug[1], aug[1]
+    assert torch.equal(a["image"], b["image"]) and a["text"] == b["text"]  # deterministic per (seed, epoch, index)
+    assert not torch.equal(a["image"], plain[1]["image"])
+    aug.epoch = 1
+    texts = {aug[i]["text"] for i in range(len(aug))}
+    assert texts - {r.findings for r in records}  # sentences shuffled or dropped
+
+
+def test_text_augment_keeps_sentences_from_the_report():
+    text = "One. Two. Three. Four."
+    out = TextAugment(drop_probability=0.5)(text, random.Random(0))
+    assert out and set(out.split(" ")) <= {"One.", "Two.", "Three.", "Four."}
+
+
+def test_label_targets_policies():
+    r = _record(labels={"Cardiomegaly": 1, "Edema": -1, "Atelectasis": 0})
+    names = ["Cardiomegaly", "Edema", "Atelectasis", "Fracture"]
+    assert label_targets(r, names) == ([1.0, 1.0, 0.0, 0.0], [1.0] * 4)
+    assert label_targets(r, names, uncertain="ignore", unknown="ignore") == ([1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 1.0, 0.0])
+
+
+def test_missing_image_in_dataset_is_an_image_error(tmp_path):
+    ds = ImageTextDataset([StudyRecord(id="a", images=[ImageRef(str(tmp_path / "gone.png"), "PA")], findings="x.")], 32)
+    with pytest.raises(ImageError, match="gone.png"):
+        ds[0]
+
+
+def test_nih_image_folder_reader(shared_data):
+    items, labels = read_image_folder(shared_data / "nih1000_64px" / "valid")
+    assert labels == ["abnormal"] and len(items) == 200
+    assert sum(it.target[0] for it in items) == 100
