@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -73,11 +73,19 @@ class StudyRecord:
         return [im for im in self.images if im.view in LATERAL_VIEWS]
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if self.regions is None:
-            d.pop("regions")
-        if not self.meta:
-            d.pop("meta")
+        # Built by hand: dataclasses.asdict deep-copies and dominated writing a full-size MIMIC manifest.
+        d: dict[str, Any] = {
+            "id": self.id, "patient_id": self.patient_id,
+            "images": [{"path": im.path, "view": im.view} for im in self.images],
+            "indication": self.indication, "comparison": self.comparison,
+            "findings": self.findings, "impression": self.impression,
+            "labels": dict(self.labels), "split": self.split,
+        }
+        if self.regions is not None:
+            d["regions"] = [{"name": r.name, "image": r.image, "box": list(r.box), "abnormal": r.abnormal,
+                             "sentences": list(r.sentences)} for r in self.regions]
+        if self.meta:
+            d["meta"] = dict(self.meta)
         return d
 
     @classmethod

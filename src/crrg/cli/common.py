@@ -10,7 +10,6 @@ import logging
 from dataclasses import dataclass
 from typing import Iterable, Iterator, TypeVar
 
-import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -23,9 +22,19 @@ class CliState:
     quiet: bool = False
 
 
+def _current_context():
+    """The running command's context. Typer >= 0.20 vendors its own click (``typer._click``); older
+    releases use the click package, so ask whichever one typer runs on."""
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:
+        from click import get_current_context
+    return get_current_context(silent=True)
+
+
 def state() -> CliState:
     """The root command's state (``--quiet``); defaults apply when called outside the CLI."""
-    ctx = click.get_current_context(silent=True)
+    ctx = _current_context()
     obj = ctx.find_root().obj if ctx is not None else None
     return obj if isinstance(obj, CliState) else CliState()
 
