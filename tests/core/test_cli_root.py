@@ -3,6 +3,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import typer
 from typer.testing import CliRunner
 
 from crrg.cli.main import app
@@ -16,8 +17,6 @@ def test_help_lists_every_command_group():
 
 
 def test_quiet_reaches_commands_through_the_context():
-    import typer
-
     from crrg.cli.common import is_quiet
 
     probe = typer.Typer()
