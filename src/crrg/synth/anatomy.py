@@ -111,8 +111,11 @@ def region_boxes(sil: dict[str, np.ndarray], scale: float = 1.0) -> dict[str, li
         # bottom contour of the lung: the hemidiaphragm
         cols = np.flatnonzero(lung.any(0))
         bottoms = np.array([np.flatnonzero(lung[:, c])[-1] for c in cols], float)
-        inner = slice(int(0.1 * len(cols)), max(int(0.9 * len(cols)), int(0.1 * len(cols)) + 1))
-        dome_top = bottoms[inner].min() if len(bottoms) else y1 - 0.15 * lh
+        # the dome: the highest point of the bottom contour over the lateral two thirds (medially the
+        # contour runs into the heart and mediastinum, not the diaphragm)
+        k = max(int(round(len(cols) * 2 / 3)), 1)
+        lateral_bottoms = bottoms[:k] if lateral_is_low else bottoms[-k:]
+        dome_top = lateral_bottoms.min() if len(lateral_bottoms) else y1 - 0.15 * lh
         boxes[f"{side} hemidiaphragm"] = (x0, dome_top - 0.02 * lh, x1, y1 + 0.02 * lh)
         # costophrenic angle: the lateral-most low corner of the lung
         lat_cols = cols[: max(len(cols) // 3, 1)] if lateral_is_low else cols[-max(len(cols) // 3, 1):]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from crrg.errors import InputError
 from crrg.io import atomic_save_file
-from crrg.records import read_manifest
+from crrg.records import StudyRecord, read_manifest
 
 POSITIVE_COLOUR = (255, 80, 60)
 NORMAL_COLOUR = (70, 170, 255)
@@ -36,18 +37,32 @@ def _load_gray(path: str) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).convert("RGB")
 
 
+def _records(folder: Path, manifest: Path, count: int) -> list[StudyRecord]:
+    """From the manifest, or, while a set is still being generated, from the finished studies' sidecars."""
+    if manifest.is_file():
+        return read_manifest(manifest)[:count]
+    sidecars = sorted((folder / "studies").glob("*.json"))[:count] if folder.is_dir() else []
+    if not sidecars:
+        raise InputError(f"{folder} has no manifest.jsonl and no finished studies; run `crrg synth generate --out {folder}` first")
+    records = []
+    for path in sidecars:
+        rec = StudyRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        for im in rec.images:
+            im.path = str(folder / im.path)
+        records.append(rec)
+    return records
+
+
 def contact_sheet(folder: str | Path, out: str | Path, count: int = 12, regions: str = "abnormal", cell: int = 320,
                   columns: int = 2) -> Path:
     """Draw ``count`` studies (frontal with boxes, lateral, labels, impression) in a grid; returns the sheet path."""
     folder = Path(folder)
     manifest = folder if folder.is_file() else folder / "manifest.jsonl"
-    if not manifest.is_file():
-        raise InputError(f"{folder} has no manifest.jsonl; run `crrg synth generate --out {folder}` first")
     if regions not in ("abnormal", "all", "none"):
         raise InputError(f"--regions must be abnormal, all or none (got {regions!r})")
     if count < 1:
         raise InputError("--count must be at least 1")
-    records = read_manifest(manifest)[:count]
+    records = _records(folder, manifest, count)
     text_h = int(cell * 0.32)
     tile_w, tile_h = 2 * cell, cell + text_h
     rows = (len(records) + columns - 1) // columns

@@ -253,7 +253,7 @@ class Renderer:
         # (what makes heart borders and vessels crisp on a processed film), then the focal-spot blur
         t = torch.from_numpy(density.astype(np.float32))[None, None]
         low = _gaussian(t, max(density.shape[0] / 24, 1.0))
-        t = 0.5 + (low - 0.5) * 0.85 + (t - low) * 1.8  # fixed anchor: one finding must not shift the whole film
+        t = 0.5 + (low - 0.5) * 1.1 + (t - low) * 1.6  # fixed anchor: one finding must not shift the whole film
         if acq.blur > 0:
             t = _gaussian(t, acq.blur)
         density = t[0, 0].numpy()
