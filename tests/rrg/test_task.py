@@ -48,3 +48,19 @@ def test_all_stages_run_export_and_resume(tiny_manifest, tiny_config, tmp_path):
     before = (tmp_path / "run" / "joint" / "model" / "model.safetensors").stat().st_mtime_ns
     assert train_stages(config, tmp_path / "run", resume=True) == final
     assert (tmp_path / "run" / "joint" / "model" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_shipped_yaml_gives_a_valid_engine_config_for_every_stage():
+    from pathlib import Path
+
+    import yaml
+
+    from crrg.training.config import TrainerConfig
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "rrg" / "synth-small.yaml"
+    config = yaml.safe_load(path.read_text())
+    for stage in STAGES:
+        cfg = stage_config(config, stage, "/some/init")
+        TrainerConfig.from_config(cfg)  # raises on an unknown or mistyped trainer key
+        assert cfg["stage"] == stage
+    assert stage_config(config, "detector", None)["trainer"]["max_steps"] > 0
