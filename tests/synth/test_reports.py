@@ -57,12 +57,13 @@ def test_phrasings_vary():
 
 def test_sentence_bank_draws_matching_real_sentences_only():
     bank = SentenceBank({
-        frozenset({("Pleural Effusion", 1)}): ["Small left pleural effusion is again seen.", "Large right effusion.", "Pleural effusion persists."],
+        frozenset({("Pleural Effusion", 1)}): ["Small left pleural effusion is seen.", "Large right effusion.", "Pleural effusion persists.",
+                                               "Small left pleural effusion, unchanged from prior.", "Small left effusion at the lung apex."],
     })
     rng = np.random.default_rng(0)
     s = Sentence("x", {"Pleural Effusion": 1}, side="left", severity="small")
     drawn = {bank.draw(s, rng) for _ in range(30)}
-    assert drawn == {"Small left pleural effusion is again seen."}
+    assert drawn == {"Small left pleural effusion is seen."}  # side, size, no prior, a plausible place
     assert bank.draw(Sentence("x", {"Pneumothorax": 1}, side="left"), rng) is None
 
 

@@ -32,8 +32,9 @@ class Sentence:
     labels: dict[str, int] = field(default_factory=dict)
     regions: tuple[str, ...] = ()
     abnormal: bool = True
-    side: str = ""  # constraint for real-sentence substitution
+    side: str = ""  # constraints for real-sentence substitution
     severity: str = ""
+    location: str = ""
 
 
 def _pick(rng: np.random.Generator, options):
@@ -72,7 +73,7 @@ ATELECTASIS = {
     "plate": ["{side_adj} linear atelectasis.", "there is {side_adj} plate-like atelectasis.", "streaky {side_adj} atelectasis.",
               "minimal {side_adj} subsegmental atelectasis.", "{side_adj} discoid atelectasis."],
     "basal": ["{side_adj} atelectasis with volume loss.", "{side_adj} basilar atelectasis with elevation of the hemidiaphragm.",
-              "volume loss and atelectasis at the {base}.", "{side_adj} lower lobe atelectasis."],
+              "volume loss and atelectasis at the {base}.", "{side_word} lower lobe atelectasis with volume loss."],
 }
 EDEMA = {
     "mild": ["mild pulmonary edema.", "mild interstitial edema.", "mild pulmonary vascular congestion and interstitial edema.",
@@ -182,11 +183,12 @@ def finding_sentences(f: Finding, rng: np.random.Generator) -> list[Sentence]:
                 regions.append(f"{s} mid lung zone")
         bank = EFFUSION["bilateral"] if f.side == "bilateral" else EFFUSION["one"]
         text = _pick(rng, bank).format(sev=sev, side=f.side)
-        return [Sentence(text, {"Pleural Effusion": 1}, tuple(regions), side=f.side, severity=sev)]
+        return [Sentence(text, {"Pleural Effusion": 1}, tuple(regions), side=f.side, severity=sev, location="base bases basilar posterior")]
     if k == "pneumothorax":
         s = f.side
         regions = [f"{s} lung", f"{s} apical zone", f"{s} upper lung zone"] + ([f"{s} mid lung zone"] if f.severity != "small" else [])
-        return [Sentence(_pick(rng, PNEUMOTHORAX).format(sev=f.severity, side=s), {"Pneumothorax": 1}, tuple(regions), side=s, severity=f.severity)]
+        return [Sentence(_pick(rng, PNEUMOTHORAX).format(sev=f.severity, side=s), {"Pneumothorax": 1}, tuple(regions), side=s,
+                         severity=f.severity, location="apical apex lateral")]
     if k == "consolidation":
         lobe = f.location
         pattern = "patchy " if f.params.get("pattern") == "patchy" and rng.random() < 0.6 else ""
@@ -195,36 +197,36 @@ def finding_sentences(f: Finding, rng: np.random.Generator) -> list[Sentence]:
             if rng.random() < 0.5:
                 text = _pick(rng, PNEUMONIA_POS).format(lobe=lobe)
                 labels = {"Consolidation": 1, "Pneumonia": 1} if "consolidation" in text else {"Pneumonia": 1}
-                return [Sentence(text, labels, regions, side=f.side)]
+                return [Sentence(text, labels, regions, side=f.side, location=lobe)]
             text = _pick(rng, PNEUMONIA_UNC).format(lobe=lobe)
             labels = {"Pneumonia": -1, "Consolidation": 1} if "consolidation" in text else {"Pneumonia": -1, "Lung Opacity": 1}
-            return [Sentence(text, labels, regions, side=f.side)]
-        return [Sentence(_pick(rng, CONSOLIDATION).format(pattern=pattern, lobe=lobe), {"Consolidation": 1}, regions, side=f.side)]
+            return [Sentence(text, labels, regions, side=f.side, location=lobe)]
+        return [Sentence(_pick(rng, CONSOLIDATION).format(pattern=pattern, lobe=lobe), {"Consolidation": 1}, regions, side=f.side, location=lobe)]
     if k == "atelectasis":
         pattern = f.params.get("pattern", "plate")
         adj, base = _side_adj(f.side)
         regions = []
         for s in _sides(f.side):
             regions += [f"{s} lower lung zone", f"{s} lung"] + ([f"{s} hemidiaphragm"] if pattern == "basal" else [])
-        text = _pick(rng, ATELECTASIS[pattern]).format(side_adj=adj, base=base)
-        return [Sentence(text, {"Atelectasis": 1}, tuple(regions), side=f.side)]
+        text = _pick(rng, ATELECTASIS[pattern]).format(side_adj=adj, base=base, side_word=f.side)
+        return [Sentence(text, {"Atelectasis": 1}, tuple(regions), side=f.side, location="lower base bases basilar")]
     if k == "edema":
         regions = ("right hilar structures", "left hilar structures", "right lung", "left lung", "right mid lung zone", "left mid lung zone",
                    "right lower lung zone", "left lower lung zone")
-        return [Sentence(_pick(rng, EDEMA[f.severity]), {"Edema": 1}, regions, severity=f.severity)]
+        return [Sentence(_pick(rng, EDEMA[f.severity]), {"Edema": 1}, regions, severity=f.severity, location="perihilar hilar")]
     if k in ("nodule", "mass", "granuloma"):
         zone = f.location
         size = f.params["size_mm"]
         regions = (zone, f"{f.side} lung")
         if k == "granuloma":
-            return [Sentence(_pick(rng, GRANULOMA).format(zone=zone), {}, regions, side=f.side)]
+            return [Sentence(_pick(rng, GRANULOMA).format(zone=zone), {}, regions, side=f.side, location=zone)]
         bank, sz = (NODULE, size) if k == "nodule" else (MASS, round(size / 10, 1))
-        return [Sentence(_pick(rng, bank).format(zone=zone, size=sz), {"Lung Lesion": 1}, regions, side=f.side)]
+        return [Sentence(_pick(rng, bank).format(zone=zone, size=sz), {"Lung Lesion": 1}, regions, side=f.side, location=zone)]
     if k == "fracture":
         rib = f.params["rib"]
         zone = "upper" if rib <= 5 else ("mid" if rib <= 7 else "lower")
         text = _pick(rng, FRACTURE[f.severity]).format(side=f.side, nth=NTH[rib])
-        return [Sentence(text, {"Fracture": 1}, (f"{f.side} {zone} lung zone", f"{f.side} lung"), side=f.side)]
+        return [Sentence(text, {"Fracture": 1}, (f"{f.side} {zone} lung zone", f"{f.side} lung"), side=f.side, location="lateral")]
     if k == "emphysema":
         return [Sentence(_pick(rng, EMPHYSEMA), {}, ("right lung", "left lung", "right hemidiaphragm", "left hemidiaphragm"))]
     if k == "cardiomegaly":
@@ -278,7 +280,16 @@ class SentenceBank:
     """Real report sentences indexed by their labeler output, for ``--sentence-bank``."""
 
     SIDE_WORDS = ("right", "left", "bilateral", "bibasilar")
-    SIZE_WORDS = ("small", "moderate", "large", "mild", "severe", "trace", "marked")
+    # canonical severity of the words real reports use
+    SIZE_WORDS = {"small": "small", "tiny": "small", "trace": "small", "minimal": "small", "moderate": "moderate",
+                  "moderately": "moderate", "large": "large", "mild": "mild", "mildly": "mild", "severe": "severe",
+                  "severely": "severe", "marked": "severe", "markedly": "severe", "massive": "severe"}
+    LOCATION_WORDS = ("upper", "middle", "mid", "lower", "apical", "apex", "base", "basilar", "bases", "lingula", "lingular",
+                      "hilar", "perihilar", "retrocardiac", "lateral", "posterior", "anterior", "medial")
+    # a synthetic study has no prior: sentences that compare with one would be false
+    TEMPORAL_WORDS = ("again", "stable", "unchanged", "increased", "decreased", "interval", "previous", "previously", "prior",
+                      "persistent", "persists", "redemonstrated", "improved", "worsened", "worsening", "resolved", "new",
+                      "since", "compared", "technique")
 
     def __init__(self, by_labels: dict[frozenset, list[str]]):
         self.by_labels = by_labels
@@ -313,25 +324,35 @@ class SentenceBank:
         return cls(by_labels)
 
     def draw(self, s: Sentence, rng: np.random.Generator) -> str | None:
-        key = frozenset(s.labels.items())
-        options = self.by_labels.get(key, [])
-        ok = []
-        for text in options:
-            words = set(re.findall(r"[a-z]+", text.lower()))
-            sides = words & set(self.SIDE_WORDS)
-            if s.side and sides - {s.side} - ({"bibasilar"} if s.side == "bilateral" else set()):
-                continue
-            if s.side and not sides:
-                continue
-            if not s.side and sides:
-                continue
-            sizes = words & set(self.SIZE_WORDS)
-            if sizes and s.severity not in sizes:
-                continue
-            ok.append(text)
+        """A real sentence with exactly these labels whose side, size and location words do not contradict the study."""
+        options = self.by_labels.get(frozenset(s.labels.items()), [])
+        ok = [text for text in options if self._fits(text, s)]
         if not ok:
             return None
         return ok[int(rng.integers(len(ok)))]
+
+    def _fits(self, text: str, s: Sentence) -> bool:
+        words = set(re.findall(r"[a-z]+", text.lower()))
+        if words & set(self.TEMPORAL_WORDS):
+            return False
+        sides = words & set(self.SIDE_WORDS)
+        if s.side:
+            allowed = {s.side} | ({"bibasilar"} if s.side == "bilateral" else set())
+            if not sides or sides - allowed:
+                return False
+        elif sides:
+            return False
+        sizes = {self.SIZE_WORDS[w] for w in words if w in self.SIZE_WORDS}
+        if sizes and sizes != {s.severity}:
+            return False
+        places = words & set(self.LOCATION_WORDS)
+        if places:
+            allowed_places = set(re.findall(r"[a-z]+", s.location.lower()))
+            if "mid" in allowed_places:
+                allowed_places.add("middle")
+            if not places <= allowed_places:
+                return False
+        return True
 
 
 @dataclass
