@@ -87,3 +87,15 @@ def test_evaluate_classifier_on_image_folder_needs_matching_labels(saved_tiny_cl
         Image.new("L", (16, 16)).save(tmp_path / "f" / name / "a.png")
     result = CliRunner().invoke(app, ["evaluate-classifier", "--model", str(saved_tiny_classifier), "--data", str(tmp_path / "f")])
     assert isinstance(result.exception, InputError) and "abnormal" in str(result.exception)
+
+
+def test_evaluate_classifier_label_subset_and_unknown_as_negative(saved_tiny_clip, tiny_data, tmp_path):
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["--quiet", "evaluate-classifier", "--model", str(saved_tiny_clip), "--data", str(tiny_data),
+                                      "--split", "all", "--labels", "Cardiomegaly,Edema", "--unknown", "negative", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["auc"]) == ["Cardiomegaly", "Edema"]
+    assert metrics["support"]["Edema"] == {"positive": 0, "negative": 24}  # never mentioned -> negative
+    bad = CliRunner().invoke(app, ["evaluate-classifier", "--model", str(saved_tiny_clip), "--data", str(tiny_data), "--labels", "Nonsense"])
+    assert isinstance(bad.exception, InputError) and "Nonsense" in str(bad.exception)

@@ -72,6 +72,9 @@ def evaluate_classifier(
     split: Optional[str] = typer.Option("test", "--split", help="Manifest split to evaluate ('all' for every study); ignored for image folders."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for metrics.json, predictions.jsonl and roc.png."),
     prompts: Optional[Path] = PROMPTS,
+    labels: Optional[str] = typer.Option(None, "--labels", help="Comma-separated labels to evaluate (default: all of the model's)."),
+    unknown: str = typer.Option("ignore", "--unknown", help="Labels not mentioned in a study: 'ignore' (left out) or 'negative' "
+                                "(right for synthetic data, where every finding not inserted is truly absent)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
 ) -> None:
     """AUC per label, macro AUC, accuracy and F1 on labelled data; ROC curves as PNG."""
@@ -83,6 +86,8 @@ def evaluate_classifier(
 
     if out is not None and out.is_file():
         raise InputError(f"--out {out} is a file; give a folder")
+    if unknown not in ("ignore", "negative"):
+        raise InputError(f"--unknown {unknown!r} is not 'ignore' or 'negative'")
     classifier = load_classifier(model, prompts)
     if data.is_dir():
         items, folder_labels = read_image_folder(data)
@@ -92,7 +97,13 @@ def evaluate_classifier(
         if not records:
             raise InputError(f"{data} has no studies in split {split!r}")
         names = list(classifier.names)
-        items = labeled_from_records(records, names, uncertain="ignore", unknown="ignore")
+        if labels:
+            wanted = [n.strip() for n in labels.split(",") if n.strip()]
+            missing = [n for n in wanted if n not in names]
+            if missing:
+                raise InputError(f"--labels {missing} are not labels of this model ({', '.join(names)})")
+            names = wanted
+        items = labeled_from_records(records, names, uncertain="ignore", unknown=unknown)
         if not items:
             raise InputError(f"no study of split {split!r} in {data} has an image")
     _status(ctx, f"evaluating a {classifier.kind} classifier on {len(items)} images")

@@ -101,6 +101,7 @@ class TextTower(nn.Module):
                 self.model = _without_pooler(AutoModel.from_pretrained, source)
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"could not load text encoder {cfg.pretrained!r}: {exc}") from None
+        self.model.train()  # from_pretrained returns eval mode; keep the usual nn.Module default
         self.feature_dim = int(self.model.config.hidden_size)
         self._tokenizer = None
 
