@@ -142,3 +142,11 @@ def test_cli_generate_reports_bad_input_in_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "--size" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_two_workers_give_the_same_bytes_as_one(made, tmp_path):
+    from crrg.synth.generate import generate
+
+    other = tmp_path / "w2"
+    generate(_cfg(other, workers=2))
+    assert _files(made) == _files(other)
