@@ -18,7 +18,6 @@ DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 def write_dicom(path: str | Path, pixels: np.ndarray, study_id: str, view: str, pixel_mm: float, image_index: int,
                 description: str = "") -> None:
     """Write a MONOCHROME2 16-bit DX image with the tags readers rely on (view, spacing, orientation, UIDs)."""
-    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -64,4 +63,3 @@ def write_dicom(path: str | Path, pixels: np.ndarray, study_id: str, view: str, 
         ds.save_as(tmp, enforce_file_format=True)
 
     atomic_save_file(path, _save)
-    del pydicom
