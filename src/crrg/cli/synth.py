@@ -47,11 +47,12 @@ def preview_cmd(
     count: int = typer.Option(12, "--count", help="Number of studies on the sheet."),
     regions: str = typer.Option("abnormal", "--regions", help="Boxes to draw: abnormal, all or none."),
     cell: int = typer.Option(320, "--cell", help="Size of one image on the sheet, in pixels."),
+    finding: Optional[str] = typer.Option(None, "--finding", help="Only studies with this CheXpert label positive or this inserted finding (e.g. emphysema)."),
 ) -> None:
     """A contact sheet: frontal + lateral per study, region boxes and labels drawn."""
     from crrg.synth.preview import contact_sheet
 
-    path = contact_sheet(folder, out, count=count, regions=regions, cell=cell)
+    path = contact_sheet(folder, out, count=count, regions=regions, cell=cell, finding=finding)
     typer.echo(str(path))
 
 

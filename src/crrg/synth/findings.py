@@ -357,6 +357,9 @@ class Inserter:
             ok = b >= 0
             zmin = g["lo"][0]
             flat = np.where(ok, zmin + (b - zmin) * 0.25, b)
+            # flatten only where no heart sits on the diaphragm: lucency around the heart's underside would
+            # outline it like a mass
+            ok &= ~ndimage.binary_dilation(a.heart.any(0), iterations=3)
             region = (a.zz >= flat[None] - 0.5) & (a.zz < b[None]) & ok[None] & ~np.isin(a.labels, T.BONE_LABELS) & ~a.heart
             delta[region] += 0.1 - a.mu[region]
 

@@ -37,11 +37,11 @@ def _load_gray(path: str) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).convert("RGB")
 
 
-def _records(folder: Path, manifest: Path, count: int) -> list[StudyRecord]:
+def _records(folder: Path, manifest: Path, count: int, keep=lambda r: True) -> list[StudyRecord]:
     """From the manifest, or, while a set is still being generated, from the finished studies' sidecars."""
     if manifest.is_file():
-        return read_manifest(manifest)[:count]
-    sidecars = sorted((folder / "studies").glob("*.json"))[:count] if folder.is_dir() else []
+        return [r for r in read_manifest(manifest) if keep(r)][:count]
+    sidecars = sorted((folder / "studies").glob("*.json")) if folder.is_dir() else []
     if not sidecars:
         raise InputError(f"{folder} has no manifest.jsonl and no finished studies; run `crrg synth generate --out {folder}` first")
     records = []
@@ -49,12 +49,15 @@ def _records(folder: Path, manifest: Path, count: int) -> list[StudyRecord]:
         rec = StudyRecord.from_dict(json.loads(path.read_text(encoding="utf-8")))
         for im in rec.images:
             im.path = str(folder / im.path)
-        records.append(rec)
+        if keep(rec):
+            records.append(rec)
+        if len(records) == count:
+            break
     return records
 
 
 def contact_sheet(folder: str | Path, out: str | Path, count: int = 12, regions: str = "abnormal", cell: int = 320,
-                  columns: int = 2) -> Path:
+                  columns: int = 2, finding: str | None = None) -> Path:
     """Draw ``count`` studies (frontal with boxes, lateral, labels, impression) in a grid; returns the sheet path."""
     folder = Path(folder)
     manifest = folder if folder.is_file() else folder / "manifest.jsonl"
@@ -62,7 +65,17 @@ def contact_sheet(folder: str | Path, out: str | Path, count: int = 12, regions:
         raise InputError(f"--regions must be abnormal, all or none (got {regions!r})")
     if count < 1:
         raise InputError("--count must be at least 1")
-    records = _records(folder, manifest, count)
+    def keep(record: StudyRecord) -> bool:
+        """``finding``: a CheXpert label that must be positive, or an inserted finding kind (e.g. emphysema)."""
+        if not finding:
+            return True
+        if finding in record.labels:
+            return record.labels[finding] == 1
+        return any(f.get("kind") == finding for f in record.meta.get("findings", []))
+
+    records = _records(folder, manifest, count, keep)
+    if not records:
+        raise InputError(f"no study in {folder} has {finding!r}")
     text_h = int(cell * 0.32)
     tile_w, tile_h = 2 * cell, cell + text_h
     rows = (len(records) + columns - 1) // columns
