@@ -53,7 +53,7 @@ def make_studies(folder: Path, n: int = 6, size: int = 64, seed: int = 0) -> Pat
         Image.fromarray(pixels[:, ::-1].copy()).save(folder / f"s{i}_lat.png")
         labels = {name: None for name in CHEXPERT_14}
         labels["Lung Opacity" if abnormal_any else "No Finding"] = 1
-        findings = " ".join(s for r in regions for s in r.sentences)
+        findings = " ".join(s + "." for r in regions for s in r.sentences)
         records.append(StudyRecord(id=f"s{i}", images=[ImageRef(f"s{i}_pa.png", "PA"), ImageRef(f"s{i}_lat.png", "LATERAL")],
                                    findings=findings, impression="opacity." if abnormal_any else "normal.",
                                    labels=labels, split="train" if i < n - 2 else "val", regions=regions))

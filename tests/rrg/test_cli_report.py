@@ -27,7 +27,9 @@ def test_report_text_and_json(saved_tiny_model, tmp_path):
     payload = json.loads(out.stdout)
     assert payload["views"] == ["PA", "LATERAL"]
     assert payload["report"] and len(payload["regions"]) == 29 and set(payload["probabilities"]) == set(CHEXPERT_14)
-    assert all(s["region"] and len(s["box"]) == 4 for s in payload["sentences"])
+    regional = [s for s in payload["sentences"] if s["region"]]
+    assert regional and all(len(s["box"]) == 4 for s in regional)
+    assert all(s["box"] is None for s in payload["sentences"] if not s["region"])  # whole-study sentences
     target = tmp_path / "r.json"
     done = runner.invoke(app, ["-q", "report", str(frontal), "--model", str(saved_tiny_model), "--format", "json",
                                "--out", str(target)])

@@ -64,3 +64,32 @@ def test_shipped_yaml_gives_a_valid_engine_config_for_every_stage():
         TrainerConfig.from_config(cfg)  # raises on an unknown or mistyped trainer key
         assert cfg["stage"] == stage
     assert stage_config(config, "detector", None)["trainer"]["max_steps"] > 0
+
+
+def test_global_findings_are_the_sentences_no_region_owns(tiny_manifest):
+    from crrg.records import read_manifest
+    from crrg.rrg.task import global_findings
+
+    record = read_manifest(tiny_manifest)[0]
+    assert global_findings(record) == ""
+    record.findings += " No acute osseous abnormality."
+    assert global_findings(record) == "No acute osseous abnormality."
+
+
+def test_stage_model_from_an_export_without_the_newer_heads(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from conftest import untrained_model
+    from crrg.errors import InputError
+    from crrg.models.registry import save_pretrained
+    from crrg.rrg.task import load_stage_model
+
+    save_pretrained(untrained_model(), tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    state = load_file(str(weights))
+    save_file({k: v for k, v in state.items() if not k.startswith("global_query.")}, str(weights))
+    model = load_stage_model(tmp_path / "m")
+    assert torch.equal(model.global_query.query, torch.zeros_like(model.global_query.query))
+    save_file({k: v for k, v in state.items() if not k.startswith("selection.")}, str(weights))
+    with pytest.raises(InputError, match="do not fit"):
+        load_stage_model(tmp_path / "m")

@@ -17,6 +17,7 @@ import torch
 from crrg.observations import ANATOMICAL_REGIONS
 
 NORMAL_IMPRESSION = "No acute cardiopulmonary abnormality."
+GLOBAL_REGION = "(whole study)"  # sentences about no single region; they follow the regional ones
 
 
 @dataclass

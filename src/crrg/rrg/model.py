@@ -27,7 +27,7 @@ from crrg.io import atomic_write_json
 from crrg.models.registry import register_family
 from crrg.observations import ANATOMICAL_REGIONS, CHEXPERT_14, FRONTAL_VIEWS, LATERAL_VIEWS
 from crrg.reporting import GeneratedReport, RegionOut, SentenceOut, StudyInput
-from crrg.rrg.assembly import RegionSentence, SentenceEmbedder, assemble_report
+from crrg.rrg.assembly import GLOBAL_REGION, RegionSentence, SentenceEmbedder, assemble_report
 from crrg.rrg.classifiers import RegionBinaryClassifier, StudyFindingClassifier
 from crrg.rrg.detector import NUM_REGIONS, DetectorConfig, Detections, RegionDetector, to_rgb_tensor
 from crrg.rrg.language import (LanguageConfig, RegionLanguageModel, decode, load_tokenizer, save_tokenizer,
@@ -60,9 +60,10 @@ def choose_frontal(study: StudyInput) -> int:
     raise InputError("the study has only lateral images; the region-guided generator needs a frontal (PA/AP) image")
 
 
-class ImpressionQuery(nn.Module):
-    """The decoder's input for the IMPRESSION: the mean feature of the abnormal regions plus a learned
-    vector that tells the decoder to summarise rather than describe one region."""
+class SummaryQuery(nn.Module):
+    """The decoder's input for text that belongs to no single region: the mean feature of a set of
+    regions plus a learned vector saying which kind of text to write. The IMPRESSION uses the abnormal
+    regions; the "global" findings (bones, edema, ... sentences no region owns) use all regions."""
 
     def __init__(self, width: int):
         super().__init__()
@@ -91,12 +92,15 @@ class RRGModel(nn.Module):
         self.findings = StudyFindingClassifier(width, heads.get("finding_hidden", 256))
         ids = config.get("special_ids")
         self.language = RegionLanguageModel(self.lang_cfg, width, ids)
-        self.impression_query = ImpressionQuery(width)
+        self.impression_query = SummaryQuery(width)
+        self.global_query = SummaryQuery(width)
         t = config.get("thresholds", {})
         self.thresholds = Thresholds(t.get("selection", 0.5), t.get("abnormal", 0.5), t.get("findings"))
         assembly = config.get("assembly", {})
         self.dedup_threshold = float(assembly.get("dedup_threshold", 0.9))
         self.use_embedder = bool(assembly.get("embedder", True))
+        # Findings sentences no region owns (bones, edema): written from all regions at once.
+        self.global_sentences = bool(config.get("global_sentences", True))
         self.tokenizer = None
         self._embedder: SentenceEmbedder | None = None
         self.finding_source = None  # joint design: an external classifier (crrg.rrg.joint)
@@ -180,6 +184,11 @@ class RRGModel(nn.Module):
             query = self.impression_query(feats.unsqueeze(0), abnormal.unsqueeze(0))
             cond = finding_probs.unsqueeze(0) if mode in ("condition", "rerank") else None
             impression = decode(self.tokenizer, self.language.generate(query, cond, **gen_kwargs))[0]
+        global_text = ""
+        if self.global_sentences:
+            query = self.global_query(feats.unsqueeze(0), torch.ones(1, NUM_REGIONS))
+            cond = finding_probs.unsqueeze(0) if mode in ("condition", "rerank") else None
+            global_text = decode(self.tokenizer, self.language.generate(query, cond, **gen_kwargs))[0]
         if regions:
             cond = finding_probs.unsqueeze(0).expand(len(regions), -1) if mode in ("condition", "rerank") else None
             ids = self.language.generate(feats[regions], cond, num_return_sequences=candidates, **gen_kwargs)
@@ -197,6 +206,10 @@ class RRGModel(nn.Module):
         pieces = [RegionSentence(ANATOMICAL_REGIONS[r], text, index, [round(v, 1) for v in boxes[r]],
                                  bool(probs["abnormal"][r] >= self.thresholds.abnormal))
                   for r, text in zip(regions, texts)]
+        if global_text:
+            from crrg.text import split_sentences
+
+            pieces += [RegionSentence(GLOBAL_REGION, t, index) for t in split_sentences(global_text)]
         assembled = assemble_report(pieces, self.embedder if len(pieces) > 1 else None, self.dedup_threshold,
                                     impression=impression)
         timings["assemble_ms"] = (time.perf_counter() - t0) * 1000
@@ -204,7 +217,8 @@ class RRGModel(nn.Module):
         report = GeneratedReport(
             findings=assembled.findings,
             impression=assembled.impression,
-            sentences=[SentenceOut(s.text, s.region, s.image, s.box) for s in assembled.sentences],
+            sentences=[SentenceOut(s.text, None if s.region == GLOBAL_REGION else s.region, s.image, s.box)
+                       for s in assembled.sentences],
             regions=[RegionOut(name, index, [round(v, 1) for v in boxes[i]], round(float(probs["abnormal"][i]), 4),
                                bool(selected[i])) for i, name in enumerate(ANATOMICAL_REGIONS)],
             probabilities=probabilities,

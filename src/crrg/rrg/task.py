@@ -61,13 +61,36 @@ def stage_of(config: dict) -> str:
 # ----------------------------------------------------------------------------------------- model
 def build_rrg(config: dict):
     """The model a stage starts from: the ``model.init`` folder if given, else a fresh registry model."""
-    from crrg.models.registry import create_model, load_pretrained
+    from crrg.models.registry import create_model
 
     model_cfg = _section(config, "model")
     if model_cfg.get("init"):
-        model = load_pretrained(model_cfg["init"])
-        return model.train()
+        return load_stage_model(model_cfg["init"]).train()
     return create_model(_base_model_config(config), **(model_cfg.get("overrides") or {}))
+
+
+# Heads added to the model after a run's earlier stages were exported start from their initial values.
+NEW_HEAD_PREFIXES = ("impression_query.", "global_query.")
+
+
+def load_stage_model(folder: str | os.PathLike):
+    """Load a previous stage's export; weights it lacks may only be those of :data:`NEW_HEAD_PREFIXES`."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from crrg.models.registry import CONFIG_FILE, WEIGHTS_FILE, build_model
+
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        raise InputError(f"model.init {folder} is not a saved rrg model ({CONFIG_FILE} + {WEIGHTS_FILE})")
+    model = build_model(json.loads((folder / CONFIG_FILE).read_text()))
+    missing, unexpected = model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=False)
+    missing = [k for k in missing if not k.startswith(NEW_HEAD_PREFIXES)]
+    if missing or unexpected:
+        raise InputError(f"weights in {folder} do not fit the rrg model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    model.on_loaded(folder)
+    return model
 
 
 def _base_model_config(config: dict) -> dict:
@@ -269,13 +292,23 @@ class StudyFeatureDataset(Dataset):
         item["sentences"] = region_sentences(record, index)
         has_abnormal = bool((item["abnormal"] * item["known"]).sum() > 0)
         item["impression"] = record.impression.strip() if has_abnormal and record.impression.strip() else None
+        item["global"] = global_findings(record)
         return item
+
+
+def global_findings(record: StudyRecord) -> str:
+    """The findings sentences that no region of the record carries ("" when every one has a region)."""
+    from crrg.text import split_sentences
+
+    owned = {s.strip().lower().rstrip(".") for r in record.regions or [] for s in r.sentences}
+    return " ".join(s for s in split_sentences(record.findings) if s.strip().lower().rstrip(".") not in owned)
 
 
 def collate_studies(batch: list[dict]) -> dict[str, Any]:
     out = {k: torch.stack([b[k] for b in batch]) for k in ("features", "selected", "abnormal", "known", "findings")}
     out["sentences"] = [(row, region, text) for row, b in enumerate(batch) for region, text in b["sentences"]]
     out["impressions"] = [(row, b["impression"]) for row, b in enumerate(batch) if b.get("impression")]
+    out["globals"] = [(row, b["global"]) for row, b in enumerate(batch) if b.get("global") is not None]
     return out
 
 
@@ -386,8 +419,9 @@ class RRGModule(L.LightningModule):
             "detector": [m.detector],
             "classifiers": [m.projector, m.selection, m.abnormality, m.findings],
             "pretrain": [m.language.gpt2],
-            "language": [m.language, m.impression_query],
-            "joint": [m.projector, m.selection, m.abnormality, m.findings, m.language, m.impression_query],
+            "language": [m.language, m.impression_query, m.global_query],
+            "joint": [m.projector, m.selection, m.abnormality, m.findings, m.language, m.impression_query,
+                      m.global_query],
         }[self.stage_name]
 
     def _freeze(self) -> None:
@@ -405,17 +439,23 @@ class RRGModule(L.LightningModule):
         from crrg.rrg.language import encode_sentences
 
         impressions = batch.get("impressions") or []
-        if not batch["sentences"] and not impressions:
+        globals_ = (batch.get("globals") or []) if self.model.global_sentences else []
+        if not batch["sentences"] and not impressions and not globals_:
             return None
-        rows = torch.tensor([s[0] for s in batch["sentences"]] + [i[0] for i in impressions], dtype=torch.long)
+        rows = torch.tensor([s[0] for s in batch["sentences"]] + [i[0] for i in impressions] + [g[0] for g in globals_],
+                            dtype=torch.long)
         regions = torch.tensor([s[1] for s in batch["sentences"]], dtype=torch.long)
         inputs = [feats[rows[: len(regions)], regions]]
         if impressions:
             # the IMPRESSION is written from the (ground-truth) abnormal regions, as at inference
-            imp_rows = rows[len(regions):]
+            imp_rows = rows[len(regions):len(regions) + len(impressions)]
             abnormal = (batch["abnormal"] * batch["known"])[imp_rows]
             inputs.append(self.model.impression_query(feats[imp_rows], abnormal))
-        texts = [s[2] for s in batch["sentences"]] + [i[1] for i in impressions]
+        if globals_:
+            # an empty target teaches the decoder to stop at once when nothing is left to say
+            g_rows = rows[len(regions) + len(impressions):]
+            inputs.append(self.model.global_query(feats[g_rows], torch.ones_like(batch["known"][g_rows])))
+        texts = [s[2] for s in batch["sentences"]] + [i[1] for i in impressions] + [g[1] for g in globals_]
         ids, mask = encode_sentences(self.model.tokenizer, texts,
                                      self.model.lang_cfg.n_positions - self.model.lang_cfg.prefix_length - 1)
         ids, mask = ids.to(self.device), mask.to(self.device)
