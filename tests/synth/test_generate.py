@@ -150,3 +150,15 @@ def test_two_workers_give_the_same_bytes_as_one(made, tmp_path):
     other = tmp_path / "w2"
     generate(_cfg(other, workers=2))
     assert _files(made) == _files(other)
+
+
+def test_preview_filters_by_finding(made, tmp_path):
+    from crrg.errors import InputError
+    from crrg.synth.preview import _records, contact_sheet
+
+    keep_all = _records(made, made / "manifest.jsonl", 10)
+    assert len(keep_all) == N
+    with pytest.raises(InputError, match="no study"):
+        contact_sheet(made, tmp_path / "s.png", finding="no-such-finding")
+    with pytest.raises(InputError, match="no manifest"):
+        contact_sheet(tmp_path / "empty", tmp_path / "s.png")
