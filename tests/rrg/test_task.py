@@ -93,3 +93,14 @@ def test_stage_model_from_an_export_without_the_newer_heads(tmp_path):
     save_file({k: v for k, v in state.items() if not k.startswith("selection.")}, str(weights))
     with pytest.raises(InputError, match="do not fit"):
         load_stage_model(tmp_path / "m")
+
+
+def test_resume_from_a_checkpoint_older_than_the_newer_heads(tiny_manifest, tiny_config):
+    from crrg.rrg.task import RRGModule
+
+    config = stage_config(_config(tiny_manifest, tiny_config), "detector", None)
+    module = RRGModule(config)
+    ckpt = {"state_dict": {k: v for k, v in module.state_dict().items() if "global_query" not in k}}
+    module.on_load_checkpoint(ckpt)
+    assert "model.global_query.query" in ckpt["state_dict"]
+    module.load_state_dict(ckpt["state_dict"])  # strict, as Lightning does

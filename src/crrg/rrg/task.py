@@ -429,6 +429,13 @@ class RRGModule(L.LightningModule):
         for module in self._trainable():
             module.requires_grad_(True)
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # A checkpoint written before a newer head existed resumes with that head's initial values.
+        state = checkpoint.get("state_dict", {})
+        for key, value in self.state_dict().items():
+            if key not in state and key.removeprefix("model.").startswith(NEW_HEAD_PREFIXES):
+                state[key] = value
+
     def on_train_epoch_start(self) -> None:
         # Frozen parts stay in eval mode (no dropout, fixed BatchNorm statistics).
         self.model.eval()
