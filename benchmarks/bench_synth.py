@@ -97,6 +97,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=120)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--diffdrr", action="store_true", help="also time diffdrr's renderer (slow)")
+    ap.add_argument("--skip-generate", action="store_true", help="only the renderer comparison")
+    ap.add_argument("--out", default="synth", help="result file stem in benchmarks/results/")
     args = ap.parse_args()
     import torch
 
@@ -107,13 +109,13 @@ def main() -> None:
         res["diffdrr_s_per_image"] = bench_diffdrr()
     res["projector_full_view_s"] = bench_projector()
     cache = Path(tempfile.mkdtemp(prefix="bench_cache_"))
-    res["generate"] = [bench_generate(args.n, w, cache) for w in args.workers]
+    res["generate"] = [] if args.skip_generate else [bench_generate(args.n, w, cache) for w in args.workers]
     res["peak_rss_mb_main"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res["peak_rss_mb_children"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     res["load_after"] = os.getloadavg()
     shutil.rmtree(cache, ignore_errors=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "synth.json").write_text(json.dumps(res, indent=2) + "\n")
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(res, indent=2) + "\n")
     lines = ["| measurement | value |", "|---|---|"]
     for size, s in res.get("diffdrr_s_per_image", {}).items():
         lines.append(f"| diffdrr Siddon renderer, {size} px | {s:.2f} s / image |")
@@ -124,7 +126,7 @@ def main() -> None:
     lines.append(f"| peak RSS main / worker | {res['peak_rss_mb_main']:.0f} MB / {res['peak_rss_mb_children']:.0f} MB |")
     lines.append(f"| load average before / after | {res['load_before'][0]:.1f} / {res['load_after'][0]:.1f} |")
     table = "\n".join(lines)
-    (RESULTS / "synth.md").write_text(f"# bench_synth ({res['machine']})\n\n{table}\n")
+    (RESULTS / f"{args.out}.md").write_text(f"# bench_synth ({res['machine']})\n\n{table}\n")
     print(table)
 
 
