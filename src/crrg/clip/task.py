@@ -5,7 +5,7 @@ Config sections (see configs/clip/*.yaml)::
     model:   {name: clip-resnet18-minilm, pretrained: null, overrides: {...}, text_lr_scale: 0.1}
     data:    {manifest: M.jsonl, train_split: train, val_split: val, section: both,
               image_augment: true, text_augment: true}
-    export:  {index_train_reports: true, choose_thresholds: true, prompts: null}
+    export:  {index_train_reports: true, choose_thresholds: true, prompts: null, unknown: ignore}
     trainer: {...}   (the engine's)
 
 The pretrained text encoder gets a smaller learning rate (``text_lr_scale``) than the image tower
@@ -174,8 +174,11 @@ class ClipDataModule(L.LightningDataModule):
         return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []
 
 
-def zero_shot_thresholds(model, records: list[StudyRecord], prompts: str | None) -> dict[str, float]:
-    """Thresholds per observation chosen on labelled validation studies (F1-optimal); others stay 0.5."""
+def zero_shot_thresholds(model, records: list[StudyRecord], prompts: str | None, unknown: str = "ignore") -> dict[str, float]:
+    """Thresholds per observation chosen on labelled validation studies (F1-optimal); others stay 0.5.
+
+    ``unknown="negative"`` counts findings a report does not mention as absent (synthetic data).
+    """
     from crrg.clip.classifier import choose_thresholds
     from crrg.clip.zeroshot import ZeroShotClassifier
 
@@ -184,9 +187,8 @@ def zero_shot_thresholds(model, records: list[StudyRecord], prompts: str | None)
         return {}
     zs = ZeroShotClassifier.from_prompt_file(model, prompts)
     probs = zs.probabilities([load_image(primary_image(r)) for r in records])
-    known = [[float(r.labels.get(n) is not None) for n in zs.observations] for r in records]
-    targets = np.array([label_targets(r, zs.observations)[0] for r in records])
-    return choose_thresholds(targets, probs, zs.observations, mask=np.array(known))
+    pairs = [label_targets(r, zs.observations, uncertain="ignore", unknown=unknown) for r in records]
+    return choose_thresholds(np.array([t for t, _ in pairs]), probs, zs.observations, mask=np.array([m for _, m in pairs]))
 
 
 class ClipTask:
@@ -214,7 +216,7 @@ class ClipTask:
         if export.get("choose_thresholds", True):
             val = load_split(module.config, "val_split", "val")
             if val:
-                model.thresholds = zero_shot_thresholds(model, val, export.get("prompts"))
+                model.thresholds = zero_shot_thresholds(model, val, export.get("prompts"), export.get("unknown", "ignore"))
         save_pretrained(model, out_dir)
 
 
