@@ -38,7 +38,7 @@ def peak_rss_mb() -> float:
 
 def bench_training(model, image_size: int, batch_size: int, steps: int, warmup: int) -> float:
     model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     images = torch.randn(batch_size, 1, image_size, image_size)
     texts = [REPORT] * batch_size
     times = []
@@ -72,8 +72,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--freeze-text-layers", type=int, default=0, help="As model.freeze_text_layers in the training config.")
     parser.add_argument("--input-size", type=int, default=1024, help="Side of the raw test image (resized by the model).")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_clip.json")
+    parser.add_argument("--out", type=Path, default=None, help="Default: benchmarks/results/bench_clip_<size>px.json")
     args = parser.parse_args()
 
     from crrg.clip.zeroshot import ZeroShotClassifier
@@ -82,6 +83,9 @@ def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
     clip = create_model(args.model, image_encoder={"image_size": args.image_size})
+    from crrg.clip.task import freeze_text_layers
+
+    freeze_text_layers(clip, args.freeze_text_layers)
     throughput = bench_training(clip, args.image_size, args.batch_size, args.steps, args.warmup)
 
     clip.eval()
@@ -96,6 +100,7 @@ def main() -> None:
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), shared 2-core CPU",
         "model": args.model, "image_size": args.image_size, "batch_size": args.batch_size, "input_image": args.input_size,
+        "frozen_text_layers": args.freeze_text_layers,
         "train_images_per_s": round(throughput, 2),
         "zeroshot_latency_ms_median": round(zs_med, 1), "zeroshot_latency_ms_p90": round(zs_p90, 1),
         "zeroshot_prompt_embedding_once_ms": round(prompt_ms, 1),
@@ -106,8 +111,9 @@ def main() -> None:
     width = max(len(k) for k in results)
     for key, value in results.items():
         print(f"{key:<{width}}  {value}")
-    atomic_write_json(args.out, results)
-    print(f"wrote {args.out}")
+    out = args.out or Path(__file__).parent / "results" / f"bench_clip_{args.image_size}px.json"
+    atomic_write_json(out, results)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
