@@ -387,6 +387,7 @@ def _model_image_size(config: dict) -> int:
 def _cache_dir(config: dict) -> Path | None:
     data = _section(config, "data")
     if data.get("feature_cache"):
+        Path(data["feature_cache"]).mkdir(parents=True, exist_ok=True)
         return Path(data["feature_cache"])
     init = _section(config, "model").get("init")
     return Path(init) if init else None
@@ -614,6 +615,9 @@ def train_stages(config: dict, out_dir: str | os.PathLike, stages: tuple[str, ..
 
     out = Path(out_dir)
     init = _section(config, "model").get("init")
+    config = copy.deepcopy(config)
+    # One feature cache for the whole run: its entries are keyed by detector weights and studies.
+    config.setdefault("data", {}).setdefault("feature_cache", str(out / "feature_cache"))
     for stage in stages:
         if stage not in STAGES:
             raise ConfigError(f"rrg stage {stage!r} is not one of {list(STAGES)}")
