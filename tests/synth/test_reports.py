@@ -82,3 +82,19 @@ def test_sentence_bank_from_manifest(tmp_path):
         if "There is a small left pleural effusion." in rep.findings:
             break
     assert "There is a small left pleural effusion." in rep.findings
+
+
+def test_labels_agree_with_the_project_labeler():
+    labeler = pytest.importorskip("crrg.labeler")
+    from crrg.observations import CHEXPERT_14
+
+    rng = np.random.default_rng(7)
+    agree = {k: 0 for k in CHEXPERT_14}
+    n = 150
+    for _ in range(n):
+        rep = write_report(sample_findings(rng, 0.45), rng)
+        read = labeler.label_report(rep.findings + " " + rep.impression)
+        for k in CHEXPERT_14:
+            agree[k] += (rep.labels[k] == 1) == (read[k] == 1)
+    worst = min(agree, key=agree.get)
+    assert agree[worst] / n >= 0.95, (worst, agree[worst] / n)

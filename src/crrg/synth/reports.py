@@ -199,6 +199,7 @@ def finding_sentences(f: Finding, rng: np.random.Generator) -> list[Sentence]:
                 labels = {"Consolidation": 1, "Pneumonia": 1} if "consolidation" in text else {"Pneumonia": 1}
                 return [Sentence(text, labels, regions, side=f.side, location=lobe)]
             text = _pick(rng, PNEUMONIA_UNC).format(lobe=lobe)
+            f.params["pneumonia_uncertain"] = True  # the impression must hedge too
             labels = {"Pneumonia": -1, "Consolidation": 1} if "consolidation" in text else {"Pneumonia": -1, "Lung Opacity": 1}
             return [Sentence(text, labels, regions, side=f.side, location=lobe)]
         return [Sentence(_pick(rng, CONSOLIDATION).format(pattern=pattern, lobe=lobe), {"Consolidation": 1}, regions, side=f.side, location=lobe)]
@@ -258,6 +259,9 @@ def impression_sentence(f: Finding, rng: np.random.Generator) -> Sentence:
     if f.kind == "edema":
         return Sentence(_pick(rng, ["pulmonary edema.", f"{f.severity} pulmonary edema.", "findings of congestive heart failure with pulmonary edema."]), {"Edema": 1})
     if f.kind == "consolidation":
+        if f.params.get("pneumonia_uncertain"):
+            return Sentence(_pick(rng, [f"{f.location} opacity, possibly pneumonia.", f"{f.location} opacity, concerning for pneumonia."]),
+                            {"Pneumonia": -1, "Lung Opacity": 1})
         if f.params.get("pneumonia"):
             return Sentence(f"{f.location} pneumonia.", {"Pneumonia": 1})
         return Sentence(f"{f.location} consolidation.", {"Consolidation": 1})
@@ -373,8 +377,11 @@ def write_report(findings: list[Finding], rng: np.random.Generator, bank: Senten
     negatives: list[Sentence] = []
     if "cardiomegaly" not in kinds:
         if "mediastinum" not in kinds and rng.random() < 0.6:
-            negatives.append(Sentence(_pick(rng, NEG["Enlarged Cardiomediastinum"]), {"Enlarged Cardiomediastinum": 0},
-                                      ("cardiac silhouette", "mediastinum"), abnormal=False))
+            text = _pick(rng, NEG["Enlarged Cardiomediastinum"])
+            labels = {"Enlarged Cardiomediastinum": 0}
+            if "cardiomediastinal" in text:  # ... also says the heart is not enlarged (as CheXpert labelers read it)
+                labels["Cardiomegaly"] = 0
+            negatives.append(Sentence(text, labels, ("cardiac silhouette", "mediastinum"), abnormal=False))
         else:
             negatives.append(Sentence(_pick(rng, NEG["Cardiomegaly"]), {"Cardiomegaly": 0}, ("cardiac silhouette",), abnormal=False))
     lung_kinds = kinds & {"consolidation", "edema", "atelectasis", "nodule", "mass"}
