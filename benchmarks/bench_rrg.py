@@ -152,7 +152,11 @@ def cmd_eval(args) -> None:
             results[f"rrg_joint_{mode}"]["classifier_agreement"] = float(np.mean(consistency[mode]))
         results["baseline_most_frequent"] = evaluate_reports(baselines.most_frequent_predictions(train, test), refs,
                                                              scorer=scorer)
-        if args.clip:
+        if args.baselines:  # computed before by baselines.py on the same split (all studies of it)
+            stored = json.loads(Path(args.baselines).read_text())
+            if "clip_retrieval" in stored and not args.limit:
+                results["baseline_clip_retrieval"] = stored["clip_retrieval"]
+        elif args.clip:
             results["baseline_clip_retrieval"] = evaluate_reports(
                 baselines.clip_retrieval_predictions(args.clip, train, test), refs, scorer=scorer)
     per_region = {name: {"ap50": average_precision(scored[name], n_gt[name]),
@@ -191,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--data", required=True)
     e.add_argument("--split", default="test")
     e.add_argument("--clip", default=None)
+    e.add_argument("--baselines", default=None, help="results JSON of baselines.py for the same split")
     e.add_argument("--limit", type=int, default=None)
     e.add_argument("--beams", type=int, default=1)
     e.add_argument("--joint", default="condition,off,rerank", help="joint modes; latency is timed on the first")
