@@ -30,7 +30,6 @@ def train_command(
 ) -> None:
     """Train TASK; the final model is exported to OUT/model (safetensors + config.json)."""
     from crrg.training.config import load_config, set_in
-    from crrg.training.engine import train
 
     if data is not None and not data.exists():
         from crrg.errors import InputError
@@ -41,6 +40,8 @@ def train_command(
         cfg = set_in(cfg, "data.manifest", str(data.resolve()))
     if stage is not None:
         cfg = set_in(cfg, "stage", stage)
+    from crrg.training.engine import train  # imports torch + Lightning: only after the config is known good
+
     quiet = _quiet(ctx)
     if quiet:  # Lightning logs through its own handler; --quiet means warnings only
         import logging

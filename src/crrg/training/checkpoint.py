@@ -5,25 +5,22 @@
   The engine also keeps the newest ``keep_checkpoints`` step files next to ``last.ckpt``.
 - :func:`find_resume_checkpoint` picks ``last.ckpt``, or the newest readable step file if
   ``last.ckpt`` is missing or damaged.
-- :class:`RngState` stores every rank's Python / NumPy / torch RNG states in the checkpoint and
-  puts them back just before the first resumed batch, so dropout and augmentation draw the same
-  numbers as in a run that was never stopped.
+- Random draws are made resumable by :class:`crrg.training.seeding.StepSeed`, not by storing
+  RNG states: what runs between a checkpoint and the next step (validation, loader start-up)
+  differs between a resumed and an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback
 
 from crrg.io import atomic_save_file
 
@@ -68,46 +65,3 @@ def find_resume_checkpoint(folder: Path) -> Path | None:
 
 def has_checkpoints(folder: Path) -> bool:
     return (folder / LAST).exists() or bool(step_checkpoints(folder))
-
-
-def _rng_states() -> dict[str, Any]:
-    states: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def _set_rng_states(states: dict[str, Any]) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-class RngState(Callback):
-    """Save all ranks' RNG states with each checkpoint; restore them before the first resumed batch."""
-
-    def __init__(self) -> None:
-        self._pending: dict[str, Any] | None = None
-
-    def state_dict(self) -> dict[str, Any]:
-        states = _rng_states()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            gathered: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(gathered, states)  # every rank saves in step, so this is safe
-            return {"ranks": gathered}
-        return {"ranks": [states]}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        ranks = state_dict.get("ranks") or []
-        rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
-        if rank < len(ranks):
-            self._pending = ranks[rank]
-        elif ranks:
-            log.warning("checkpoint holds RNG states of %d ranks, this is rank %d: random draws will differ", len(ranks), rank)
-
-    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        if self._pending is not None:
-            _set_rng_states(self._pending)
-            self._pending = None

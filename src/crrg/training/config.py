@@ -104,6 +104,11 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
         return float(value) if int not in allowed else value
     if str in allowed and isinstance(value, str):
         return value
+    if float in allowed and isinstance(value, str):
+        try:  # YAML 1.1 reads `1e-4` (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if dict in allowed and isinstance(value, dict):
         return value
     raise ConfigError(f"{name} must be {_describe(allowed)}, got {value!r}")
@@ -157,7 +162,7 @@ def set_in(config: dict, dotted: str, value: Any) -> dict:
 
 
 def load_config(path: str | os.PathLike | None, overrides: Iterable[str] | None = None) -> dict:
-    """Read a YAML (or JSON) config, apply overrides and validate the trainer section.
+    """Read a YAML (or JSON) config, apply overrides, validate and complete the trainer section.
 
     ``path=None`` starts from an empty config (everything from overrides and defaults).
     """
@@ -180,9 +185,9 @@ def load_config(path: str | os.PathLike | None, overrides: Iterable[str] | None 
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping of sections, got {type(loaded).__name__}")
         config = loaded
-    config = apply_overrides(config, overrides)
-    TrainerConfig.from_config(config)  # fail early, before any model is built
-    return config
+    # Validating here fails early, before any model is built; the trainer section comes back
+    # typed and complete, so tasks can read any trainer setting without defaults of their own.
+    return resolved_config(apply_overrides(config, overrides))
 
 
 def resolved_config(config: dict) -> dict:

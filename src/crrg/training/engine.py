@@ -8,22 +8,26 @@ run folder (``out_dir``)::
 
     config.json            the resolved config (trainer defaults filled in), written before training
     checkpoints/last.ckpt  full resume state (weights, optimizer, LR scheduler, loop counters,
-                           data position, RNG states), replaced atomically every
+                           data position; random draws are reseeded per step, see seeding.py), replaced atomically every
                            ``trainer.checkpoint_every_n_steps`` and at the end
     checkpoints/stepNNNNNNNN.ckpt   the newest ``trainer.keep_checkpoints`` step checkpoints
     checkpoints/best/      best checkpoint by ``trainer.monitor`` (when set)
-    logs/csv/metrics.csv   CSV log;  logs/tensorboard/  TensorBoard events
+    logs/csv/metrics.csv   CSV log (a resumed session adds logs/csv-resumeN/);  logs/tensorboard/
     model/                 the final model, exported by the task (safetensors + config.json)
     best-model/            the best model by ``trainer.monitor`` (when set)
     metrics.json           summary: steps, epochs, last logged metrics, wall time
 
 Resume (``resume=True``) continues from ``checkpoints/last.ckpt`` (or the newest complete step file)
-with the same step count, optimizer and scheduler state, data position and RNG state; with
+with the same step count, optimizer and scheduler state and data position (random draws are
+per-step seeded); with
 ``trainer.deterministic`` the result equals an uninterrupted run. Without ``resume`` a folder that
 already holds checkpoints is refused rather than overwritten.
 
-``devices > 1`` runs DDP: on CPU with the gloo backend (processes forked from this one, so it also
-works from a notebook or a test), on GPUs with NCCL (the command is re-launched per GPU).
+``devices > 1`` runs DDP: gloo on CPU, NCCL on GPUs. The engine starts one fresh Python process per
+device (:mod:`crrg.training.worker`) with the torch.distributed environment set, and waits for them.
+Fresh processes rather than forks: a fork of a process whose OpenMP pool has run deadlocks, and
+rather than Lightning's re-run of ``sys.argv``: that works from a notebook or a test as well. If one
+worker dies, the others are stopped and :class:`WorkerFailed` is raised; ``resume=True`` continues.
 """
 
 from __future__ import annotations
@@ -39,13 +43,15 @@ from lightning.pytorch.callbacks import Callback
 
 from crrg.errors import ConfigError
 from crrg.io import atomic_write_json
-from crrg.training.checkpoint import LAST, AtomicCheckpointIO, RngState, find_resume_checkpoint, has_checkpoints
+from crrg.training.checkpoint import LAST, AtomicCheckpointIO, find_resume_checkpoint, has_checkpoints
 from crrg.training.config import TrainerConfig, resolved_config
 from crrg.training.sampling import make_resumable, make_sharded
+from crrg.training.seeding import StepSeed
 from crrg.training.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
+WORKER_ENV = "CRRG_DDP_WORKER"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -89,20 +95,84 @@ def _wrap_dataloaders(datamodule: Any, seed: int) -> None:
         datamodule.val_dataloader = sharded_val_loader
 
 
+def _csv_version(logs: Path, resuming: bool) -> str:
+    """Lightning's CSVLogger deletes an existing metrics.csv, so each resumed session logs to its own folder."""
+    if not resuming or not (logs / "csv").exists():
+        return "csv"
+    n = 1
+    while (logs / f"csv-resume{n}").exists():
+        n += 1
+    return f"csv-resume{n}"
+
+
 def _strategy(cfg: TrainerConfig, devices: int) -> Any:
     if cfg.strategy is not None:
         return cfg.strategy
-    if devices == 1:
-        return "auto"
-    import torch
+    # In a worker the processes already exist (LOCAL_RANK is set), so Lightning's "ddp" only joins
+    # the process group: gloo on CPU, NCCL on GPU.
+    return "auto" if devices == 1 else "ddp"
 
-    use_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
-    if use_gpu:
-        return "ddp"  # NCCL; Lightning re-launches this command once per extra GPU
-    import multiprocessing
 
-    # Forked workers need nothing picklable and work from notebooks and tests; gloo is the CPU backend.
-    return "ddp_fork" if "fork" in multiprocessing.get_all_start_methods() else "ddp_spawn"
+class WorkerFailed(RuntimeError):
+    """A DDP worker process died (killed, crashed or raised); the run can be continued with resume."""
+
+    def __init__(self, rank: int, exit_code: int) -> None:
+        super().__init__(f"training worker rank {rank} exited with code {exit_code}; the others were stopped")
+        self.rank, self.exit_code = rank, exit_code
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _launch_workers(task: str, out: Path, devices: int, resume_from: Path | None, progress_bar: bool) -> None:
+    """Run rank 0..devices-1 as fresh processes of crrg.training.worker; stop all if one fails."""
+    import subprocess
+    import sys
+
+    port = _free_port()
+    procs: list[subprocess.Popen] = []
+    try:
+        for rank in range(devices):
+            env = {
+                **os.environ,
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "WORLD_SIZE": str(devices),
+                "NODE_RANK": "0",
+                "LOCAL_RANK": str(rank),
+                "RANK": str(rank),
+                WORKER_ENV: "1",
+            }
+            cmd = [sys.executable, "-m", "crrg.training.worker", task, str(out), str(devices)]
+            if resume_from is not None:
+                cmd += ["--resume-from", str(resume_from)]
+            if not progress_bar:
+                cmd.append("--no-progress")
+            procs.append(subprocess.Popen(cmd, env=env))
+        while True:
+            codes = [p.poll() for p in procs]
+            failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0)]
+            if failed:
+                raise WorkerFailed(*failed[0])
+            if all(code == 0 for code in codes):
+                return
+            time.sleep(0.1)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.time() + 10
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _callbacks(cfg: TrainerConfig, ckpt_dir: Path, summary: RunSummary) -> list[Any]:
@@ -119,7 +189,7 @@ def _callbacks(cfg: TrainerConfig, ckpt_dir: Path, summary: RunSummary) -> list[
             every_n_train_steps=cfg.checkpoint_every_n_steps,
             save_last=True,
         ),
-        RngState(),
+        StepSeed(cfg.seed),
         summary,
         FinalCheckpoint(ckpt_dir / LAST),
     ]
@@ -193,8 +263,7 @@ def train(
         raise ConfigError(f"devices must be a positive integer, got {devices!r}")
     task_obj = get_task(task) if isinstance(task, str) else task
     task_name = task if isinstance(task, str) else type(task).__name__
-    cfg = TrainerConfig.from_config(config)
-    config = resolved_config(config)
+    config = resolved_config(config)  # validates the trainer section
     stages = getattr(task_obj, "stages", None)
     if stages and config.get("stage") is not None and config["stage"] not in stages:
         raise ConfigError(f"task {task_name!r} has no stage {config['stage']!r}; its stages: {', '.join(stages)}")
@@ -217,6 +286,33 @@ def train(
                 log.warning("resuming with a changed config: %s", "; ".join(changed))
         atomic_write_json(previous, config)
 
+    if devices > 1:
+        if not isinstance(task, str):
+            raise ConfigError("training on several devices needs a registered task name (workers look it up by name)")
+        _launch_workers(task, out, devices, resume_from, progress_bar)
+    else:
+        fit(task_obj, task_name, config, out, devices=1, resume_from=resume_from, progress_bar=progress_bar, extra_callbacks=extra_callbacks)
+    return out / MODEL_DIR
+
+
+def fit(
+    task_obj: Task,
+    task_name: str,
+    config: dict,
+    out: Path,
+    *,
+    devices: int,
+    resume_from: Path | None,
+    progress_bar: bool = True,
+    extra_callbacks: Iterable[Any] = (),
+) -> None:
+    """Fit in this process (one device, or one DDP rank of a worker); rank 0 exports. Use :func:`train`."""
+    import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    cfg = TrainerConfig.from_config(config)
+    ckpt_dir = out / CHECKPOINT_DIR
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = task_obj.build_module(config)
     datamodule = task_obj.build_datamodule(config)
@@ -242,7 +338,7 @@ def train(
             use_distributed_sampler=False,  # the engine's ShardSampler shards and resumes
             callbacks=[*_callbacks(cfg, ckpt_dir, summary), *extra_callbacks],
             logger=[
-                CSVLogger(save_dir=out, name="logs", version="csv"),
+                CSVLogger(save_dir=out, name="logs", version=_csv_version(out / "logs", resume_from is not None)),
                 TensorBoardLogger(save_dir=out, name="logs", version="tensorboard", default_hp_metric=False),
             ],
             plugins=[AtomicCheckpointIO()],
@@ -252,10 +348,12 @@ def train(
     except (MisconfigurationException, ValueError) as exc:
         raise ConfigError(f"trainer settings rejected: {exc}") from None
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None)
+    # The resume point is this run's own checkpoint (written by us), so full unpickling is safe;
+    # tasks may keep non-tensor objects (paths, tokenizer settings) in their hyperparameters.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None, weights_only=False)
 
     model_dir = out / MODEL_DIR
-    if trainer.is_global_zero and _is_launch_rank_zero():
+    if trainer.is_global_zero:
         task_obj.export(module, model_dir)
         best_dir = _export_best(task_obj, module, ckpt_dir / "best", out / BEST_MODEL_DIR) if cfg.monitor else None
         metrics_path = out / METRICS_FILE
@@ -263,7 +361,6 @@ def train(
         summary_data.update({"model_dir": str(model_dir), "best_model_dir": str(best_dir) if best_dir else None})
         atomic_write_json(metrics_path, summary_data)
         log.info("trained %s: model in %s", task_name, model_dir)
-    return model_dir
 
 
 def _export_best(task_obj: Task, module: Any, best_ckpt_dir: Path, out_dir: Path) -> Path | None:

@@ -133,10 +133,12 @@ def _is_plain(loader: Any) -> bool:
 
 def make_sharded(loader: Any, *, rank: int, world_size: int) -> Any:
     """An evaluation loader that gives each rank its own, unshuffled part of the data (DDP)."""
+    if _is_plain(loader):
+        # Own generator: starting an evaluation loader must not draw from the global RNG.
+        sampler = ShardSampler(len(loader.dataset), shuffle=False, seed=0, rank=rank, world_size=world_size)
+        return _rebuild(loader, sampler, torch.Generator().manual_seed(0))
     if world_size == 1:
         return loader
-    if _is_plain(loader):
-        return _rebuild(loader, ShardSampler(len(loader.dataset), shuffle=False, seed=0, rank=rank, world_size=world_size))
     if isinstance(loader, (list, tuple)):
         return type(loader)(make_sharded(item, rank=rank, world_size=world_size) for item in loader)
     if isinstance(loader, dict):

@@ -2,7 +2,7 @@
 
 It exists to exercise the engine end to end in seconds (DDP, kill + resume, export) and doubles as
 the smallest complete example of a task. It uses dropout on purpose, so a resumed run only matches
-an uninterrupted one if the RNG state is restored too.
+an uninterrupted one if random draws are resumable too (crrg.training.seeding).
 
 Config sections::
 
@@ -86,7 +86,7 @@ class ToyModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.7)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=4, gamma=0.8)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
