@@ -65,4 +65,15 @@ def info(message: str) -> None:
 
 
 def setup_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    """crrg's own loggers print to stderr (warnings only with --quiet). Libraries that install their
+    own handlers (Lightning) are not also routed through the root logger, so no line prints twice."""
+    level = logging.WARNING if quiet else logging.INFO
+    logger = logging.getLogger("crrg")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level)
+    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
