@@ -99,3 +99,13 @@ def test_freeze_text_layers_freezes_embeddings_and_lowest_layers():
     optimizer = module.configure_optimizers()["optimizer"]
     in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
     assert all(id(p) not in in_optimizer for p in hf.embeddings.parameters())
+
+
+def test_temperature_has_no_weight_decay():
+    from crrg.clip.task import ClipModule
+
+    module = ClipModule(load_config(REPO / "configs/clip/tiny.yaml", ["trainer.weight_decay=0.1"]))
+    groups = module.configure_optimizers()["optimizer"].param_groups
+    (temperature_group,) = [g for g in groups if any(p is module.model.logit_scale for p in g["params"])]
+    assert temperature_group["weight_decay"] == 0.0 and len(temperature_group["params"]) == 1
+    assert any(g["weight_decay"] == 0.1 for g in groups)

@@ -132,10 +132,12 @@ class ClipModule(L.LightningModule):
         model_cfg = _section(self.config, "model")
         scale = float(model_cfg.get("text_lr_scale", 1.0))
         base = float(_section(self.config, "trainer").get("lr", 1e-4))
-        trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and n != "logit_scale"]
         text = [p for n, p in trainable if n.startswith("text_encoder.")]
         other = [p for n, p in trainable if not n.startswith("text_encoder.")]
-        groups = [{"params": other, "lr": base}] + ([{"params": text, "lr": base * scale}] if text else [])
+        # the temperature is not a weight: no weight decay pulling it towards T = 1 (as in CLIP)
+        groups = [{"params": other, "lr": base}, {"params": [self.model.logit_scale], "lr": base, "weight_decay": 0.0}]
+        groups += [{"params": text, "lr": base * scale}] if text else []
         return optimizer_with_schedule(self, groups, _section(self.config, "trainer"), float(model_cfg.get("warmup_fraction", 0.05)))
 
 
