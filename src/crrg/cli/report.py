@@ -8,12 +8,14 @@ argument parsing, so batch modes (folders, manifests, sharding) can call them pe
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from crrg.errors import InputError
+from crrg.models.registry import DEFAULT_MODEL
 
 FORMATS = ("text", "json")
 
@@ -85,21 +87,76 @@ def format_text(report) -> str:
     return "\n".join(lines)
 
 
+def is_batch_input(items: list[str]) -> bool:
+    """Folders, globs and manifests mean many studies; one or two image files are one study."""
+    return any(Path(i).is_dir() or i.endswith(".jsonl") or any(ch in i for ch in "*?[") for i in items)
+
+
+def run_batch_command(items: list[str], model: str, out: Path, resume: bool, workers: int,
+                      split: Optional[str], options: dict[str, Any]) -> None:
+    """Batch mode, sharded across ranks when started by torchrun (RANK / WORLD_SIZE set)."""
+    from crrg.cli.common import info, progress
+    from crrg.inference.batch import DistributedContext, collect_jobs, merge_parts, part_path, run_batch, shard
+
+    dist = DistributedContext.from_env()
+    jobs = collect_jobs(items, split=split)
+    if not jobs:
+        raise InputError("no studies to report on")
+    dist.init()
+    try:
+        generator = load_generator(model)
+        if dist.active:
+            if out.exists() and not resume:
+                raise InputError(f"{out} exists; pass --resume to continue it or choose another --out")
+            # the merged output is written atomically by rank 0, so every rank can read it as is
+            merged = _ids_read_only(out) if out.exists() else set()
+            summary = run_batch(generator, shard(jobs, dist.rank, dist.world_size), part_path(out, dist.rank),
+                                resume=resume, workers=workers, options=options,
+                                progress=progress if dist.rank == 0 else None, already_done=merged)
+            dist.barrier()
+            if dist.rank == 0:
+                total = merge_parts(out, dist.world_size, [j.id for j in jobs])
+                info(f"merged {dist.world_size} shards into {out}: {total} studies")
+            dist.barrier()
+        else:
+            summary = run_batch(generator, jobs, out, resume=resume, workers=workers, options=options, progress=progress)
+    finally:
+        dist.close()
+    report = summary.as_dict()
+    prefix = f"rank {dist.rank}: " if dist.active else ""
+    info(f"{prefix}{report['written']} written, {report['skipped_already_done']} already done, "
+         f"{report['failed']} failed, {report['seconds']} s ({report['studies_per_second']} studies/s)")
+    for failure in summary.failures[:5]:
+        info(f"  failed {failure['id']}: {failure['error']}")
+
+
+def _ids_read_only(path: Path) -> set[str]:
+    return {json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
 def register(app: typer.Typer) -> None:
     @app.command("report")
     def report(
-        images: list[Path] = typer.Argument(..., help="The study's images: frontal, then optionally lateral (PNG/JPEG/DICOM)."),
-        model: str = typer.Option(..., "--model", "-m", help="Saved model folder (or hub id) of a report generator."),
-        fmt: str = typer.Option("text", "--format", "-f", help="text or json."),
+        images: list[str] = typer.Argument(..., help="One study's images (frontal, then optionally lateral; PNG/JPEG/DICOM), "
+                                                     "or for batch mode folders, globs and manifests (.jsonl)."),
+        model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Bundled model name, saved model folder or hub id."),
+        fmt: str = typer.Option("text", "--format", "-f", help="text or json (one study)."),
         indication: str = typer.Option("", "--indication", help="Clinical indication, for models that use it."),
         view: Optional[list[str]] = typer.Option(None, "--view", help="View of each image (PA, AP, LATERAL, LL), in order."),
         beams: Optional[int] = typer.Option(None, "--beams", min=1, help="Beam-search width."),
         sample: bool = typer.Option(False, "--sample", help="Nucleus sampling instead of beam search."),
         top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0, help="Sampling: nucleus mass."),
         temperature: Optional[float] = typer.Option(None, "--temperature", min=0.01, help="Sampling temperature."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the report here (atomically) instead of stdout."),
+        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (atomic for one study; JSONL written as it goes in batch mode)."),
+        resume: bool = typer.Option(False, "--resume", help="Batch mode: skip studies already in --out."),
+        workers: int = typer.Option(1, "--workers", min=0, help="Batch mode: image-decoding worker processes."),
+        split: Optional[str] = typer.Option(None, "--split", help="Batch mode with a manifest: only this split."),
     ) -> None:
-        """Write the radiology report of one study."""
+        """Write radiology reports: one study, or (folders, globs, manifests) a resumable batch.
+
+        Under ``torchrun --nproc_per_node N -m crrg report ...`` the batch is sharded across ranks and
+        nodes, and rank 0 merges the outputs.
+        """
         from crrg.cli.common import info
         from crrg.io import atomic_write_text
 
@@ -107,11 +164,20 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
         if (top_p is not None or temperature is not None) and not sample:
             raise InputError("--top-p and --temperature only apply with --sample")
-        study = load_study(list(images), view, indication, study_id=Path(images[0]).stem)
-        generator = load_generator(model)
         options: dict[str, Any] = {"num_beams": beams}
         if sample:
             options.update(do_sample=True, top_p=top_p, temperature=temperature)
+        options = {k: v for k, v in options.items() if v is not None}
+        if is_batch_input(images) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            if out is None:
+                raise InputError("batch mode (folders, globs, manifests or torchrun) needs --out FILE.jsonl")
+            if view or indication:
+                raise InputError("--view and --indication apply to one study; a manifest carries them in batch mode")
+            run_batch_command(images, model, out, resume, workers, split, options)
+            return
+        study = load_study([Path(i) for i in images], view, indication, study_id=Path(images[0]).stem)
+        info(f"loading model {model}")
+        generator = load_generator(model)
         result = report_study(generator, study, **options)
         if fmt == "json":
             payload = result.to_dict()

@@ -153,14 +153,16 @@ def iterate_decoded(jobs: list[StudyJob], workers: int) -> Iterator[tuple[StudyJ
 
 
 def run_batch(generator, jobs: list[StudyJob], out_path: Path, resume: bool = False, workers: int = 1,
-              options: dict | None = None, progress=None) -> BatchSummary:
-    """Generate a report per job into ``out_path`` (JSONL). Bad images are recorded as failures, not fatal."""
+              options: dict | None = None, progress=None, already_done: set[str] | None = None) -> BatchSummary:
+    """Generate a report per job into ``out_path`` (JSONL). Bad images are recorded as failures, not fatal.
+
+    ``already_done`` adds ids finished elsewhere (a merged output of an earlier distributed run)."""
     options = options or {}
     summary = BatchSummary(total=len(jobs))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     if out_path.exists() and not resume:
         raise InputError(f"{out_path} exists; pass --resume to continue it or choose another --out")
-    finished = done_ids(out_path) if resume else set()
+    finished = (done_ids(out_path) if resume else set()) | (already_done or set())
     todo = [j for j in jobs if j.id not in finished]
     summary.skipped = len(jobs) - len(todo)
     start = time.perf_counter()

@@ -25,6 +25,9 @@ from typing import Any, Callable
 from crrg.errors import ConfigError, InputError
 from crrg.io import atomic_save_file, atomic_write_json
 
+# The trained model shipped in crrg/models/pretrained/ that commands use when no --model is given.
+DEFAULT_MODEL = "crrg-default"
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
