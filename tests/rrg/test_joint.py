@@ -43,7 +43,7 @@ class _Classifier:
 
 
 def test_external_classifier_replaces_the_finding_head():
-    from conftest import untrained_model
+    from tests.rrg.conftest import untrained_model
 
     model = untrained_model()
     joint.attach_classifier(model, joint.ImageClassifierFindings(_Classifier()))

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_CONFIG, untrained_model
+from tests.rrg.conftest import TINY_CONFIG, untrained_model
 from crrg.errors import ConfigError, InputError
 from crrg.models.registry import build_model, load_pretrained, save_pretrained
 from crrg.observations import ANATOMICAL_REGIONS, CHEXPERT_14
@@ -34,6 +34,7 @@ def test_nothing_selected_gives_the_normal_report():
     model = untrained_model(select_all=False)
     model.thresholds.selection = 1.1
     model.thresholds.abnormal = 1.1
+    model.thresholds.findings = {name: 1.1 for name in CHEXPERT_14}  # a positive finding asks for an impression
     model.global_sentences = False  # whole-study sentences would still be written
     report = model.generate_report(_study())
     assert report.sentences == [] and report.impression == "No acute cardiopulmonary abnormality."
@@ -84,3 +85,24 @@ def test_abnormal_regions_make_the_model_write_the_impression(monkeypatch):
     report = model.generate_report(_study())
     assert seen and bool(seen[0].all())
     assert report.impression != "No acute cardiopulmonary abnormality."
+
+
+def test_a_positive_finding_asks_for_an_impression_from_the_likeliest_abnormal_region(monkeypatch):
+    model = untrained_model()
+    model.thresholds.abnormal = 1.1  # no region passes its own threshold
+    model.thresholds.findings = {name: (0.0 if name == "Pleural Effusion" else 1.1) for name in CHEXPERT_14}
+    seen = []
+    original = model.impression_query.forward
+
+    def spy(features, abnormal):
+        seen.append(abnormal.clone())
+        return original(features, abnormal)
+
+    monkeypatch.setattr(model.impression_query, "forward", spy)
+    model.generate_report(_study())
+    assert len(seen) == 1 and int(seen[0].sum()) >= 1
+    # "No Finding" alone is no reason for an impression
+    seen.clear()
+    model.thresholds.findings = {name: (0.0 if name == "No Finding" else 1.1) for name in CHEXPERT_14}
+    model.generate_report(_study())
+    assert seen == []

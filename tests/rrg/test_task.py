@@ -79,7 +79,7 @@ def test_global_findings_are_the_sentences_no_region_owns(tiny_manifest):
 def test_stage_model_from_an_export_without_the_newer_heads(tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from conftest import untrained_model
+    from tests.rrg.conftest import untrained_model
     from crrg.errors import InputError
     from crrg.models.registry import save_pretrained
     from crrg.rrg.task import load_stage_model
@@ -104,3 +104,48 @@ def test_resume_from_a_checkpoint_older_than_the_newer_heads(tiny_manifest, tiny
     module.on_load_checkpoint(ckpt)
     assert "model.global_query.query" in ckpt["state_dict"]
     module.load_state_dict(ckpt["state_dict"])  # strict, as Lightning does
+
+
+def test_warm_start_takes_fitting_weights_and_the_tokenizer(saved_tiny_model, tiny_config, tiny_manifest):
+    from crrg.models.registry import load_pretrained
+    from crrg.rrg.task import build_rrg
+
+    source = load_pretrained(saved_tiny_model)
+    config = {"model": {"config": tiny_config, "warm_start": str(saved_tiny_model),
+                        "overrides": {"detector": {"representation_size": 48, "region_descriptor_grid": 2}}},
+              "data": {"manifest": str(tiny_manifest)}}
+    model = build_rrg(config)
+    assert model.detector.representation_size == 48 and model.tokenizer is not None
+    assert model.tokenizer.get_vocab() == source.tokenizer.get_vocab()
+    src, own = source.state_dict(), model.state_dict()
+    backbone = [k for k in own if k.startswith("detector.frcnn.backbone.") and own[k].is_floating_point()]
+    assert backbone and all(torch.equal(own[k], src[k]) for k in backbone)
+    assert all(torch.equal(own[k], src[k]) for k in own if k.startswith("language."))
+    assert own["projector.proj.1.weight"].shape[1] == 48 + 2 * 2 + 4
+    with pytest.raises(Exception, match="not a saved rrg model"):
+        build_rrg({**config, "model": {**config["model"], "warm_start": str(tiny_manifest.parent)}})
+
+
+def test_best_f1_threshold_follows_the_data():
+    from crrg.rrg.task import best_f1_threshold
+
+    scores = torch.tensor([0.1, 0.2, 0.25, 0.3, 0.8, 0.9])
+    targets = torch.tensor([0, 0, 1, 1, 1, 1])
+    assert best_f1_threshold(scores, targets) == pytest.approx(0.25)
+    assert best_f1_threshold(scores, torch.zeros(6)) == 0.5  # nothing to learn from: the default
+
+
+def test_abnormal_pos_weight_raises_the_loss_of_missed_abnormal_regions(tiny_manifest, tiny_config):
+    from crrg.rrg.task import RRGModule
+
+    base = {"model": {"config": tiny_config}, "data": {"manifest": str(tiny_manifest)}, "stage": "classifiers"}
+    feats = torch.zeros(1, 29, 64)
+    batch = {"abnormal": torch.zeros(1, 29), "selected": torch.zeros(1, 29), "known": torch.ones(1, 29),
+             "findings": torch.zeros(1, 14)}
+    batch["abnormal"][0, 3] = 1
+    torch.manual_seed(0)
+    plain = RRGModule(base).eval()
+    torch.manual_seed(0)
+    weighted = RRGModule({**base, "loss": {"abnormal_pos_weight": 5.0}}).eval()
+    f1, f2 = plain.model.region_features(feats), weighted.model.region_features(feats)
+    assert weighted._head_losses(batch, f2)["abnormal"] > plain._head_losses(batch, f1)["abnormal"]
