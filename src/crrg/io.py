@@ -43,6 +43,27 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
         raise
 
 
+def iter_jsonl(path: str | os.PathLike, error: type[Exception] | None = None) -> Iterator[tuple[int, Any]]:
+    """Yield ``(line number, parsed value)`` for every non-blank line of a JSONL file.
+
+    A missing file or a line that is not JSON raises ``error`` (default :class:`crrg.errors.InputError`)
+    naming the file and line, so every JSONL reader in crrg reports bad input the same way.
+    """
+    if error is None:
+        from crrg.errors import InputError as error
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path} does not exist")
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise error(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_open(path, "wb") as handle:
         handle.write(data)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from crrg.errors import ManifestError
-from crrg.io import atomic_open
+from crrg.io import atomic_open, iter_jsonl
 from crrg.observations import ANATOMICAL_REGIONS, CHEXPERT_14, FRONTAL_VIEWS, LABEL_VALUES, LATERAL_VIEWS, VIEWS
 
 SCHEMA_VERSION = 1
@@ -166,24 +166,27 @@ def iter_manifest(path: str | os.PathLike, resolve_paths: bool = True) -> Iterat
     if not path.is_file():
         raise ManifestError(f"manifest {path} does not exist")
     root = path.resolve().parent
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ManifestError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if lineno == 1 and isinstance(obj, dict) and HEADER_KEY in obj:
-                version = obj[HEADER_KEY]
-                if version != SCHEMA_VERSION:
-                    raise ManifestError(f"{path}: schema version {version} is not supported (this crrg reads {SCHEMA_VERSION})")
-                continue
-            try:
-                record = StudyRecord.from_dict(obj)
-            except ValueError as exc:
-                raise ManifestError(f"{path}:{lineno}: {exc}") from None
-            yield _resolve(record, root) if resolve_paths else record
+    for lineno, obj in iter_jsonl(path, error=ManifestError):
+        if lineno == 1 and isinstance(obj, dict) and HEADER_KEY in obj:
+            version = obj[HEADER_KEY]
+            if version != SCHEMA_VERSION:
+                raise ManifestError(f"{path}: schema version {version} is not supported (this crrg reads {SCHEMA_VERSION})")
+            continue
+        try:
+            record = StudyRecord.from_dict(obj)
+        except ValueError as exc:
+            raise ManifestError(f"{path}:{lineno}: {exc}") from None
+        yield _resolve(record, root) if resolve_paths else record
+
+
+def report_of_line(obj: dict[str, Any], field: str = "report") -> str | None:
+    """The report text of a JSONL line: ``field`` if present, else findings + impression (a manifest
+    record or ``crrg report`` output); ``None`` when the line has neither. A null field is ""."""
+    if field in obj:
+        return "" if obj[field] is None else obj[field]
+    if "findings" in obj or "impression" in obj:
+        return " ".join(str(obj.get(k) or "").strip() for k in ("findings", "impression")).strip()
+    return None
 
 
 def read_manifest(path: str | os.PathLike, split: str | None = None, resolve_paths: bool = True) -> list[StudyRecord]:

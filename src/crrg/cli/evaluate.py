@@ -27,7 +27,8 @@ def read_reports(path: Path, split: Optional[str] = None) -> dict[str, str]:
     accepted too. Duplicate ids and malformed lines are errors naming the file and line.
     """
     from crrg.errors import InputError
-    from crrg.records import HEADER_KEY, read_manifest
+    from crrg.io import iter_jsonl
+    from crrg.records import HEADER_KEY, read_manifest, report_of_line
 
     if not path.is_file():
         raise InputError(f"{path} does not exist")
@@ -43,30 +44,18 @@ def read_reports(path: Path, split: Optional[str] = None) -> dict[str, str]:
     if split is not None:
         raise InputError(f"--split only applies to a crrg manifest, and {path} is not one")
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict) or "id" not in obj:
-                raise InputError(f"{path}:{lineno}: expected an object with \"id\" and \"report\"")
-            key = str(obj["id"])
-            if "report" in obj:
-                text = obj["report"]
-            elif "findings" in obj or "impression" in obj:
-                text = " ".join(str(obj.get(k) or "").strip() for k in ("findings", "impression")).strip()
-            else:
-                raise InputError(f"{path}:{lineno}: no \"report\" field")
-            if text is None:
-                text = ""
-            if not isinstance(text, str):
-                raise InputError(f"{path}:{lineno}: \"report\" must be a string")
-            if key in out:
-                raise InputError(f"{path}:{lineno}: duplicate id {key!r}")
-            out[key] = text
+    for lineno, obj in iter_jsonl(path):
+        if not isinstance(obj, dict) or "id" not in obj:
+            raise InputError(f"{path}:{lineno}: expected an object with \"id\" and \"report\"")
+        key = str(obj["id"])
+        text = report_of_line(obj)
+        if text is None:
+            raise InputError(f"{path}:{lineno}: no \"report\" field")
+        if not isinstance(text, str):
+            raise InputError(f"{path}:{lineno}: \"report\" must be a string")
+        if key in out:
+            raise InputError(f"{path}:{lineno}: duplicate id {key!r}")
+        out[key] = text
     if not out:
         raise InputError(f"{path} contains no reports")
     return out

@@ -15,34 +15,22 @@ from crrg.cli.common import info, progress
 def _read_reports(path: Path, field: str) -> Iterator[tuple[dict, str]]:
     """Yield (line object, report text); a manifest line without ``field`` gives findings + impression."""
     from crrg.errors import InputError
+    from crrg.io import iter_jsonl
+    from crrg.records import report_of_line
 
-    if not path.is_file():
-        raise InputError(f"{path} does not exist")
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object like {{\"id\": ..., \"{field}\": ...}}")
-            if lineno == 1 and "crrg_manifest" in obj:
-                continue
-            if "id" not in obj:
-                raise InputError(f"{path}:{lineno}: missing \"id\"")
-            if field in obj:
-                text = obj[field]
-                if text is None:
-                    text = ""
-                if not isinstance(text, str):
-                    raise InputError(f"{path}:{lineno}: \"{field}\" must be a string, not {type(text).__name__}")
-            elif "findings" in obj or "impression" in obj:
-                text = " ".join(str(obj.get(k) or "").strip() for k in ("findings", "impression")).strip()
-            else:
-                raise InputError(f"{path}:{lineno}: missing \"{field}\" (or findings/impression)")
-            yield obj, text
+    for lineno, obj in iter_jsonl(path):
+        if not isinstance(obj, dict):
+            raise InputError(f"{path}:{lineno}: expected a JSON object like {{\"id\": ..., \"{field}\": ...}}")
+        if lineno == 1 and "crrg_manifest" in obj:
+            continue
+        if "id" not in obj:
+            raise InputError(f"{path}:{lineno}: missing \"id\"")
+        text = report_of_line(obj, field)
+        if text is None:
+            raise InputError(f"{path}:{lineno}: missing \"{field}\" (or findings/impression)")
+        if not isinstance(text, str):
+            raise InputError(f"{path}:{lineno}: \"{field}\" must be a string, not {type(text).__name__}")
+        yield obj, text
 
 
 def label_cmd(

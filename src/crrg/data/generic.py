@@ -19,13 +19,13 @@ Errors name the file, the line and the column.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from crrg.data.common import normalise_split, relative_to_manifest, require_file, view_of
 from crrg.errors import InputError
+from crrg.io import iter_jsonl
 from crrg.observations import CHEXPERT_14
 from crrg.records import ImageRef, StudyRecord
 from crrg.text.sections import extract_sections
@@ -42,17 +42,10 @@ def _is_blank(value: Any) -> bool:
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         rows = []
-        with open(path, encoding="utf-8") as handle:
-            for lineno, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-                if not isinstance(row, dict):
-                    raise InputError(f"{path}:{lineno}: each line must be a JSON object")
-                rows.append(row)
+        for lineno, row in iter_jsonl(path):
+            if not isinstance(row, dict):
+                raise InputError(f"{path}:{lineno}: each line must be a JSON object")
+            rows.append(row)
         return rows
     import pandas as pd
 

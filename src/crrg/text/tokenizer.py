@@ -46,25 +46,15 @@ def report_texts_from_jsonl(path: str | os.PathLike) -> Iterator[str]:
 
     Manifest records give findings + impression; lines with a ``report`` field give that field.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path} does not exist")
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(obj, dict) or "crrg_manifest" in obj:
-                continue
-            if isinstance(obj.get("report"), str):
-                text = obj["report"]
-            else:
-                text = " ".join(str(obj.get(k) or "").strip() for k in ("findings", "impression")).strip()
-            if text:
-                yield text
+    from crrg.io import iter_jsonl
+    from crrg.records import report_of_line
+
+    for _, obj in iter_jsonl(path):
+        if not isinstance(obj, dict) or "crrg_manifest" in obj:
+            continue
+        text = report_of_line(obj)
+        if isinstance(text, str) and text:
+            yield text
 
 
 def train_tokenizer(texts: Iterable[str], config: TokenizerConfig | None = None):
