@@ -57,3 +57,25 @@ def test_targets_skip_other_images_and_empty_boxes(tiny_manifest):
     t = targets_from_regions(record.regions, 0)
     assert len(t["labels"]) == len(ANATOMICAL_REGIONS) - 2
     assert 1 not in t["labels"].tolist() and 2 not in t["labels"].tolist()
+
+
+def test_region_descriptors_append_thumbnail_and_normalised_box(tiny_config):
+    torch.manual_seed(0)
+    cfg = dict(tiny_config["detector"], region_descriptor_grid=3)
+    det = RegionDetector(DetectorConfig.from_dict(cfg)).eval()
+    assert det.feature_size == det.representation_size + 3 * 3 + 4
+    image = torch.zeros(64, 64)
+    image[:, 32:] = 1.0  # right half bright: the thumbnails of boxes there must be brighter
+    d = det.detect([to_rgb_tensor(image)])[0]
+    assert d.features.shape == (NUM_REGIONS, det.feature_size)
+    geometry = d.features[:, -4:]
+    assert geometry.min() >= 0 and geometry.max() <= 1 + 1e-5
+    assert torch.allclose(geometry * 64, d.boxes, atol=1e-3)
+    # a box in the bright half gets a brighter thumbnail than one in the dark half
+    batch = torch.zeros(1, 3, 64, 64)
+    batch[..., 32:] = 1.0
+    boxes = torch.tensor([[0.0, 0.0, 30.0, 64.0], [34.0, 8.0, 64.0, 40.0]])
+    desc = det._descriptors(batch, [boxes], [(64, 64)])
+    assert desc.shape == (2, 3 * 3 + 4)
+    assert torch.allclose(desc[0, :9], torch.zeros(9)) and torch.allclose(desc[1, :9], torch.ones(9))
+    assert torch.allclose(desc[1, 9:], boxes[1] / 64)

@@ -170,8 +170,12 @@ def load_pretrained(path_or_id: str | os.PathLike, map_location: str = "cpu"):
     return model.to(map_location).eval()
 
 
-def save_pretrained(model, out_dir: str | os.PathLike, config: dict | None = None) -> Path:
-    """Save ``model`` as config.json + model.safetensors (atomically) in ``out_dir``."""
+def save_pretrained(model, out_dir: str | os.PathLike, config: dict | None = None, dtype=None) -> Path:
+    """Save ``model`` as config.json + model.safetensors (atomically) in ``out_dir``.
+
+    ``dtype`` (e.g. ``torch.float16``) stores the floating-point tensors in that type to halve a
+    shipped model; loading into float32 parameters casts them back.
+    """
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -181,6 +185,8 @@ def save_pretrained(model, out_dir: str | os.PathLike, config: dict | None = Non
         raise ConfigError("model has no crrg_config; pass config= to save_pretrained")
     # safetensors refuses shared storage (tied embeddings): store contiguous copies.
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     atomic_save_file(out / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     atomic_write_json(out / CONFIG_FILE, config)
     if hasattr(model, "on_saved"):

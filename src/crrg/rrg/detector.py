@@ -39,6 +39,10 @@ class DetectorConfig:
     rpn_post_nms_top_n_train: int = 300
     box_batch_size_per_image: int = 256
     representation_size: int = 1024  # width of the box head (torchvision's TwoMLPHead) = RoI feature width
+    # > 0: append each region's image pooled to a grid x grid thumbnail plus its normalised box to the
+    # RoI features. The box head is trained to tell regions apart, not to see disease; a whiter
+    # costophrenic angle or a wider heart shows in these raw descriptors.
+    region_descriptor_grid: int = 0
     extra: dict = field(default_factory=dict)  # further FasterRCNN keyword arguments
 
     @classmethod
@@ -130,6 +134,22 @@ class RegionDetector(nn.Module):
     def representation_size(self) -> int:
         return self.frcnn.roi_heads.box_predictor.cls_score.in_features
 
+    @property
+    def feature_size(self) -> int:
+        """Width of :attr:`Detections.features`: box-head features plus the optional region descriptors."""
+        grid = self.cfg.region_descriptor_grid
+        return self.representation_size + (grid * grid + 4 if grid > 0 else 0)
+
+    def _descriptors(self, images: torch.Tensor, boxes: list[torch.Tensor], sizes: list[tuple[int, int]]) -> torch.Tensor:
+        """(sum boxes, grid*grid + 4): the normalised image inside each box at low resolution, and the box."""
+        from torchvision.ops import roi_align
+
+        grid = self.cfg.region_descriptor_grid
+        thumbs = roi_align(images[:, :1], boxes, output_size=(grid, grid), spatial_scale=1.0, sampling_ratio=2,
+                           aligned=True).flatten(1)
+        geometry = torch.cat([b / torch.tensor([w, h, w, h], dtype=b.dtype) for b, (h, w) in zip(boxes, sizes)])
+        return torch.cat([thumbs, geometry], 1)
+
     def losses(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         """Training losses; targets have ``boxes`` (N, 4) in pixels and ``labels`` in 1..29."""
         self.frcnn.train()
@@ -162,6 +182,9 @@ class RegionDetector(nn.Module):
             best_boxes.append(chosen)
             best_scores.append(scores[idx, cls])
         region_feats = heads.box_head(heads.box_roi_pool(features, best_boxes, image_list.image_sizes))
+        if self.cfg.region_descriptor_grid > 0:
+            region_feats = torch.cat([region_feats, self._descriptors(image_list.tensors, best_boxes,
+                                                                      image_list.image_sizes)], 1)
         out = []
         for i, (boxes, scores) in enumerate(zip(best_boxes, best_scores)):
             scale_h = original_sizes[i][0] / image_list.image_sizes[i][0]

@@ -35,6 +35,8 @@ from crrg.rrg.language import (LanguageConfig, RegionLanguageModel, decode, load
 
 log = logging.getLogger(__name__)
 THRESHOLDS_FILE = "thresholds.json"
+# Findings that do not make a study abnormal (they do not call for an IMPRESSION of their own).
+NOT_ABNORMAL = ("No Finding", "Support Devices")
 
 
 @dataclass
@@ -86,7 +88,7 @@ class RRGModel(nn.Module):
         self.detector = RegionDetector(self.det_cfg)
         from crrg.rrg.region_features import RegionFeatureProjector
 
-        self.projector = RegionFeatureProjector(self.detector.representation_size, width)
+        self.projector = RegionFeatureProjector(self.detector.feature_size, width)
         self.selection = RegionBinaryClassifier(width, heads.get("region_hidden", 128))
         self.abnormality = RegionBinaryClassifier(width, heads.get("region_hidden", 128))
         self.findings = StudyFindingClassifier(width, heads.get("finding_hidden", 256))
@@ -180,8 +182,14 @@ class RRGModel(nn.Module):
         gen_kwargs = dict(num_beams=num_beams, do_sample=do_sample, top_p=float(options.get("top_p", 0.9)),
                           temperature=float(options.get("temperature", 1.0)), max_new_tokens=options.get("max_new_tokens"))
         impression = None
-        if bool(abnormal.any()):
-            query = self.impression_query(feats.unsqueeze(0), abnormal.unsqueeze(0))
+        # The study-level finding head sees all regions at once and is often surer than any one
+        # region's abnormality score: a positive finding also asks for an IMPRESSION, written from
+        # the region most likely abnormal when no region passed its own threshold.
+        finding_positive = any(float(finding_probs[j]) >= self.thresholds.finding(name)
+                               for j, name in enumerate(CHEXPERT_14) if name not in NOT_ABNORMAL)
+        if bool(abnormal.any()) or finding_positive:
+            mask = abnormal if bool(abnormal.any()) else probs["abnormal"] >= probs["abnormal"].max()
+            query = self.impression_query(feats.unsqueeze(0), mask.unsqueeze(0))
             cond = finding_probs.unsqueeze(0) if mode in ("condition", "rerank") else None
             impression = decode(self.tokenizer, self.language.generate(query, cond, **gen_kwargs))[0]
         global_text = ""

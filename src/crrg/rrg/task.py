@@ -66,7 +66,40 @@ def build_rrg(config: dict):
     model_cfg = _section(config, "model")
     if model_cfg.get("init"):
         return load_stage_model(model_cfg["init"]).train()
+    if model_cfg.get("warm_start"):
+        return warm_start_model(config, model_cfg["warm_start"]).train()
     return create_model(_base_model_config(config), **(model_cfg.get("overrides") or {}))
+
+
+def warm_start_model(config: dict, folder: str | os.PathLike):
+    """A fresh model of this config that takes every weight of a saved rrg model whose shape fits, and
+    its tokenizer: a resized detector head or new heads start fresh while the backbone and the
+    language model keep what an earlier (smaller) run learnt."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from crrg.models.registry import CONFIG_FILE, WEIGHTS_FILE, _merge, build_model
+
+    folder = Path(folder)
+    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
+        raise InputError(f"model.warm_start {folder} is not a saved rrg model ({CONFIG_FILE} + {WEIGHTS_FILE})")
+    source_cfg = json.loads((folder / CONFIG_FILE).read_text())
+    cfg = _merge(_base_model_config(config), _section(config, "model").get("overrides") or {})
+    if source_cfg.get("special_ids") and (folder / "tokenizer").is_dir():
+        cfg["special_ids"] = source_cfg["special_ids"]
+        cfg["language"] = {**cfg.get("language", {}), "init": None}
+    model = build_model(cfg)
+    own = model.state_dict()
+    source = load_file(str(folder / WEIGHTS_FILE))
+    fitting = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(fitting, strict=False)
+    log.info("rrg: warm start from %s: %d of %d tensors taken", folder, len(fitting), len(own))
+    if (folder / "tokenizer").is_dir():
+        from crrg.rrg.language import load_tokenizer
+
+        model.tokenizer = load_tokenizer(folder)
+    return model
 
 
 # Heads added to the model after a run's earlier stages were exported start from their initial values.
@@ -269,7 +302,7 @@ def compute_features(model, records: list[StudyRecord], cache_dir: Path | None, 
         feats.append(model.detector.detect([image])[0].features.half())
         if (i + 1) % 100 == 0:
             log.info("rrg: detector features %d/%d", i + 1, len(records))
-    out = torch.stack(feats) if feats else torch.zeros(0, len(ANATOMICAL_REGIONS), model.detector.representation_size)
+    out = torch.stack(feats) if feats else torch.zeros(0, len(ANATOMICAL_REGIONS), model.detector.feature_size)
     if path is not None:
         atomic_save_file(path, lambda tmp: torch.save(out, tmp))
     return out
@@ -409,6 +442,8 @@ class RRGModule(L.LightningModule):
         self.w_abn = float(loss.get("abnormal", 1.0))
         self.w_find = float(loss.get("findings", 1.0))
         self.w_lm = float(loss.get("language", 1.0))
+        # About one region in nine is abnormal: without up-weighting them the head learns "normal".
+        self.abnormal_pos_weight = float(loss.get("abnormal_pos_weight", 1.0))
         # Zeroing the finding probabilities for some sentences teaches the decoder to write without
         # them too, so "joint off" can be measured on the same model.
         self.condition_dropout = float(loss.get("condition_dropout", 0.3))
@@ -480,7 +515,8 @@ class RRGModule(L.LightningModule):
         denom = known.sum().clamp(min=1)
         return {
             "selection": (bce(logits["selection"], batch["selected"], reduction="none") * known).sum() / denom,
-            "abnormal": (bce(logits["abnormal"], batch["abnormal"], reduction="none") * known).sum() / denom,
+            "abnormal": (bce(logits["abnormal"], batch["abnormal"], reduction="none",
+                             pos_weight=torch.tensor(self.abnormal_pos_weight, device=known.device)) * known).sum() / denom,
             "findings": bce(logits["findings"], batch["findings"]),
             "finding_probs": torch.sigmoid(logits["findings"]),
         }
@@ -563,29 +599,39 @@ class RRGTask:
         save_pretrained(model, out_dir)
 
 
+def best_f1_threshold(scores: torch.Tensor, targets: torch.Tensor, default: float = 0.5) -> float:
+    """The threshold in 0.05..0.95 with the best F1 of ``scores >= t`` against 0/1 ``targets``."""
+    if targets.sum() == 0 or targets.sum() == len(targets):
+        return default
+    best, best_f1 = default, -1.0
+    for t in torch.linspace(0.05, 0.95, 19).tolist():
+        pred = scores >= t
+        tp = float((pred & (targets == 1)).sum())
+        f1 = 2 * tp / max(1.0, float(pred.sum()) + float(targets.sum()))
+        if f1 > best_f1:
+            best, best_f1 = round(t, 2), f1
+    return best
+
+
 @torch.no_grad()
 def tune_thresholds(model, config: dict) -> None:
-    """Per-finding thresholds that maximise F1 on the validation split (0.5 where it has no positives)."""
+    """Thresholds that maximise F1 on the validation split: per finding (0.5 where a finding has no
+    positives), and for region selection and region abnormality over all known regions."""
     val = with_regions(load_split(config, "val_split", "val") or [])
     if not val:
         return
     feats = compute_features(model, val, _cache_dir(config), "val")
-    probs = torch.sigmoid(model.heads(model.region_features(feats.float()))["findings"])
-    targets = torch.stack([region_targets(r, frontal_index(r))["findings"] for r in val])
-    chosen = {}
-    for j, name in enumerate(CHEXPERT_14):
-        y = targets[:, j]
-        if y.sum() == 0 or y.sum() == len(y):
-            continue
-        best, best_f1 = 0.5, -1.0
-        for t in torch.linspace(0.05, 0.95, 19).tolist():
-            pred = probs[:, j] >= t
-            tp = float((pred & (y == 1)).sum())
-            f1 = 2 * tp / max(1.0, float(pred.sum()) + float(y.sum()))
-            if f1 > best_f1:
-                best, best_f1 = round(t, 2), f1
-        chosen[name] = best
+    logits = model.heads(model.region_features(feats.float()))
+    probs = torch.sigmoid(logits["findings"])
+    region = [region_targets(r, frontal_index(r)) for r in val]
+    targets = torch.stack([t["findings"] for t in region])
+    chosen = {name: best_f1_threshold(probs[:, j], targets[:, j]) for j, name in enumerate(CHEXPERT_14)
+              if 0 < targets[:, j].sum() < len(targets)}
     model.thresholds.findings = chosen or None
+    known = torch.stack([t["known"] for t in region]).bool()
+    for key, attr in (("selected", "selection"), ("abnormal", "abnormal")):
+        y = torch.stack([t[key] for t in region])[known]
+        setattr(model.thresholds, attr, best_f1_threshold(torch.sigmoid(logits[attr])[known], y))
 
 
 # ---------------------------------------------------------------------------------------- driver

@@ -1,0 +1,67 @@
+"""Ship a trained rrg model as crrg's bundled default (src/crrg/models/pretrained/crrg-default).
+
+    .venv/bin/python scripts/export_default_model.py /work/runs/rrg_synth5k/language/model [--version 0.1.0]
+
+Stores the weights as float16 (the folder must stay <= 30 MB), stamps the version into config.json,
+and checks that the float16 copy writes the same report as the float32 model on an example study,
+with finding probabilities within 1e-2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMIT_MB = 30.0
+log = logging.getLogger("export_default_model")
+
+
+def folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from crrg.image import load_image
+    from crrg.models.registry import DEFAULT_MODEL, bundled_models_dir, load_pretrained, save_pretrained
+    from crrg.reporting import StudyInput
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="saved rrg model folder (e.g. RUN/language/model)")
+    parser.add_argument("--version", default="0.1.0")
+    parser.add_argument("--name", default=DEFAULT_MODEL)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.manual_seed(0)
+
+    model = load_pretrained(args.model)
+    model.crrg_config["version"] = args.version
+    out = bundled_models_dir() / args.name
+    save_pretrained(model, out, dtype=torch.float16)  # overwrites; the hand-written MODEL_CARD.md stays
+    if not (out / "MODEL_CARD.md").is_file():
+        log.warning("%s has no MODEL_CARD.md yet: write one before shipping", out)
+
+    study = StudyInput(images=[load_image(ROOT / "examples" / f"heart-failure_{v}.png") for v in ("frontal", "lateral")],
+                       views=["PA", "LATERAL"])
+    full = model.generate_report(study)
+    half = load_pretrained(args.name).generate_report(study)
+    diff = max(abs(full.probabilities[k] - half.probabilities[k]) for k in full.probabilities)
+    size = folder_mb(out)
+    log.info("%s: %.1f MB, version %s; max finding-probability change after float16: %.4f", out, size, args.version, diff)
+    log.info("float32 report: %s", full.findings)
+    log.info("float16 report: %s", half.findings)
+    if size > LIMIT_MB:
+        log.error("the bundled model is %.1f MB, over the %.0f MB limit", size, LIMIT_MB)
+        return 1
+    if diff > 1e-2:
+        log.error("float16 weights change the finding probabilities by %.4f", diff)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
