@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import numpy as np
@@ -118,6 +117,10 @@ class ClassifierModule(L.LightningModule):
         self.model, self.mode = build_classifier_model(config, labels)
         if self.mode == "linear_probe":
             self.model.image_encoder.requires_grad_(False)
+        # A frozen tower without augmentation gives every image the same features each epoch: compute
+        # them once per (split, image) and the probe's later epochs cost only the head.
+        augment = _section(config, "data").get("image_augment", True)
+        self._feature_cache: dict[tuple[bool, int], torch.Tensor] | None = {} if self.mode == "linear_probe" and not augment else None
         self._val_scores: list[torch.Tensor] = []
         self._val_targets: list[torch.Tensor] = []
         self._val_masks: list[torch.Tensor] = []
@@ -129,8 +132,22 @@ class ClassifierModule(L.LightningModule):
         if datamodule is not None and getattr(datamodule, "train_set", None) is not None:
             datamodule.train_set.epoch = self.current_epoch
 
+    def _cached_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        keys = [(self.training, int(i)) for i in batch["index"]]
+        missing = [j for j, key in enumerate(keys) if key not in self._feature_cache]
+        if missing:
+            encoder = self.model.image_encoder.eval()  # frozen: batch statistics must not leak in
+            with torch.no_grad():
+                features = encoder(batch["image"][missing])
+            for j, f in zip(missing, features):
+                self._feature_cache[keys[j]] = f.detach()
+        return torch.stack([self._feature_cache[key] for key in keys])
+
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(batch["image"])
+        if self._feature_cache is not None and "index" in batch:
+            logits = self.model.head(self.model.dropout(self._cached_features(batch)))
+        else:
+            logits = self.model(batch["image"])
         loss = F.binary_cross_entropy_with_logits(logits, batch["target"], weight=batch["mask"], reduction="sum")
         return loss / batch["mask"].sum().clamp(min=1.0), logits
 

@@ -113,7 +113,6 @@ class MimicCxrReader:
         manifest_dir: str | os.PathLike | None = None,
     ) -> None:
         import numpy as np
-        import pandas as pd
 
         root = require_file(root, "MIMIC-CXR-JPG folder")
         self._root = root

@@ -249,7 +249,7 @@ class Inserter:
         """The lung collapses toward its hilum and base; air without markings fills the apical and lateral space."""
         a = self.a
         side = f.side
-        g, lung = a.geom[side], a.lung[side]
+        lung = a.lung[side]
         c = {"small": 0.86, "moderate": 0.74, "large": 0.58}[f.severity] * rng.uniform(0.95, 1.05)
         idx = np.argwhere(lung)
         lo, hi = idx.min(0), idx.max(0)

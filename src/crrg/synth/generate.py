@@ -20,7 +20,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -100,7 +100,6 @@ class StudyMaker:
     """Everything one process needs to make studies: the renderer (with its caches) and the sentence bank."""
 
     def __init__(self, cfg: SynthConfig):
-        from crrg.synth.ct import load_phantom
         from crrg.synth.findings import Inserter
         from crrg.synth.render import Renderer
         from crrg.synth.reports import SentenceBank

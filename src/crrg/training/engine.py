@@ -255,9 +255,6 @@ def train(
     ``task`` is a registered task name or a task object. Raises :class:`ConfigError` for a bad
     config, an unknown task or a run folder that already holds checkpoints without ``resume``.
     """
-    import lightning as L
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     if not isinstance(devices, int) or devices < 1:
         raise ConfigError(f"devices must be a positive integer, got {devices!r}")
