@@ -118,3 +118,21 @@ def test_stage1_contrastive_loss_trains_the_qformer_text_side(tiny_config):
     with_itc.backward()
     assert model.itc_text.weight.grad is not None and model.itc_text.weight.grad.abs().sum() > 0
     assert not any(p.grad is not None for n, p in model.named_parameters() if n.startswith("lm.") and "lora_" not in n)
+
+
+def test_a_frozen_resnet_tower_keeps_its_batchnorm_statistics_in_training(tiny_config):
+    """Stage 1 with a frozen pretrained ResNet (+ LoRA): train mode must not move its BatchNorm statistics."""
+    torch.manual_seed(0)
+    model = build_model({**tiny_config, "vision": {"type": "resnet18"}})
+    set_trainable(model, STAGE_DEFAULTS[1])
+    model.train()
+    bn = [m for m in model.vision.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [m.running_mean.clone() for m in bn]
+    model(_batch(model))
+    assert not any(m.training for m in bn) and model.qformer.training
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, bn))
+    # a tower that is trained itself keeps updating them
+    set_trainable(model, ["qformer", "vision"])
+    model.train()
+    model(_batch(model))
+    assert all(m.training for m in bn) and not torch.equal(before[0], bn[0].running_mean)

@@ -168,6 +168,21 @@ class ClinicalBlip(nn.Module):
             if spec:
                 self._attach_lora(part, spec)
 
+    def train(self, mode: bool = True) -> "ClinicalBlip":
+        """Like ``nn.Module.train``, but frozen normalisation layers of the image encoder stay in eval mode.
+
+        A frozen pretrained tower (the CLIP ResNet with LoRA) must keep the BatchNorm statistics it was
+        trained with; in train mode they would drift to this data set's batches although no weight is
+        trained, and the tower would no longer be the one that was aligned.
+        """
+        super().train(mode)
+        if mode:
+            for module in self.vision.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                        p.requires_grad for p in module.parameters(recurse=False)):
+                    module.eval()
+        return self
+
     # ----- tokenizer and saving -------------------------------------------------------------------
     def set_tokenizer(self, tokenizer) -> None:
         vocab = self.lm.get_input_embeddings().num_embeddings
