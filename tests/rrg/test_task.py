@@ -50,14 +50,15 @@ def test_all_stages_run_export_and_resume(tiny_manifest, tiny_config, tmp_path):
     assert (tmp_path / "run" / "joint" / "model" / "model.safetensors").stat().st_mtime_ns == before
 
 
-def test_shipped_yaml_gives_a_valid_engine_config_for_every_stage():
+@pytest.mark.parametrize("name", ["synth-small.yaml", "synth5k.yaml"])
+def test_shipped_yaml_gives_a_valid_engine_config_for_every_stage(name):
     from pathlib import Path
 
     import yaml
 
     from crrg.training.config import TrainerConfig
 
-    path = Path(__file__).resolve().parents[2] / "configs" / "rrg" / "synth-small.yaml"
+    path = Path(__file__).resolve().parents[2] / "configs" / "rrg" / name
     config = yaml.safe_load(path.read_text())
     for stage in STAGES:
         cfg = stage_config(config, stage, "/some/init")
