@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -86,6 +87,7 @@ def main() -> None:
     from crrg.clip.task import freeze_text_layers
 
     freeze_text_layers(clip, args.freeze_text_layers)
+    load_before = os.getloadavg()[0]  # the machine is shared: numbers only mean something beside the load
     throughput = bench_training(clip, args.image_size, args.batch_size, args.steps, args.warmup)
 
     clip.eval()
@@ -106,6 +108,7 @@ def main() -> None:
         "zeroshot_prompt_embedding_once_ms": round(prompt_ms, 1),
         "classifier_latency_ms_median": round(clf_med, 1), "classifier_latency_ms_p90": round(clf_p90, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "torch": torch.__version__,
     }
     width = max(len(k) for k in results)

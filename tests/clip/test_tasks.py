@@ -109,3 +109,30 @@ def test_temperature_has_no_weight_decay():
     (temperature_group,) = [g for g in groups if any(p is module.model.logit_scale for p in g["params"])]
     assert temperature_group["weight_decay"] == 0.0 and len(temperature_group["params"]) == 1
     assert any(g["weight_decay"] == 0.1 for g in groups)
+
+
+def test_linear_probe_computes_each_images_features_once_and_matches_the_full_model(tiny_data, trained_clip):
+    import torch
+
+    from crrg.clip.classifier_task import ClassifierModule
+
+    cfg = load_config(REPO / "configs/classifier/linear-probe.yaml",
+                      [f"model.from_clip={trained_clip}", "model.labels=[Cardiomegaly]", "data.image_augment=false"])
+    module = ClassifierModule(cfg, ["Cardiomegaly"])
+    calls = []
+    module.model.image_encoder.register_forward_hook(lambda mod, inp, out: calls.append(len(inp[0])))
+    torch.manual_seed(0)
+    batch = {"image": torch.randn(3, 1, 32, 32), "target": torch.tensor([[1.0], [0.0], [1.0]]),
+             "mask": torch.ones(3, 1), "index": torch.tensor([0, 1, 2])}
+    module.train()
+    first = module._loss(batch)[1]
+    second = module._loss({**batch, "image": torch.zeros_like(batch["image"])})[1]  # cached: pixels no longer read
+    assert calls == [3]
+    assert torch.allclose(first, second)
+    module.model.eval()
+    with torch.no_grad():
+        assert torch.allclose(first, module.model(batch["image"]), atol=1e-5)
+    # validation images are other images even where their dataset index repeats a training one
+    module.eval()
+    module._loss(batch)
+    assert calls == [3, 3, 3]  # the full-model call above, then the validation features

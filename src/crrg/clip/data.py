@@ -259,7 +259,7 @@ class LabeledImageDataset(Dataset):
             x = (self.augment(raw, rng) - PIXEL_MEAN) / PIXEL_STD
         else:
             x = image_to_tensor(image, self.image_size)
-        return {"image": x, "target": torch.tensor(item.target), "mask": torch.tensor(item.mask)}
+        return {"image": x, "target": torch.tensor(item.target), "mask": torch.tensor(item.mask), "index": torch.tensor(index)}
 
 
 def default_labels() -> list[str]:
