@@ -54,10 +54,10 @@ def cmd_pretrain_lm(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2))
     from crrg.io import atomic_write_json
 
-    atomic_write_json(RESULTS / "blip_lm_pretrain.json", result)
+    atomic_write_json(RESULTS / f"{args.name}.json", result)
 
 
-def stage_counts(lm: str, stage1: str, stage2: str) -> dict:
+def stage_counts(lm: str, stage1: str, stage2: str, overrides: list[str] | None = None) -> dict:
     from crrg.blip.lora import parameter_counts
     from crrg.blip.task import build_blip
     from crrg.training.config import load_config
@@ -65,7 +65,7 @@ def stage_counts(lm: str, stage1: str, stage2: str) -> dict:
     rows = {}
     model = None
     for stage, path in (("1", stage1), ("2", stage2)):
-        cfg = load_config(Path(path), [f"model.lm_pretrained={lm}"])
+        cfg = load_config(Path(path), [f"model.lm_pretrained={lm}", *((overrides or []) if stage == "1" else [])])
         if stage == "2":  # stage 2 continues from stage 1's model: reuse it rather than a saved folder
             from crrg.blip import lora as lora_lib
 
@@ -82,7 +82,7 @@ def stage_counts(lm: str, stage1: str, stage2: str) -> dict:
 
 
 def cmd_params(args: argparse.Namespace) -> None:
-    rows = stage_counts(args.lm, args.stage1, args.stage2)
+    rows = stage_counts(args.lm, args.stage1, args.stage2, args.set)
     lines = ["| stage | group | total | trainable |", "|---|---|---:|---:|"]
     for stage, row in rows.items():
         for group, c in sorted(row["groups"].items()):
@@ -92,8 +92,8 @@ def cmd_params(args: argparse.Namespace) -> None:
     print(text)
     from crrg.io import atomic_write_json, atomic_write_text
 
-    atomic_write_json(RESULTS / "blip_params.json", rows)
-    atomic_write_text(RESULTS / "blip_params.md", text + "\n")
+    atomic_write_json(RESULTS / f"{args.name}.json", rows)
+    atomic_write_text(RESULTS / f"{args.name}.md", text + "\n")
 
 
 def _predicted_findings(classifier_path: str | None, records) -> dict[str, dict[str, float]] | None:
@@ -152,12 +152,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         samples[variant] = {k: preds[k] for k in list(preds)[:3]}
         print(variant, json.dumps({k: v for k, v in _flat(metrics).items()}, indent=None), flush=True)
     out = {"model": str(args.model), "manifest": str(args.manifest), "split": args.split, "studies": len(records),
-           "beams": args.beams, "threads": args.threads, "machine": "2-core CPU shared with 7 other jobs",
-           "results": results, "samples": samples, "references": {k: refs[k] for k in list(refs)[:3]}}
-    atomic_write_json(RESULTS / f"blip_eval_{args.tag}.json", out)
+           "classifier": args.classifier, "beams": args.beams, "threads": args.threads,
+           "machine": "2-core CPU shared with 7 other jobs", "results": results, "samples": samples,
+           "references": {k: refs[k] for k in list(refs)[:3]}}
+    for extra in args.attach or []:  # e.g. the parameter counts per stage, so one file holds the whole measurement
+        key, _, path = extra.partition("=")
+        out[key] = json.loads(Path(path).read_text())
+    name = args.name or f"blip_eval_{args.tag}"
+    atomic_write_json(RESULTS / f"{name}.json", out)
     table = ablation_table(results)
     print(table)
-    atomic_write_text(RESULTS / f"blip_eval_{args.tag}.md", table + "\n")
+    atomic_write_text(RESULTS / f"{name}.md", table + "\n")
 
 
 class _NoWordNet:
@@ -219,11 +224,14 @@ def main() -> None:
     p.add_argument("--width", type=int, default=192)
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--name", default="blip_lm_pretrain", help="result file name under benchmarks/results (no suffix)")
     p.set_defaults(func=cmd_pretrain_lm)
     p = sub.add_parser("params")
     p.add_argument("--lm", required=True)
     p.add_argument("--stage1", default=str(REPO / "configs" / "blip" / "stage1.yaml"))
     p.add_argument("--stage2", default=str(REPO / "configs" / "blip" / "stage2.yaml"))
+    p.add_argument("--set", action="append", help="dotted override for the stage-1 config (e.g. the CLIP checkpoint)")
+    p.add_argument("--name", default="blip_params", help="result file name under benchmarks/results (no suffix)")
     p.set_defaults(func=cmd_params)
     p = sub.add_parser("evaluate")
     p.add_argument("--model", required=True)
@@ -235,6 +243,8 @@ def main() -> None:
     p.add_argument("--beams", type=int, default=1)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--tag", default="synth_test")
+    p.add_argument("--name", help="result file name under benchmarks/results (default blip_eval_TAG)")
+    p.add_argument("--attach", action="append", help="KEY=FILE.json: store that JSON under KEY in the result file")
     p.set_defaults(func=cmd_evaluate)
     args = parser.parse_args()
     args.func(args)
