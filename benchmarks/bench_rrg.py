@@ -41,7 +41,7 @@ def cmd_train(args) -> None:
     rows, timings = [], {}
     for stage in stages:
         t0 = time.perf_counter()
-        train_stages(config, args.out, stages=STAGES[: STAGES.index(stage) + 1], resume=True)
+        train_stages(config, args.out, stages=stages[: stages.index(stage) + 1], resume=True)
         seconds = time.perf_counter() - t0
         trainer = stage_config(config, stage, None)["trainer"]
         if trainer.get("max_steps"):
