@@ -7,6 +7,7 @@ answers quickly.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator, TypeVar
 
@@ -77,3 +78,8 @@ def setup_logging(quiet: bool) -> None:
     logger.setLevel(level)
     for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
+    # transformers' weight-loading bars and generation hints are noise for crrg's users; set before
+    # commands import it (they import lazily). A user's own setting wins.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
