@@ -1,6 +1,6 @@
 """Generation-classification joint design: the classifier steers the writer and checks what it wrote.
 
-Three couplings, each measurable on/off (``benchmarks/bench_rrg.py --joint``):
+Four couplings, each measurable on/off (``benchmarks/bench_rrg.py --joint``):
 
 * **condition**: the 14 finding probabilities (the rrg model's own finding head, or an external CLIP
   classifier attached with :func:`attach_classifier`) become one extra GPT-2 prefix token, so a
@@ -10,6 +10,9 @@ Three couplings, each measurable on/off (``benchmarks/bench_rrg.py --joint``):
   the region's abnormality score.
 * **check**: :func:`consistency` compares the generated report's labels with the classifier's
   decisions, to measure (and log) where the two modules disagree.
+* **filter** (conditioning plus a veto): every generated sentence, of FINDINGS and IMPRESSION, is
+  labelled and dropped when it contradicts the classifier's decision on a finding
+  (:func:`consistent_sentences`); an IMPRESSION left empty is rewritten from what remains.
 """
 
 from __future__ import annotations
@@ -128,3 +131,50 @@ def consistency(report_text: str, finding_probs: dict[str, float], thresholds: d
             disagree.append(name)
     checked = len([n for n in names if n != "No Finding"])
     return {"agreement": 1 - len(disagree) / checked, "disagreements": disagree}
+
+
+def contradicts(labels: dict[str, int | None], decisions: dict[str, bool]) -> list[str]:
+    """The findings on which one sentence's labels contradict the classifier's present/absent decisions.
+
+    A positive or uncertain mention (1 / -1) of a finding the classifier calls absent contradicts it, and
+    so does a negated mention (0) of a finding it calls present. "No Finding" counts only for a sentence
+    that states nothing else ("The lungs are clear."): the labeler also sets it beside every negation,
+    where it says nothing the other labels do not.
+    """
+    found = []
+    stated = {name: labels.get(name) for name in CHEXPERT_14 if labels.get(name) is not None}
+    for name, value in stated.items():
+        if name not in decisions:
+            continue
+        if name == "No Finding" and (set(stated) != {"No Finding"} or value != 1):
+            continue
+        if (value in (1, -1) and not decisions[name]) or (value == 0 and decisions[name]):
+            found.append(name)
+    return found
+
+
+def finding_decisions(finding_probs, thresholds: dict[str, float] | None) -> dict[str, bool]:
+    """Present/absent per CheXpert-14 finding from probabilities (tensor, list or dict) and per-finding
+    thresholds (those chosen on val, ``thresholds.json``; 0.5 where none was chosen)."""
+    if isinstance(finding_probs, dict):
+        probs = {name: float(finding_probs.get(name, 0.0)) for name in CHEXPERT_14}
+    else:
+        probs = {name: float(p) for name, p in zip(CHEXPERT_14, finding_probs)}
+    return {name: p >= (thresholds or {}).get(name, 0.5) for name, p in probs.items()}
+
+
+def consistent_sentences(texts: list[str], decisions: dict[str, bool]) -> list[bool]:
+    """Which sentences to keep: those whose labels contradict none of the classifier's decisions.
+
+    This is the "filter" joint mode: the finding head, which sees all regions at once and whose
+    thresholds were chosen on val, vetoes what a single region's sentence claims. Two sentences of one
+    report that contradict each other ("No pleural effusion." / "Small pleural effusions.") cannot both
+    survive, because the head decides the finding one way.
+    """
+    keep = []
+    for text in texts:
+        bad = contradicts(_label(text), decisions)
+        if bad:
+            log.debug("joint filter drops %r (contradicts the classifier on %s)", text, ", ".join(bad))
+        keep.append(not bad)
+    return keep

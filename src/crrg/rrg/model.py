@@ -7,7 +7,8 @@ The lateral image is accepted but not used by this model (the region ground trut
 
 Config keys (``src/crrg/models/configs/rrg-*.json``): ``detector`` (:class:`DetectorConfig`),
 ``feature_width``, ``language`` (:class:`LanguageConfig`), ``heads`` (hidden sizes), ``thresholds``
-(selection / abnormal / per-finding), ``assembly`` (``dedup_threshold``, ``embedder``).
+(selection / abnormal / per-finding), ``assembly`` (``dedup_threshold``, ``embedder``), ``joint`` (the
+default joint mode of :meth:`RRGModel.generate_report`: ``off``, ``condition``, ``rerank`` or ``filter``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 THRESHOLDS_FILE = "thresholds.json"
 # Findings that do not make a study abnormal (they do not call for an IMPRESSION of their own).
 NOT_ABNORMAL = ("No Finding", "Support Devices")
+JOINT_MODES = ("off", "condition", "rerank", "filter")
 
 
 @dataclass
@@ -103,6 +105,9 @@ class RRGModel(nn.Module):
         self.use_embedder = bool(assembly.get("embedder", True))
         # Findings sentences no region owns (bones, edema): written from all regions at once.
         self.global_sentences = bool(config.get("global_sentences", True))
+        self.joint_mode = str(config.get("joint", "condition"))
+        if self.joint_mode not in JOINT_MODES:
+            raise ConfigError(f"unknown joint mode {self.joint_mode!r} in the rrg config; one of {JOINT_MODES}")
         self.tokenizer = None
         self._embedder: SentenceEmbedder | None = None
         self.finding_source = None  # joint design: an external classifier (crrg.rrg.joint)
@@ -148,7 +153,7 @@ class RRGModel(nn.Module):
 
     def generate_report(self, study: StudyInput, **options: Any) -> GeneratedReport:
         """Options: num_beams, do_sample, top_p, temperature, max_new_tokens, joint ("off" | "condition" |
-        "rerank"), candidates (sentences per region for re-ranking)."""
+        "rerank" | "filter"; default: the config's ``joint``), candidates (sentences per region for re-ranking)."""
         from crrg.rrg import joint
 
         if self.tokenizer is None:
@@ -164,7 +169,9 @@ class RRGModel(nn.Module):
         det, feats, probs = self.analyse(study.images[index])
         timings["detect_ms"] = (time.perf_counter() - start) * 1000
 
-        mode = options.get("joint", "condition")
+        mode = options.get("joint") or self.joint_mode
+        if mode not in JOINT_MODES:
+            raise InputError(f"unknown joint mode {mode!r}; one of {', '.join(JOINT_MODES)}")
         finding_probs = probs["findings"]
         if self.finding_source is not None:
             finding_probs = torch.as_tensor(joint.external_probabilities(self.finding_source, study), dtype=torch.float32)
@@ -190,15 +197,15 @@ class RRGModel(nn.Module):
         if bool(abnormal.any()) or finding_positive:
             mask = abnormal if bool(abnormal.any()) else probs["abnormal"] >= probs["abnormal"].max()
             query = self.impression_query(feats.unsqueeze(0), mask.unsqueeze(0))
-            cond = finding_probs.unsqueeze(0) if mode in ("condition", "rerank") else None
+            cond = finding_probs.unsqueeze(0) if mode != "off" else None
             impression = decode(self.tokenizer, self.language.generate(query, cond, **gen_kwargs))[0]
         global_text = ""
         if self.global_sentences:
             query = self.global_query(feats.unsqueeze(0), torch.ones(1, NUM_REGIONS))
-            cond = finding_probs.unsqueeze(0) if mode in ("condition", "rerank") else None
+            cond = finding_probs.unsqueeze(0) if mode != "off" else None
             global_text = decode(self.tokenizer, self.language.generate(query, cond, **gen_kwargs))[0]
         if regions:
-            cond = finding_probs.unsqueeze(0).expand(len(regions), -1) if mode in ("condition", "rerank") else None
+            cond = finding_probs.unsqueeze(0).expand(len(regions), -1) if mode != "off" else None
             ids = self.language.generate(feats[regions], cond, num_return_sequences=candidates, **gen_kwargs)
             decoded = decode(self.tokenizer, ids)
             per_region = [decoded[k * candidates:(k + 1) * candidates] for k in range(len(regions))]
@@ -218,6 +225,8 @@ class RRGModel(nn.Module):
             from crrg.text import split_sentences
 
             pieces += [RegionSentence(GLOBAL_REGION, t, index) for t in split_sentences(global_text)]
+        if mode == "filter":
+            pieces, impression = self._consistent_with_findings(pieces, impression, finding_probs)
         assembled = assemble_report(pieces, self.embedder if len(pieces) > 1 else None, self.dedup_threshold,
                                     impression=impression)
         timings["assemble_ms"] = (time.perf_counter() - t0) * 1000
@@ -236,6 +245,29 @@ class RRGModel(nn.Module):
         timings["total_ms"] = (time.perf_counter() - start) * 1000
         report.timings_ms = {k: round(v, 1) for k, v in timings.items()}
         return report
+
+
+    def _consistent_with_findings(self, pieces: list[RegionSentence], impression: str | None,
+                                  finding_probs: torch.Tensor) -> tuple[list[RegionSentence], str | None]:
+        """The "filter" joint mode: drop FINDINGS and IMPRESSION sentences that contradict the finding
+        head's decisions, then make the IMPRESSION agree with what is left: the kept impression
+        sentences, else the kept findings that state an abnormality, else the normal statement."""
+        from crrg.labeler import label_report
+        from crrg.rrg import joint
+        from crrg.rrg.assembly import NORMAL_IMPRESSION
+        from crrg.text import split_sentences
+
+        decisions = joint.finding_decisions(finding_probs, self.thresholds.findings)
+        keep = joint.consistent_sentences([p.text for p in pieces], decisions)
+        pieces = [p for p, k in zip(pieces, keep) if k]
+        if impression is not None and impression.strip():
+            parts = split_sentences(impression) or [impression]
+            parts = [t for t, k in zip(parts, joint.consistent_sentences(parts, decisions)) if k]
+            if parts:
+                return pieces, " ".join(parts)
+        stating = [p.text for p in pieces
+                   if any(v in (1, -1) for name, v in label_report(p.text).items() if name not in NOT_ABNORMAL)]
+        return pieces, " ".join(stating) if stating else NORMAL_IMPRESSION
 
 
 @register_family("rrg")

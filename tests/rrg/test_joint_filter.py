@@ -1,0 +1,99 @@
+"""The "filter" joint mode: generated sentences that contradict the finding head are dropped."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from tests.rrg.conftest import TINY_CONFIG, untrained_model
+from crrg.errors import ConfigError, InputError
+from crrg.models.registry import build_model
+from crrg.observations import CHEXPERT_14
+from crrg.reporting import StudyInput
+from crrg.rrg import joint
+from crrg.rrg.assembly import NORMAL_IMPRESSION, RegionSentence
+
+CONTRADICTION = ["No pleural effusion or pneumothorax.", "Small pleural effusions are present bilaterally.",
+                 "The heart is enlarged."]
+
+
+def _decisions(*present: str) -> dict[str, bool]:
+    return {name: name in present for name in CHEXPERT_14}
+
+
+def _probs(**named) -> torch.Tensor:
+    p = torch.full((len(CHEXPERT_14),), 0.01)
+    for name, value in named.items():
+        p[CHEXPERT_14.index(name.replace("_", " "))] = value
+    return p
+
+
+def test_the_head_decides_which_side_of_a_contradiction_survives():
+    keep = joint.consistent_sentences(CONTRADICTION, _decisions("Pleural Effusion", "Cardiomegaly"))
+    assert keep == [False, True, True]
+    keep = joint.consistent_sentences(CONTRADICTION, _decisions("Cardiomegaly"))
+    assert keep == [True, False, True]
+    # a finding stated as uncertain is an assertion too
+    assert joint.consistent_sentences(["Possible small left pleural effusion."], _decisions()) == [False]
+
+
+def test_no_finding_only_counts_for_sentences_that_state_nothing_else():
+    assert joint.contradicts({"No Finding": 1}, _decisions("Edema")) == ["No Finding"]
+    assert joint.contradicts({"No Finding": 1}, _decisions("No Finding")) == []
+    # the labeler's No Finding beside a negation is not a claim of its own
+    assert joint.contradicts({"No Finding": 1, "Pneumothorax": 0}, _decisions("Edema")) == []
+
+
+def test_decisions_use_the_per_finding_thresholds():
+    probs = _probs(Pleural_Effusion=0.3)
+    assert joint.finding_decisions(probs, {"Pleural Effusion": 0.25})["Pleural Effusion"] is True
+    assert joint.finding_decisions(probs, {"Pleural Effusion": 0.35})["Pleural Effusion"] is False
+    assert joint.finding_decisions({"Pleural Effusion": 0.3}, None)["Pleural Effusion"] is False  # 0.5 default
+
+
+def test_filtered_report_and_impression_agree_with_the_head():
+    model = untrained_model()
+    model.thresholds.findings = {name: 0.5 for name in CHEXPERT_14}
+    pieces = [RegionSentence("right lung", CONTRADICTION[0]), RegionSentence("left lung", CONTRADICTION[1]),
+              RegionSentence("cardiac silhouette", "Heart size is normal.")]
+    effusion = _probs(Pleural_Effusion=0.9)
+    kept, impression = model._consistent_with_findings(pieces, "Bilateral pleural effusions. No acute abnormality.",
+                                                       effusion)
+    assert [p.text for p in kept] == [CONTRADICTION[1], "Heart size is normal."]
+    assert impression == "Bilateral pleural effusions."
+    # the impression contradicts the head entirely: rewritten from the kept findings that state something
+    kept, impression = model._consistent_with_findings(pieces, "No acute cardiopulmonary abnormality.", effusion)
+    assert impression == CONTRADICTION[1]
+    # nothing abnormal left: the normal statement, never a leftover "effusion" impression
+    kept, impression = model._consistent_with_findings(pieces, "Bilateral pleural effusions.", _probs(No_Finding=0.9))
+    assert [p.text for p in kept] == [CONTRADICTION[0], "Heart size is normal."]
+    assert impression == NORMAL_IMPRESSION
+
+
+def _study():
+    rng = np.random.default_rng(0)
+    return StudyInput(images=[rng.random((80, 70), dtype=np.float32)], views=["PA"])
+
+
+def test_the_config_sets_the_default_joint_mode(monkeypatch):
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["joint"] = "filter"
+    model = untrained_model(cfg)
+    calls = []
+    original = model._consistent_with_findings
+
+    def spy(pieces, impression, probs):
+        calls.append(len(pieces))
+        return original(pieces, impression, probs)
+
+    monkeypatch.setattr(model, "_consistent_with_findings", spy)
+    model.generate_report(_study())
+    assert len(calls) == 1
+    model.generate_report(_study(), joint="condition")
+    assert len(calls) == 1
+    with pytest.raises(InputError, match="unknown joint mode"):
+        model.generate_report(_study(), joint="veto")
+    cfg["joint"] = "veto"
+    with pytest.raises(ConfigError, match="unknown joint mode"):
+        build_model(cfg)
