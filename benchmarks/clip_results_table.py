@@ -43,7 +43,8 @@ def report_rows(baselines: dict) -> list[str]:
                 return float(value)
         return None
 
-    ce_keys = lambda scores: [k for k in scores if k.lower().startswith("ce") and isinstance(scores[k], (int, float))]
+    ce_keys = lambda scores: [k for k in scores if k.lower().startswith("ce") and k.lower().endswith("f1")
+                              and isinstance(scores[k], (int, float))]
     first = next(iter(baselines.values()))
     ces = ce_keys(first)
     lines = ["| baseline | " + " | ".join(REPORT_METRICS + ces) + " |", "|---" * (1 + len(REPORT_METRICS) + len(ces)) + "|"]
