@@ -19,7 +19,7 @@ NAMES = ["BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "CE micro-5 F1", "CE 
 
 
 def load_entry(spec: str) -> tuple[str, dict]:
-    label, rest = spec.split("=", 1)
+    label, rest = spec.rsplit("=", 1)  # labels may contain "="; paths rarely do
     path, key = rest.rsplit(":", 1)
     node = json.loads(Path(path).read_text())
     for part in key.split("."):
