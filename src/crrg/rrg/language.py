@@ -26,7 +26,6 @@ from crrg.observations import CHEXPERT_14
 
 log = logging.getLogger(__name__)
 
-BOS, EOS, PAD, UNK = "<|bos|>", "<|eos|>", "<|pad|>", "<|unk|>"
 TOKENIZER_DIR = "tokenizer"
 
 
@@ -59,17 +58,12 @@ class LanguageConfig:
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048):
-    """A byte-level BPE tokenizer fitted to report text (a radiology vocabulary in ~2k tokens)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    """crrg's report tokenizer (:mod:`crrg.text.tokenizer`: cleaned, lower-cased byte-level BPE) with
+    no ``<bos>``/``<eos>`` template: :func:`encode_sentences` adds them around each sentence itself."""
+    from crrg.text.tokenizer import TokenizerConfig
+    from crrg.text.tokenizer import train_tokenizer as train_report_tokenizer
 
-    tok = Tokenizer(models.BPE(unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, BOS, EOS, UNK],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator((t.lower() for t in texts), trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD, unk_token=UNK)
+    return train_report_tokenizer(texts, TokenizerConfig(vocab_size=vocab_size, add_bos_eos=False))
 
 
 def load_hub_tokenizer(name: str):
@@ -186,16 +180,10 @@ def decode(tokenizer, ids: torch.Tensor) -> list[str]:
 
 
 def save_tokenizer(tokenizer, folder: Path) -> None:
-    """Saved next to the weights; written to a temporary folder and renamed so it is never half there."""
-    import shutil
-    import tempfile
+    """Saved next to the weights (atomically, by :func:`crrg.text.tokenizer.save_tokenizer`)."""
+    from crrg.text.tokenizer import save_tokenizer as save_report_tokenizer
 
-    target = Path(folder) / TOKENIZER_DIR
-    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer.", dir=folder))
-    tokenizer.save_pretrained(str(tmp))
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
+    save_report_tokenizer(tokenizer, Path(folder) / TOKENIZER_DIR)
 
 
 def load_tokenizer(folder: Path):
