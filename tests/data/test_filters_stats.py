@@ -47,17 +47,19 @@ def test_stats_counts_views_labels_and_lengths():
     assert d["labels"]["Cardiomegaly"]["prevalence"] == pytest.approx(1 / 3)
 
 
-def test_fast_writer_matches_write_manifest_byte_for_byte(tmp_path):
-    from crrg.data.writer import write_records
+def test_manifest_writer_keeps_unicode_meta_and_regions(tmp_path):
     from crrg.errors import ManifestError
-    from crrg.records import Region, write_manifest
+    from crrg.records import Region, read_manifest, write_manifest
 
     recs = records()
     recs[0].meta = {"mesh_major": ["Cardiomegaly/mild"], "note": "ünïcode"}
     recs[0].regions = [Region(name="right lung", image=0, box=[1.0, 2.0, 30.0, 40.0], abnormal=True, sentences=["s"])]
-    write_manifest(tmp_path / "a.jsonl", recs)
-    assert write_records(tmp_path / "b.jsonl", recs) == 3
-    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert write_manifest(tmp_path / "a.jsonl", recs) == 3
+    assert "ünïcode" in (tmp_path / "a.jsonl").read_text(encoding="utf-8")  # not \u-escaped
+    back = read_manifest(tmp_path / "a.jsonl", resolve_paths=False)
+    assert [r.id for r in back] == [r.id for r in recs]
+    assert back[0].meta == recs[0].meta and back[0].regions == recs[0].regions
+    assert all(b.labels[k] == v for b, r in zip(back, recs) for k, v in r.labels.items())
     with pytest.raises(ManifestError, match="duplicate study id 'a'"):
-        write_records(tmp_path / "c.jsonl", [recs[0], recs[0]])
+        write_manifest(tmp_path / "c.jsonl", [recs[0], recs[0]])
     assert not (tmp_path / "c.jsonl").exists()

@@ -56,7 +56,7 @@ def _check_options(ctx: typer.Context, out: Path, views: Optional[str], with_rep
 def _write(reader, out: Path, description: str, options: _Options) -> None:
     from crrg.data.filters import apply_filters
     from crrg.data.splits import assign_splits
-    from crrg.data.writer import write_records
+    from crrg.records import write_manifest
 
     stream = reader if options.quiet else progress(reader, total=len(reader), description=description)
     records = apply_filters(stream, options.views, options.with_report, options.with_images)
@@ -69,7 +69,7 @@ def _write(reader, out: Path, description: str, options: _Options) -> None:
             written_splits[record.split] += 1
             yield record
 
-    written = write_records(out, counted(records))
+    written = write_manifest(out, counted(records))
     notes = getattr(reader, "notes", {}) or {}
     splits = ", ".join(f"{written_splits[s]} {s}" for s in ("train", "val", "test", "unassigned") if written_splits[s])
     extra = ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in notes.items()
