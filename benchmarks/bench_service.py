@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import median, percentile, print_table, save_results  # noqa: E402
+from common import median, percentile, print_table, save_results, serve_in_thread  # noqa: E402
 
 
 def main() -> None:
@@ -29,22 +28,14 @@ def main() -> None:
     args = parser.parse_args()
 
     import httpx
-    import socket
-    import uvicorn
 
     from crrg.models.registry import load_pretrained
     from crrg.serve.app import ServiceConfig, ServiceLimits, create_app
 
     generator = load_pretrained(args.model)
     app = create_app(generator, Path(args.model).name, "bench", ServiceConfig(limits=ServiceLimits(max_queue=64)))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}/v1/report"
+    server, base = serve_in_thread(app)
+    url = f"{base}/v1/report"
     data = args.image.read_bytes()
     rows, results = [], []
     with httpx.Client(timeout=300) as http:

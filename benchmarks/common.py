@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -59,3 +58,21 @@ def save_results(name: str, payload: dict, table: str | None = None) -> Path:
     if table:
         atomic_write_text(RESULTS / f"{name}.md", f"Machine: {payload['machine']}\n\n{table}\n")
     return RESULTS / f"{name}.json"
+
+
+def serve_in_thread(app):
+    """Run an ASGI app with uvicorn on a free 127.0.0.1 port in a daemon thread; returns (server, base URL)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}"

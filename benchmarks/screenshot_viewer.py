@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
-import threading
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import serve_in_thread  # noqa: E402
 
 
 def main() -> None:
@@ -25,7 +28,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
     from crrg.models.registry import load_pretrained
@@ -33,19 +35,13 @@ def main() -> None:
 
     generator = load_pretrained(args.model)
     app = create_app(generator, args.model, str(generator.crrg_config.get("version", "")))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
+    server, base = serve_in_thread(app)
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, headless=True,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         page = browser.new_page(viewport={"width": 1280, "height": 820})
-        page.goto(f"http://127.0.0.1:{port}/")
+        page.goto(base + "/")
         page.fill("#indication", args.indication)
         page.set_input_files("#file", str(args.image))
         page.wait_for_function("document.getElementById('report').value.length > 0", timeout=120_000)
