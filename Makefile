@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.crrg-installed
 
-.PHONY: demo test java venv clean
+.PHONY: demo test venv clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,12 @@ $(STAMP): pyproject.toml | $(PY)
 
 venv: $(STAMP)
 
-java:
-	@sh scripts/ensure_system_deps.sh
-
-demo: venv java
+demo: venv
+	@sh scripts/ensure_system_deps.sh java
 	@sh scripts/demo.sh
 
-test: venv java
+test: venv
+	@sh scripts/ensure_system_deps.sh java chromium
 	$(PY) -m pytest -q
 
 clean:

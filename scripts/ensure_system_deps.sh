@@ -1,10 +1,15 @@
 #!/bin/sh
 # METEOR (pycocoevalcap) runs a Java program; the web-viewer test drives Debian's Chromium.
-# Install what is missing with apt-get when root; otherwise say exactly what to install.
+# Usage: ensure_system_deps.sh [java] [chromium]. Installs what is missing with apt-get when root;
+# otherwise says exactly what to install.
 set -eu
 missing=""
-command -v java >/dev/null 2>&1 || missing="$missing default-jre-headless"
-command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing="$missing chromium"
+for need in "$@"; do
+    case "$need" in
+        java) command -v java >/dev/null 2>&1 || missing="$missing default-jre-headless" ;;
+        chromium) command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing="$missing chromium" ;;
+    esac
+done
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing system packages:$missing"
