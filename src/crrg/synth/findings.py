@@ -181,11 +181,10 @@ class Inserter:
         return out
 
     # --- heart and mediastinum -------------------------------------------------------------------
-    def _scaled_mask(self, mask: np.ndarray, scale: tuple[float, float, float], anchor: np.ndarray) -> np.ndarray:
-        """``mask`` scaled about ``anchor`` (z, y, x index) by ``scale`` (z, y, x): nearest-neighbour inverse mapping."""
-        idx = np.argwhere(mask)
-        lo = np.maximum(np.floor(anchor - (anchor - idx.min(0)) * np.array(scale)) - 2, 0).astype(int)
-        hi = np.minimum(np.ceil(anchor + (idx.max(0) - anchor) * np.array(scale)) + 3, mask.shape).astype(int)
+    @staticmethod
+    def _resampled_in_box(mask: np.ndarray, scale, anchor: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """``mask`` scaled about ``anchor`` (z, y, x index) by ``scale`` (z, y, x), computed only inside the
+        box [lo, hi): nearest-neighbour inverse mapping, voxels mapped from outside the volume are empty."""
         zz, yy, xx = np.meshgrid(*(np.arange(l, h) for l, h in zip(lo, hi)), indexing="ij")
         src = [np.rint(anchor[i] + (g - anchor[i]) / scale[i]).astype(int) for i, g in enumerate((zz, yy, xx))]
         ok = np.ones(zz.shape, bool)
@@ -194,7 +193,14 @@ class Inserter:
             np.clip(s, 0, mask.shape[i] - 1, out=s)
         out = np.zeros_like(mask)
         out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = mask[src[0], src[1], src[2]] & ok
-        return out | mask
+        return out
+
+    def _scaled_mask(self, mask: np.ndarray, scale: tuple[float, float, float], anchor: np.ndarray) -> np.ndarray:
+        """``mask`` grown about ``anchor`` (the box is widened to hold the scaled mask); never smaller than ``mask``."""
+        idx = np.argwhere(mask)
+        lo = np.maximum(np.floor(anchor - (anchor - idx.min(0)) * np.array(scale)) - 2, 0).astype(int)
+        hi = np.minimum(np.ceil(anchor + (idx.max(0) - anchor) * np.array(scale)) + 3, mask.shape).astype(int)
+        return self._resampled_in_box(mask, scale, anchor, lo, hi) | mask
 
     def _fill_soft(self, new: np.ndarray, old: np.ndarray, delta: np.ndarray, level: float = 1.04) -> None:
         """Where a grown organ covers lung or fat, the attenuation becomes that of blood / soft tissue."""
@@ -265,18 +271,9 @@ class Inserter:
         delta[rest] += 0.05 * (1 - c) / 0.4
 
     def _shrunk_mask(self, mask: np.ndarray, scale, anchor: np.ndarray) -> np.ndarray:
-        """``mask`` scaled down about ``anchor`` (nearest-neighbour inverse mapping inside the mask's box)."""
+        """``mask`` scaled down about ``anchor`` (inside the mask's own box); never larger than ``mask``."""
         idx = np.argwhere(mask)
-        lo, hi = idx.min(0), idx.max(0) + 1
-        zz, yy, xx = np.meshgrid(*(np.arange(l, h) for l, h in zip(lo, hi)), indexing="ij")
-        src = [np.rint(anchor[i] + (g - anchor[i]) / scale[i]).astype(int) for i, g in enumerate((zz, yy, xx))]
-        ok = np.ones(zz.shape, bool)
-        for i, s_ in enumerate(src):
-            ok &= (s_ >= 0) & (s_ < mask.shape[i])
-            np.clip(s_, 0, mask.shape[i] - 1, out=s_)
-        out = np.zeros_like(mask)
-        out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = mask[src[0], src[1], src[2]] & ok
-        return out & mask
+        return self._resampled_in_box(mask, scale, anchor, idx.min(0), idx.max(0) + 1) & mask
 
     # --- lungs ----------------------------------------------------------------------------------
     def _lobe_mask(self, f: Finding) -> np.ndarray:
