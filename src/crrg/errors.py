@@ -27,3 +27,12 @@ class ManifestError(InputError):
 
 class ConfigError(CrrgError):
     """A configuration file or model name is invalid or unknown."""
+
+
+def reject_unknown_keys(config_class, given, what: str) -> None:
+    """Raise :class:`ConfigError` when ``given`` has keys that are not fields of the dataclass
+    ``config_class``; ``what`` names them in the message (e.g. "LoRA option(s)")."""
+    known = set(config_class.__dataclass_fields__)
+    unknown = set(given) - known
+    if unknown:
+        raise ConfigError(f"unknown {what} {sorted(unknown)}; known: {sorted(known)}")

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from torch import nn
 
-from crrg.errors import ConfigError, InputError
+from crrg.errors import ConfigError, InputError, reject_unknown_keys
 from crrg.io import atomic_save_file, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,7 @@ class LoraSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LoraSpec":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown LoRA option(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        reject_unknown_keys(cls, d, "LoRA option(s)")
         spec = cls(**d)
         if spec.r < 1:
             raise ConfigError(f"LoRA rank r={spec.r} must be >= 1")

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from crrg.errors import ConfigError
+from crrg.errors import ConfigError, reject_unknown_keys
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,7 @@ class ImageEncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ImageEncoderConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown image_encoder key(s) {sorted(unknown)}")
+        reject_unknown_keys(cls, d, "image_encoder key(s)")
         return cls(**d)
 
 

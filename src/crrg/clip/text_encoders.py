@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from crrg.errors import ConfigError
+from crrg.errors import ConfigError, reject_unknown_keys
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,7 @@ class TextEncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TextEncoderConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown text_encoder key(s) {sorted(unknown)}")
+        reject_unknown_keys(cls, d, "text_encoder key(s)")
         cfg = cls(**d)
         if cfg.pretrained is None and cfg.hf_config is None:
             raise ConfigError("text_encoder needs 'pretrained' (name, folder or hub id) or 'hf_config'")

@@ -21,7 +21,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from crrg.errors import ConfigError, InputError
+from crrg.errors import ConfigError, InputError, reject_unknown_keys
 from crrg.observations import CHEXPERT_14
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,7 @@ class LanguageConfig:
     @classmethod
     def from_dict(cls, d: dict | None) -> "LanguageConfig":
         d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown language-model option(s) {sorted(unknown)}")
+        reject_unknown_keys(cls, d, "language-model option(s)")
         cfg = cls(**d)
         if cfg.n_embd % cfg.n_head:
             raise ConfigError(f"language n_embd {cfg.n_embd} is not divisible by n_head {cfg.n_head}")
