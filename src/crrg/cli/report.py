@@ -96,7 +96,7 @@ def run_batch_command(items: list[str], model: str, out: Path, resume: bool, wor
                       split: Optional[str], options: dict[str, Any]) -> None:
     """Batch mode, sharded across ranks when started by torchrun (RANK / WORLD_SIZE set)."""
     from crrg.cli.common import info, progress
-    from crrg.inference.batch import DistributedContext, collect_jobs, merge_parts, part_path, run_batch, shard
+    from crrg.inference.batch import DistributedContext, collect_jobs, ids_in, merge_parts, part_path, run_batch, shard
 
     dist = DistributedContext.from_env()
     jobs = collect_jobs(items, split=split)
@@ -109,7 +109,7 @@ def run_batch_command(items: list[str], model: str, out: Path, resume: bool, wor
             if out.exists() and not resume:
                 raise InputError(f"{out} exists; pass --resume to continue it or choose another --out")
             # the merged output is written atomically by rank 0, so every rank can read it as is
-            merged = _ids_read_only(out) if out.exists() else set()
+            merged = ids_in(out) if out.exists() else set()
             summary = run_batch(generator, shard(jobs, dist.rank, dist.world_size), part_path(out, dist.rank),
                                 resume=resume, workers=workers, options=options,
                                 progress=progress if dist.rank == 0 else None, already_done=merged)
@@ -128,10 +128,6 @@ def run_batch_command(items: list[str], model: str, out: Path, resume: bool, wor
          f"{report['failed']} failed, {report['seconds']} s ({report['studies_per_second']} studies/s)")
     for failure in summary.failures[:5]:
         info(f"  failed {failure['id']}: {failure['error']}")
-
-
-def _ids_read_only(path: Path) -> set[str]:
-    return {json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 
 def register(app: typer.Typer) -> None:

@@ -104,6 +104,11 @@ def shard(jobs: list[StudyJob], rank: int, world_size: int) -> list[StudyJob]:
     return jobs[rank::world_size]
 
 
+def ids_in(path: Path) -> set[str]:
+    """Ids of the complete lines of an output file (read only)."""
+    return {json.loads(line)["id"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
 def done_ids(path: Path) -> set[str]:
     """Ids already in an output file; a partial last line from a kill is cut off first."""
     if not path.is_file():
@@ -113,12 +118,7 @@ def done_ids(path: Path) -> set[str]:
     if cut != len(data):
         with open(path, "r+b") as handle:
             handle.truncate(cut)
-        data = data[:cut]
-    ids = set()
-    for line in data.decode("utf-8").splitlines():
-        if line.strip():
-            ids.add(json.loads(line)["id"])
-    return ids
+    return ids_in(path)
 
 
 class _Loader:
