@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from crrg.training.config import load_config, set_in
 
@@ -99,6 +100,27 @@ def test_freeze_text_layers_freezes_embeddings_and_lowest_layers():
     optimizer = module.configure_optimizers()["optimizer"]
     in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
     assert all(id(p) not in in_optimizer for p in hf.embeddings.parameters())
+
+
+def test_locked_text_tower_is_cached_and_matches_the_uncached_forward():
+    from crrg.clip.task import ClipModule
+
+    cfg = load_config(REPO / "configs/clip/tiny.yaml", ["model.freeze_text_layers=-1"])
+    module = ClipModule(cfg)
+    assert module.locked_text is not None
+    assert not any(p.requires_grad for p in module.model.text_encoder.parameters())
+    module.model.eval()  # dropout off, as the cache computes its features
+    torch.manual_seed(0)
+    batch = {"image": torch.rand(3, 1, 32, 32), "text": ["Heart is enlarged.", "No effusion.", "Heart is enlarged."]}
+    plain = module.model(batch["image"], batch["text"])
+    module.model.train()
+    module.model.image_encoder.eval()
+    cached = module._forward(batch)
+    assert len(module.locked_text.cache) == 2  # one entry per distinct text
+    torch.testing.assert_close(cached["text_emb"], plain["text_emb"], atol=1e-5, rtol=1e-5)
+    assert module.model.text_encoder.training  # the cache restores the tower's mode
+    cached["loss"].backward()
+    assert module.model.text_projection.weight.grad is not None  # the projection still learns
 
 
 def test_temperature_has_no_weight_decay():

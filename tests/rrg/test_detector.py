@@ -79,3 +79,38 @@ def test_region_descriptors_append_thumbnail_and_normalised_box(tiny_config):
     assert desc.shape == (2, 3 * 3 + 4)
     assert torch.allclose(desc[0, :9], torch.zeros(9)) and torch.allclose(desc[1, :9], torch.ones(9))
     assert torch.allclose(desc[1, 9:], boxes[1] / 64)
+
+
+def _two_studies(tiny_manifest):
+    from crrg.image import load_image
+
+    records = read_manifest(tiny_manifest, split="train")[:2]
+    images = [to_rgb_tensor(load_image(r.images[0].path)) for r in records]
+    return images, [targets_from_regions(r.regions) for r in records]
+
+
+def test_losses_with_target_features_equal_torchvision_losses(tiny_manifest, tiny_config):
+    det = RegionDetector(DetectorConfig.from_dict(tiny_config["detector"]))
+    images, targets = _two_studies(tiny_manifest)
+    torch.manual_seed(1)  # the RPN and box sampler draw at random: the same draws for both calls
+    plain = det.losses(images, targets)
+    torch.manual_seed(1)
+    losses, feats = det.losses_and_target_features(images, targets)
+    assert losses.keys() == plain.keys()
+    for k in plain:
+        torch.testing.assert_close(losses[k], plain[k])
+    assert [f.shape for f in feats] == [(len(t["labels"]), det.feature_size) for t in targets]
+    sum(f.sum() for f in feats).backward()  # the features reach the backbone: heads can train it
+    assert det.frcnn.backbone.body["0"][0].weight.grad.abs().sum() > 0
+
+
+def test_validation_losses_leave_batchnorm_statistics_alone(tiny_manifest, tiny_config):
+    det = RegionDetector(DetectorConfig.from_dict(tiny_config["detector"]))
+    images, targets = _two_studies(tiny_manifest)
+    before = {k: v.clone() for k, v in det.state_dict().items() if "running" in k}
+    with torch.no_grad():
+        det.losses_and_target_features(images, targets, update_statistics=False)
+        det.losses(images, targets, update_statistics=False)
+    assert before and all(torch.equal(v, det.state_dict()[k]) for k, v in before.items())
+    det.losses(images, targets)
+    assert any(not torch.equal(v, det.state_dict()[k]) for k, v in before.items())

@@ -150,3 +150,34 @@ def test_abnormal_pos_weight_raises_the_loss_of_missed_abnormal_regions(tiny_man
     weighted = RRGModule({**base, "loss": {"abnormal_pos_weight": 5.0}}).eval()
     f1, f2 = plain.model.region_features(feats), weighted.model.region_features(feats)
     assert weighted._head_losses(batch, f2)["abnormal"] > plain._head_losses(batch, f1)["abnormal"]
+
+
+def test_scatter_regions_puts_features_at_their_region_and_masks_missing_ones():
+    from crrg.rrg.task import scatter_regions
+
+    feats = [torch.tensor([[1.0, 1.0], [2.0, 2.0]]), torch.tensor([[3.0, 3.0]])]
+    targets = [{"labels": torch.tensor([5, 1])}, {"labels": torch.tensor([29])}]
+    out, present = scatter_regions(feats, targets)
+    assert out.shape == (2, 29, 2) and present.sum() == 3
+    assert out[0, 4].tolist() == [1.0, 1.0] and out[0, 0].tolist() == [2.0, 2.0] and out[1, 28].tolist() == [3.0, 3.0]
+    assert present[0, 4] == 1 and present[1, 0] == 0 and out[1, 0].abs().sum() == 0
+
+
+def test_detector_stage_with_heads_trains_the_heads_through_the_detector(tiny_manifest, tiny_config):
+    from crrg.rrg.task import DetectorDataset, RRGModule, collate_detector
+
+    base = {"model": {"config": tiny_config}, "data": {"manifest": str(tiny_manifest)}, "stage": "detector"}
+    torch.manual_seed(0)
+    plain = RRGModule(base)
+    with_heads = RRGModule({**base, "loss": {"detector_heads": 1.0}})
+    assert not any(p.requires_grad for p in plain.model.abnormality.parameters())
+    assert all(p.requires_grad for p in with_heads.model.abnormality.parameters())
+    from crrg.records import read_manifest
+
+    records = read_manifest(tiny_manifest, split="train")[:2]
+    batch = collate_detector([DetectorDataset(records, 64)[i] for i in range(2)])
+    with_heads.log = lambda *a, **k: None  # outside a Trainer
+    loss = with_heads._step(batch, "train")
+    loss.backward()
+    assert with_heads.model.abnormality.mlp[0].weight.grad.abs().sum() > 0
+    assert with_heads.model.detector.frcnn.roi_heads.box_head.fc6.weight.grad.abs().sum() > 0

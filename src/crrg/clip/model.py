@@ -92,9 +92,15 @@ class CLIPModel(nn.Module):
         tokens = self.text_encoder.tokenize(list(texts), device=self.device)
         return self.encode_text_tokens(**tokens)
 
-    def forward(self, images: torch.Tensor, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, texts: Sequence[str],
+                text_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``text_features``: the text tower's pooled output for ``texts`` when the caller already has it
+        (a locked tower, see :class:`crrg.clip.task.LockedTextFeatures`); only the projection then runs."""
         image_emb = self.encode_image(images)
-        text_emb = self.encode_text(texts)
+        if text_features is None:
+            text_emb = self.encode_text(texts)
+        else:
+            text_emb = F.normalize(self.text_projection(text_features), dim=-1)
         loss = contrastive_loss(image_emb, text_emb, self.scale())
         return {"loss": loss, "image_emb": image_emb, "text_emb": text_emb}
 

@@ -75,7 +75,8 @@ def optimizer_with_schedule(module: L.LightningModule, groups: list[dict], train
 
 
 def freeze_text_layers(model, n_layers: int) -> int:
-    """Freeze the text embeddings and the lowest ``n_layers`` transformer layers (-1: the whole tower).
+    """Freeze the text embeddings and the lowest ``n_layers`` transformer layers (-1: the whole tower,
+    whose outputs :class:`LockedTextFeatures` then caches).
 
     On a CPU most of a step's time goes into the text tower's backward pass; the pretrained lower
     layers of MiniLM change little in contrastive fine-tuning, so freezing them buys speed cheaply.
@@ -97,24 +98,60 @@ def freeze_text_layers(model, n_layers: int) -> int:
     return sum(p.numel() for p in frozen)
 
 
+class LockedTextFeatures:
+    """Pooled output of a fully frozen text tower, computed once per distinct report text.
+
+    With the whole tower locked (``freeze_text_layers: -1``, text-locked tuning in the manner of LiT)
+    its output for a given text never changes, yet on a CPU its forward pass costs about as much as
+    the image tower's training step. Caching it makes every epoch after the first nearly image-only;
+    the projection on top stays trainable. Features are computed in eval mode (no dropout), exactly
+    as zero-shot prompts and retrieval queries are encoded later.
+    """
+
+    def __init__(self, tower, max_entries: int = 200_000, batch_size: int = 64):
+        self.tower, self.max_entries, self.batch_size = tower, max_entries, batch_size
+        self.cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str], device: torch.device) -> torch.Tensor:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+        if missing:
+            was_training = self.tower.training
+            self.tower.eval()
+            if len(self.cache) + len(missing) > self.max_entries:
+                self.cache.clear()  # heavy text augmentation: start over rather than grow without bound
+            for i in range(0, len(missing), self.batch_size):
+                chunk = missing[i:i + self.batch_size]
+                feats = self.tower(**self.tower.tokenize(chunk, device=device)).float().cpu()
+                self.cache.update(zip(chunk, feats))
+            self.tower.train(was_training)
+        return torch.stack([self.cache[t] for t in texts]).to(device)
+
+
 class ClipModule(L.LightningModule):
     def __init__(self, config: dict):
         super().__init__()
         self.config = config
         model_cfg = _section(config, "model")
         self.model = build_registry_model(model_cfg)
-        frozen = freeze_text_layers(self.model, int(model_cfg.get("freeze_text_layers", 0)))
+        n_frozen = int(model_cfg.get("freeze_text_layers", 0))
+        frozen = freeze_text_layers(self.model, n_frozen)
         if frozen:
             log.info("froze %d text-encoder parameters", frozen)
+        self.locked_text = LockedTextFeatures(self.model.text_encoder) if n_frozen < 0 else None
+
+    def _forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        features = self.locked_text(list(batch["text"]), self.device) if self.locked_text is not None else None
+        return self.model(batch["image"], batch["text"], text_features=features)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        out = self.model(batch["image"], batch["text"])
+        out = self._forward(batch)
         self.log("train_loss", out["loss"], prog_bar=True, batch_size=len(batch["text"]))
         self.log("temperature", 1.0 / self.model.scale(), batch_size=len(batch["text"]))
         return out["loss"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        out = self.model(batch["image"], batch["text"])
+        out = self._forward(batch)
         n = len(batch["text"])
         top1 = (out["image_emb"] @ out["text_emb"].t()).argmax(-1).eq(torch.arange(n, device=self.device)).float().mean()
         self.log("val_loss", out["loss"], prog_bar=True, batch_size=n, sync_dist=True)

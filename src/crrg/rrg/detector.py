@@ -150,10 +150,50 @@ class RegionDetector(nn.Module):
         geometry = torch.cat([b / torch.tensor([w, h, w, h], dtype=b.dtype) for b, (h, w) in zip(boxes, sizes)])
         return torch.cat([thumbs, geometry], 1)
 
-    def losses(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """Training losses; targets have ``boxes`` (N, 4) in pixels and ``labels`` in 1..29."""
+    def _loss_mode(self, update_statistics: bool) -> None:
+        """torchvision returns losses only in train mode; validation must not move BatchNorm statistics."""
         self.frcnn.train()
+        if not update_statistics:
+            for module in self.frcnn.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    def losses(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
+               update_statistics: bool = True) -> dict[str, torch.Tensor]:
+        """Training losses; targets have ``boxes`` (N, 4) in pixels and ``labels`` in 1..29."""
+        self._loss_mode(update_statistics)
         return self.frcnn(images, targets)
+
+    def losses_and_target_features(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
+                                   update_statistics: bool = True
+                                   ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+        """Training losses plus the region features at the ground-truth boxes, one (N_i, feature_size)
+        tensor per image in the order of ``targets[i]["labels"]``.
+
+        The box head is otherwise trained only to tell the 29 regions apart, so its features need
+        not see disease; letting the region heads' losses flow through these features into the box
+        head and backbone (the detector stage's ``loss.detector_heads``) makes the features that later
+        stages read from the cache carry abnormality too. This is torchvision's GeneralizedRCNN
+        forward, unrolled so the backbone's feature maps are computed once for both.
+        """
+        frcnn = self.frcnn
+        self._loss_mode(update_statistics)
+        image_list, resized = frcnn.transform(images, [dict(t) for t in targets])
+        features = frcnn.backbone(image_list.tensors)
+        proposals, rpn_losses = frcnn.rpn(image_list, features, resized)
+        _, head_losses = frcnn.roi_heads(features, proposals, image_list.image_sizes, resized)
+        boxes = [t["boxes"] for t in resized]
+        region_feats = self._features_at(features, image_list, boxes)
+        return {**rpn_losses, **head_losses}, list(region_feats.split([len(b) for b in boxes]))
+
+    def _features_at(self, features, image_list, boxes: list[torch.Tensor]) -> torch.Tensor:
+        """Box-head features (plus the optional region descriptors) pooled at ``boxes`` of each image."""
+        heads = self.frcnn.roi_heads
+        region_feats = heads.box_head(heads.box_roi_pool(features, boxes, image_list.image_sizes))
+        if self.cfg.region_descriptor_grid > 0:
+            region_feats = torch.cat([region_feats, self._descriptors(image_list.tensors, boxes,
+                                                                      image_list.image_sizes)], 1)
+        return region_feats
 
     @torch.no_grad()
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:
@@ -181,10 +221,7 @@ class RegionDetector(nn.Module):
             chosen[:, 2:] = torch.maximum(chosen[:, 2:], chosen[:, :2] + 1.0)
             best_boxes.append(chosen)
             best_scores.append(scores[idx, cls])
-        region_feats = heads.box_head(heads.box_roi_pool(features, best_boxes, image_list.image_sizes))
-        if self.cfg.region_descriptor_grid > 0:
-            region_feats = torch.cat([region_feats, self._descriptors(image_list.tensors, best_boxes,
-                                                                      image_list.image_sizes)], 1)
+        region_feats = self._features_at(features, image_list, best_boxes)
         out = []
         for i, (boxes, scores) in enumerate(zip(best_boxes, best_scores)):
             scale_h = original_sizes[i][0] / image_list.image_sizes[i][0]

@@ -249,11 +249,25 @@ class DetectorDataset(Dataset):
         image, scale, index = _load_frontal(record, self.image_size)
         target = targets_from_regions(record.regions, index)
         target["boxes"] = target["boxes"] * scale
-        return image, target
+        return image, target, region_targets(record, index)
 
 
 def collate_detector(batch):
-    return [b[0] for b in batch], [b[1] for b in batch]
+    """Images and detection targets as lists (torchvision's convention), region targets stacked."""
+    regions = {k: torch.stack([b[2][k] for b in batch]) for k in batch[0][2]}
+    return [b[0] for b in batch], [b[1] for b in batch], regions
+
+
+def scatter_regions(features: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image features in target order -> (B, 29, F) in region order, and a (B, 29) mask of the
+    regions that had a box (a region without one gets zeros and is left out of the region losses)."""
+    width = features[0].shape[-1] if features else 0
+    out = features[0].new_zeros(len(features), len(ANATOMICAL_REGIONS), width)
+    present = torch.zeros(len(features), len(ANATOMICAL_REGIONS))
+    for i, (f, t) in enumerate(zip(features, targets)):
+        out[i, t["labels"] - 1] = f
+        present[i, t["labels"] - 1] = 1.0
+    return out, present
 
 
 def region_targets(record: StudyRecord, index: int) -> dict[str, torch.Tensor]:
@@ -297,11 +311,12 @@ def compute_features(model, records: list[StudyRecord], cache_dir: Path | None, 
     model.detector.eval()
     image_size = model.det_cfg.image_size
     feats = []
-    for i, record in enumerate(records):
-        image, _, _ = _load_frontal(record, image_size)
-        feats.append(model.detector.detect([image])[0].features.half())
-        if (i + 1) % 100 == 0:
-            log.info("rrg: detector features %d/%d", i + 1, len(records))
+    batch = 8  # one backbone call per few images: fewer, larger matrix products on a CPU
+    for start in range(0, len(records), batch):
+        images = [_load_frontal(r, image_size)[0] for r in records[start:start + batch]]
+        feats.extend(d.features.half() for d in model.detector.detect(images))
+        if (start // batch + 1) % 25 == 0:
+            log.info("rrg: detector features %d/%d", len(feats), len(records))
     out = torch.stack(feats) if feats else torch.zeros(0, len(ANATOMICAL_REGIONS), model.detector.feature_size)
     if path is not None:
         atomic_save_file(path, lambda tmp: torch.save(out, tmp))
@@ -442,6 +457,9 @@ class RRGModule(L.LightningModule):
         self.w_abn = float(loss.get("abnormal", 1.0))
         self.w_find = float(loss.get("findings", 1.0))
         self.w_lm = float(loss.get("language", 1.0))
+        # > 0: the detector stage also trains the region heads on its ground-truth-box features
+        # (RegionDetector.losses_and_target_features), so those features learn to show disease.
+        self.w_det_heads = float(loss.get("detector_heads", 0.0))
         # About one region in nine is abnormal: without up-weighting them the head learns "normal".
         self.abnormal_pos_weight = float(loss.get("abnormal_pos_weight", 1.0))
         # Zeroing the finding probabilities for some sentences teaches the decoder to write without
@@ -451,9 +469,10 @@ class RRGModule(L.LightningModule):
 
     def _trainable(self) -> list[nn.Module]:
         m = self.model
+        heads = [m.projector, m.selection, m.abnormality, m.findings]
         return {
-            "detector": [m.detector],
-            "classifiers": [m.projector, m.selection, m.abnormality, m.findings],
+            "detector": [m.detector] + (heads if self.w_det_heads > 0 else []),
+            "classifiers": heads,
             "pretrain": [m.language.gpt2],
             "language": [m.language, m.impression_query, m.global_query],
             "joint": [m.projector, m.selection, m.abnormality, m.findings, m.language, m.impression_query,
@@ -524,14 +543,21 @@ class RRGModule(L.LightningModule):
     def _step(self, batch, prefix: str) -> torch.Tensor:
         stage, m = self.stage_name, self.model
         if stage == "detector":
-            images, targets = batch
+            images, targets, regions = batch
+            with torch.set_grad_enabled(prefix == "train"):
+                # torchvision only returns losses in train mode; validation then restores eval mode
+                train = prefix == "train"
+                if self.w_det_heads > 0:
+                    losses, feats = m.detector.losses_and_target_features(images, targets, update_statistics=train)
+                    roi, present = scatter_regions(feats, targets)
+                    regions = {**regions, "known": regions["known"] * present.to(regions["known"])}
+                    parts = self._head_losses(regions, m.region_features(roi))
+                    for k in ("selection", "abnormal", "findings"):
+                        losses[f"heads_{k}"] = self.w_det_heads * parts[k]
+                else:
+                    losses = m.detector.losses(images, targets, update_statistics=train)
             if prefix == "val":
-                m.detector.frcnn.train()  # torchvision only returns losses in train mode
-                with torch.no_grad():
-                    losses = m.detector.frcnn(images, targets)
                 m.detector.frcnn.eval()
-            else:
-                losses = m.detector.losses(images, targets)
             loss = sum(losses.values())
             for k, v in losses.items():
                 self.log(f"{prefix}_{k}", v, batch_size=len(images))
