@@ -32,6 +32,14 @@ SHARED = Path(os.environ.get("CRRG_SHARED_DATA", REPO.parent / "shared" / "data"
 log = logging.getLogger("bench_blip")
 
 
+def machine_with_load() -> str:
+    """The machine, and how busy it was when the measurement ended (other jobs slow timings down)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from common import machine
+
+    return f"{machine()}; load average {os.getloadavg()[0]:.1f}"
+
+
 def report_texts(manifest: str | None) -> list[str]:
     """IU X-Ray report texts (all studies; none of them is in the synthetic test split) + a manifest's train split."""
     from crrg.blip.model import report_target
@@ -54,7 +62,7 @@ def cmd_pretrain_lm(args: argparse.Namespace) -> None:
     losses: list[float] = []
     pretrain_report_lm(texts, args.out, config, on_epoch=lambda e, l: (losses.append(l), print(f"epoch {e}: loss {l:.3f}", flush=True)))
     result = {"texts": len(texts), "config": config.__dict__, "epoch_losses": losses, "seconds": round(time.time() - start, 1),
-              "out": str(args.out), "machine": "2-core CPU shared with 7 other jobs"}
+              "out": str(args.out), "machine": machine_with_load()}
     print(json.dumps(result, indent=2))
     from crrg.io import atomic_write_json
 
@@ -157,7 +165,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(variant, json.dumps({k: v for k, v in _flat(metrics).items()}, indent=None), flush=True)
     out = {"model": str(args.model), "manifest": str(args.manifest), "split": args.split, "studies": len(records),
            "classifier": args.classifier, "beams": args.beams, "threads": args.threads,
-           "machine": "2-core CPU shared with 7 other jobs", "results": results, "samples": samples,
+           "machine": machine_with_load(), "results": results, "samples": samples,
            "references": {k: refs[k] for k in list(refs)[:3]}}
     for extra in args.attach or []:  # e.g. the parameter counts per stage, so one file holds the whole measurement
         key, _, path = extra.partition("=")
