@@ -81,7 +81,7 @@ def test_bundled_minilm_text_encoder_loads_offline_and_separates_sentences():
     assert float(emb[0] @ emb[1]) > float(emb[0] @ emb[2]) + 0.2  # pretrained semantics, not random weights
 
 
-@pytest.mark.parametrize("name", ["resnet18", "vit_small"])
+@pytest.mark.parametrize("name", ["resnet18", "vit_small", "mobilenet_v3_large"])
 def test_image_encoders_take_one_channel(name):
     from crrg.clip.image_encoders import build_image_encoder
 
@@ -110,3 +110,12 @@ def test_preprocess_resizes_any_image_to_model_size():
     model = create_model(TINY_CLIP)
     batch = model.preprocess([np.random.rand(100, 80).astype(np.float32), np.zeros((30, 30), np.float32)])
     assert batch.shape == (2, 1, 64, 64)
+
+
+def test_mobilenet_clip_from_the_registry_embeds_a_256_px_image():
+    from crrg.models.registry import create_model
+
+    model = create_model("clip-mobilenet-minilm").eval()
+    assert model.image_size == 256 and model.image_encoder.feature_dim == 960
+    emb = model.embed_images([np.random.default_rng(0).random((300, 280)).astype(np.float32)])
+    assert emb.shape == (1, 256) and torch.allclose(emb.norm(dim=-1), torch.ones(1))
