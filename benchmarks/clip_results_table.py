@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     columns = [("zero-shot", zeroshot)] + [(f"zero-shot, {k}", v) for k, v in references.items()]
     columns += [("linear probe", probe)] if probe else []
     lines = [f"# {args.name}", "", f"Run: `{args.run}`; {run.get('global_step')} steps, {run.get('epoch')} epochs, "
-             f"{run.get('wall_seconds', 0) / 60:.1f} min wall (last session). Test split: {zeroshot.get('n_images')} images.", "",
+             f"{run.get('wall_seconds', 0) / 60:.1f} min wall. Test split: {zeroshot.get('n_images')} images.", "",
              "| finding | " + " | ".join(f"{name} AUC" for name, _ in columns) + " | positives |",
              "|---" * (len(columns) + 2) + "|"]
     for label in zeroshot["auc"]:

@@ -1,6 +1,6 @@
 """Ship a trained rrg model as crrg's bundled default (src/crrg/models/pretrained/crrg-default).
 
-    .venv/bin/python scripts/export_default_model.py /work/runs/rrg_synth5k/language/model [--version 0.1.0]
+    .venv/bin/python scripts/export_default_model.py /work/runs/rrg5k/joint/model [--version 0.2.0] [--joint filter]
 
 Stores the weights as float16 (the folder must stay <= 30 MB), stamps the version into config.json,
 and checks that the float16 copy writes the same report as the float32 model on an example study,
@@ -34,12 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", type=Path, help="saved rrg model folder (e.g. RUN/language/model)")
     parser.add_argument("--version", default="0.1.0")
     parser.add_argument("--name", default=DEFAULT_MODEL)
+    parser.add_argument("--joint", choices=("off", "condition", "rerank", "filter"), default=None,
+                        help="the joint mode the bundled model uses by default (measured best on val/test)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)
 
     model = load_pretrained(args.model)
     model.crrg_config["version"] = args.version
+    if args.joint:
+        model.crrg_config["joint"] = model.joint_mode = args.joint
     out = bundled_models_dir() / args.name
     save_pretrained(model, out, dtype=torch.float16)  # overwrites; the hand-written MODEL_CARD.md stays
     if not (out / "MODEL_CARD.md").is_file():
