@@ -9,9 +9,8 @@ stage, the prior-knowledge ablation with every crrg.evaluation metric, and laten
     # 4. ablation + metrics + latency on the test split
     python benchmarks/bench_blip.py evaluate --model RUN/model --manifest M.jsonl [--classifier CLS_RUN/model]
 
-synth5k run (benchmarks/results/blip_synth5k.md): pretrain-lm --manifest synth5k --vocab 2000 --layers 2
---width 128 --heads 4 --name blip_lm_pretrain_synth5k; configs/blip/synth5k_stage{1,2}.yaml; evaluate --limit 150
---name blip_synth5k --attach params=benchmarks/results/blip_params_synth5k.json.
+synth5k run: the commands are listed in benchmarks/results/blip_synth5k.md (full test split, all four
+prompt variants, predicted findings from the CLIP linear probe).
 
 Results are printed as tables and written to benchmarks/results/blip_*.json / .md.
 """

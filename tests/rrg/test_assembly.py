@@ -53,3 +53,25 @@ def test_model_written_impression_is_tidied_and_used():
     parts = [RegionSentence("cardiac silhouette", "the heart is enlarged", abnormal=True)]
     out = assemble_report(parts, impression="cardiomegaly. small left effusion")
     assert out.impression == "Cardiomegaly. Small left effusion."
+
+
+def test_restatements_of_a_finding_are_dropped_but_other_sides_and_new_negations_kept():
+    parts = [RegionSentence("right lung", "Moderate right pneumothorax.", abnormal=True),
+             RegionSentence("right apical zone", "Small right apical pneumothorax is present.", abnormal=True),
+             RegionSentence("left lung", "Small left pneumothorax."),
+             RegionSentence("mediastinum", "No pleural effusion or pneumothorax."),
+             RegionSentence("cardiac silhouette", "No pleural effusions."),
+             RegionSentence("spine", "The mediastinal contours are normal.")]
+    kept = [s.text for s in assemble_report(parts, restatements=True).sentences]
+    assert kept == ["Moderate right pneumothorax.", "Small left pneumothorax.",  # anatomical order: spine first
+                    "The mediastinal contours are normal.", "No pleural effusion or pneumothorax."]
+    # off by default: older models' reports stay as they were
+    assert len(assemble_report(parts).sentences) == 6
+
+
+def test_a_region_text_with_two_sentences_is_checked_sentence_by_sentence():
+    parts = [RegionSentence("right lung", "interstitial edema. small bilateral pleural effusions."),
+             RegionSentence("left lung", "Interstitial edema.")]
+    out = assemble_report(parts)
+    assert out.findings == "Interstitial edema. Small bilateral pleural effusions."
+    assert [s.region for s in out.sentences] == ["right lung", "right lung"]

@@ -77,6 +77,21 @@ def tidy_sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?")) else text + "."
 
 
+def one_per_sentence(sentences: list[RegionSentence]) -> list[RegionSentence]:
+    """Split a region's text that holds several sentences, so a repeat of any one of them is caught
+    ("Interstitial edema. Small effusions." from one region, "Interstitial edema." from another)."""
+    from crrg.text import split_sentences
+
+    out = []
+    for s in sentences:
+        parts = split_sentences(s.text) if s.text.strip() else []
+        if len(parts) <= 1:
+            out.append(s)
+            continue
+        out.extend(RegionSentence(s.region, part, s.image, s.box, s.abnormal) for part in parts)
+    return out
+
+
 def anatomical_order(sentences: list[RegionSentence]) -> list[RegionSentence]:
     rank = {name: i for i, name in enumerate(ANATOMICAL_REGIONS)}
     return sorted(sentences, key=lambda s: rank.get(s.region, len(rank)))
@@ -116,11 +131,49 @@ def remove_repeats(sentences: list[RegionSentence], embedder: SentenceEmbedder |
     return [kept[i] for i in out]
 
 
+_SIDES = re.compile(r"\b(right|left|bilateral|bibasilar|both)\b")
+
+
+def stated_findings(text: str) -> set[tuple[str, int, frozenset]]:
+    """What a sentence states, as (CheXpert observation, 1 / 0 / -1, sides): a positive or uncertain
+    mention keeps its side ("right" / "left" / "bilateral"), a negation does not need one."""
+    from crrg.labeler import label_report
+
+    sides = frozenset(_SIDES.findall(text.lower()))
+    return {(name, value, sides if value != 0 else frozenset())
+            for name, value in label_report(text).items() if value is not None and name != "No Finding"}
+
+
+def remove_restatements(sentences: list[RegionSentence]) -> list[RegionSentence]:
+    """Drop a sentence whose every statement an earlier kept sentence already made (input in report order).
+
+    Neighbouring regions describe one finding in different words ("Moderate right pneumothorax." from
+    the right lung, "Small right apical pneumothorax is present." from the apical zone) that sentence
+    embeddings do not call near-equal; the labeler does: both state (Pneumothorax, positive, right).
+    Sentences that state no CheXpert observation are left to :func:`remove_repeats`.
+    """
+    kept: list[RegionSentence] = []
+    stated: dict[tuple, int] = {}  # statement -> index of the kept sentence that made it
+    for s in sentences:
+        claims = stated_findings(s.text)
+        if claims and all(c in stated for c in claims):
+            kept[stated[next(iter(claims))]].abnormal |= s.abnormal
+            continue
+        for c in claims:
+            stated.setdefault(c, len(kept))
+        kept.append(s)
+    return kept
+
+
 def assemble_report(sentences: list[RegionSentence], embedder: SentenceEmbedder | None = None,
-                    threshold: float = 0.9, impression: str | None = None) -> AssembledReport:
-    """Order by anatomy, drop repeats, write FINDINGS. IMPRESSION: ``impression`` when the model wrote
-    one from its abnormal regions, else the abnormal regions' sentences, else the normal statement."""
-    kept = remove_repeats(anatomical_order(sentences), embedder, threshold)
+                    threshold: float = 0.9, impression: str | None = None,
+                    restatements: bool = False) -> AssembledReport:
+    """Order by anatomy, drop repeats (and, with ``restatements``, sentences that only restate earlier
+    findings), write FINDINGS. IMPRESSION: ``impression`` when the model wrote one from its abnormal
+    regions, else the abnormal regions' sentences, else the normal statement."""
+    kept = remove_repeats(anatomical_order(one_per_sentence(sentences)), embedder, threshold)
+    if restatements:
+        kept = remove_restatements(kept)
     for s in kept:
         s.text = tidy_sentence(s.text)
     findings = " ".join(s.text for s in kept)

@@ -7,8 +7,8 @@ The lateral image is accepted but not used by this model (the region ground trut
 
 Config keys (``src/crrg/models/configs/rrg-*.json``): ``detector`` (:class:`DetectorConfig`),
 ``feature_width``, ``language`` (:class:`LanguageConfig`), ``heads`` (hidden sizes), ``thresholds``
-(selection / abnormal / per-finding), ``assembly`` (``dedup_threshold``, ``embedder``), ``joint`` (the
-default joint mode of :meth:`RRGModel.generate_report`: ``off``, ``condition``, ``rerank`` or ``filter``).
+(selection / abnormal / per-finding), ``assembly`` (``dedup_threshold``, ``embedder``,
+``drop_restatements``), ``joint`` (the default joint mode of :meth:`RRGModel.generate_report`: ``off``, ``condition``, ``rerank`` or ``filter``).
 """
 
 from __future__ import annotations
@@ -102,6 +102,8 @@ class RRGModel(nn.Module):
         self.thresholds = Thresholds(t.get("selection", 0.5), t.get("abnormal", 0.5), t.get("findings"))
         assembly = config.get("assembly", {})
         self.dedup_threshold = float(assembly.get("dedup_threshold", 0.9))
+        # Also drop sentences that only restate findings an earlier sentence stated (crrg.rrg.assembly).
+        self.drop_restatements = bool(assembly.get("drop_restatements", False))
         self.use_embedder = bool(assembly.get("embedder", True))
         # Findings sentences no region owns (bones, edema): written from all regions at once.
         self.global_sentences = bool(config.get("global_sentences", True))
@@ -228,7 +230,7 @@ class RRGModel(nn.Module):
         if mode == "filter":
             pieces, impression = self._consistent_with_findings(pieces, impression, finding_probs)
         assembled = assemble_report(pieces, self.embedder if len(pieces) > 1 else None, self.dedup_threshold,
-                                    impression=impression)
+                                    impression=impression, restatements=self.drop_restatements)
         timings["assemble_ms"] = (time.perf_counter() - t0) * 1000
         probabilities = {name: round(float(p), 4) for name, p in zip(CHEXPERT_14, finding_probs)}
         report = GeneratedReport(

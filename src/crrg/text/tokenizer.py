@@ -109,7 +109,8 @@ def save_tokenizer(tokenizer, out_dir: str | os.PathLike, config: TokenizerConfi
 
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    config = config or getattr(tokenizer, "crrg_config", None) or TokenizerConfig()
+    # A tokenizer loaded without its crrg config (e.g. straight from a model folder) still records its real size.
+    config = config or getattr(tokenizer, "crrg_config", None) or TokenizerConfig(vocab_size=len(tokenizer))
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         tokenizer.save_pretrained(str(tmp))
