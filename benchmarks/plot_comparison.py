@@ -1,7 +1,7 @@
 """One figure comparing report generators and baselines on the same test split (for the README).
 
     python benchmarks/plot_comparison.py --out docs/images/model_comparison.png \\
-        --entry "region-guided (rrg)=benchmarks/results/rrg_synth5k.json:rrg_joint_off" \\
+        --entry "crrg-default 0.2.0 (joint=filter)=benchmarks/results/rrg_synth5k.json:rrg_joint_filter" \\
         --entry "most frequent report=benchmarks/results/rrg_synth5k.json:baseline_most_frequent" ...
 
 Each entry is ``LABEL=RESULT_JSON:KEY.PATH`` where the dotted key path leads to a dict of
@@ -53,7 +53,8 @@ def main() -> None:
     ax.set_ylabel("score")
     ax.set_title(args.title)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncols=min(len(entries), 3), loc="upper right")
+    ax.set_ylim(0, 1.0)  # room above the bars for the legend
+    ax.legend(fontsize=8, ncols=min(len(entries), 4), loc="upper left")
     fig.tight_layout()
     atomic_save_file(args.out, lambda tmp: fig.savefig(tmp))
     print(f"wrote {args.out}")

@@ -117,5 +117,7 @@ def test_mobilenet_clip_from_the_registry_embeds_a_256_px_image():
 
     model = create_model("clip-mobilenet-minilm").eval()
     assert model.image_size == 256 and model.image_encoder.feature_dim == 960
+    # from scratch, BatchNorm statistics must keep up with a short run (torchvision's default is 0.01)
+    assert {m.momentum for m in model.image_encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
     emb = model.embed_images([np.random.default_rng(0).random((300, 280)).astype(np.float32)])
     assert emb.shape == (1, 256) and torch.allclose(emb.norm(dim=-1), torch.ones(1))

@@ -2,7 +2,8 @@
 
 Stages, each started from the previous stage's exported model (``model.init``):
 
-``detector``     Faster R-CNN on the region boxes of the frontal images.
+``detector``     Faster R-CNN on the region boxes of the frontal images; with ``loss.detector_heads``
+                 the region heads also train through it, on its features at the true boxes.
 ``classifiers``  detector frozen; region features -> selection, abnormality and CheXpert-14 heads.
 ``pretrain``     GPT-2 as a plain language model on report text (IU X-Ray reports + the training
                  split's reports and region sentences); trains the tokenizer when the model has none.
