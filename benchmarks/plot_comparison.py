@@ -53,7 +53,8 @@ def main() -> None:
     ax.set_ylabel("score")
     ax.set_title(args.title)
     ax.grid(axis="y", alpha=0.3)
-    ax.set_ylim(0, 1.0)  # room above the bars for the legend
+    top = max(float(m.get(k, 0.0)) for _, m in entries for k in METRICS)
+    ax.set_ylim(0, max(1.0, top) * 1.2)  # room above the bars for the legend
     ax.legend(fontsize=8, ncols=min(len(entries), 4), loc="upper left")
     fig.tight_layout()
     atomic_save_file(args.out, lambda tmp: fig.savefig(tmp))
