@@ -29,13 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 SHARED = Path(os.environ.get("CRRG_SHARED_DATA", REPO.parent / "shared" / "data"))
 log = logging.getLogger("bench_blip")
+sys.path.insert(0, str(REPO / "benchmarks"))
+from common import machine  # noqa: E402
 
 
 def machine_with_load() -> str:
     """The machine, and how busy it was when the measurement ended (other jobs slow timings down)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from common import machine
-
     return f"{machine()}; load average {os.getloadavg()[0]:.1f}"
 
 

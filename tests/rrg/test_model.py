@@ -71,9 +71,8 @@ def test_joint_modes_run_and_rerank_uses_labeler():
         assert len(report.sentences) >= 1
 
 
-def test_abnormal_regions_make_the_model_write_the_impression(monkeypatch):
-    model = untrained_model()
-    model.thresholds.abnormal = 0.0  # every region abnormal
+def _spy_on_impression_query(model, monkeypatch) -> list:
+    """Record the abnormal-region mask of every call that asks the decoder for an IMPRESSION."""
     seen = []
     original = model.impression_query.forward
 
@@ -82,6 +81,13 @@ def test_abnormal_regions_make_the_model_write_the_impression(monkeypatch):
         return original(features, abnormal)
 
     monkeypatch.setattr(model.impression_query, "forward", spy)
+    return seen
+
+
+def test_abnormal_regions_make_the_model_write_the_impression(monkeypatch):
+    model = untrained_model()
+    model.thresholds.abnormal = 0.0  # every region abnormal
+    seen = _spy_on_impression_query(model, monkeypatch)
     report = model.generate_report(_study())
     assert seen and bool(seen[0].all())
     assert report.impression != "No acute cardiopulmonary abnormality."
@@ -91,14 +97,7 @@ def test_a_positive_finding_asks_for_an_impression_from_the_likeliest_abnormal_r
     model = untrained_model()
     model.thresholds.abnormal = 1.1  # no region passes its own threshold
     model.thresholds.findings = {name: (0.0 if name == "Pleural Effusion" else 1.1) for name in CHEXPERT_14}
-    seen = []
-    original = model.impression_query.forward
-
-    def spy(features, abnormal):
-        seen.append(abnormal.clone())
-        return original(features, abnormal)
-
-    monkeypatch.setattr(model.impression_query, "forward", spy)
+    seen = _spy_on_impression_query(model, monkeypatch)
     model.generate_report(_study())
     assert len(seen) == 1 and int(seen[0].sum()) >= 1
     # "No Finding" alone is no reason for an impression

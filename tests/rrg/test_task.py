@@ -182,3 +182,18 @@ def test_detector_stage_with_heads_trains_the_heads_through_the_detector(tiny_ma
     loss.backward()
     assert with_heads.model.abnormality.mlp[0].weight.grad.abs().sum() > 0
     assert with_heads.model.detector.frcnn.roi_heads.box_head.fc6.weight.grad.abs().sum() > 0
+
+
+def test_detector_stage_head_losses_use_the_loss_weights(tiny_manifest, tiny_config):
+    from crrg.records import read_manifest
+    from crrg.rrg.task import DetectorDataset, RRGModule, collate_detector
+
+    config = {"model": {"config": tiny_config}, "data": {"manifest": str(tiny_manifest)}, "stage": "detector",
+              "loss": {"detector_heads": 2.0, "selection": 0.0, "abnormal": 1.0, "findings": 0.5}}
+    module = RRGModule(config)
+    logged = {}
+    module.log = lambda name, value, **k: logged.__setitem__(name, float(value))  # outside a Trainer
+    records = read_manifest(tiny_manifest, split="train")[:2]
+    module._step(collate_detector([DetectorDataset(records, 64)[i] for i in range(2)]), "train")
+    assert logged["train_heads_selection"] == 0.0 and logged["train_heads_abnormal"] > 0
+    assert logged["train_heads_findings"] > 0

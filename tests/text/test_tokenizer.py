@@ -33,6 +33,17 @@ def test_train_save_load_roundtrip(tmp_path):
     assert batch["input_ids"][0][-1] == loaded.pad_token_id
 
 
+def test_a_tokenizer_without_its_config_is_saved_with_its_real_size(tmp_path):
+    from transformers import PreTrainedTokenizerFast
+
+    tok = train_tokenizer(CORPUS, TokenizerConfig(vocab_size=400, min_frequency=2))
+    out = save_tokenizer(tok, tmp_path / "tok")
+    bare = PreTrainedTokenizerFast.from_pretrained(str(out))  # loaded as a model folder does: no crrg_config
+    assert not hasattr(bare, "crrg_config")
+    again = save_tokenizer(bare, tmp_path / "again")
+    assert load_tokenizer(again).crrg_config.vocab_size == len(bare) != TokenizerConfig().vocab_size
+
+
 def test_corpus_from_manifest_and_report_jsonl(tmp_path):
     path = tmp_path / "m.jsonl"
     lines = [{"crrg_manifest": 1}, {"id": "1", "findings": "Heart normal.", "impression": "No acute disease."}, {"id": "2", "report": "Small effusion."}]

@@ -262,8 +262,7 @@ def collate_detector(batch):
 def scatter_regions(features: list[torch.Tensor], targets: list[dict[str, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image features in target order -> (B, 29, F) in region order, and a (B, 29) mask of the
     regions that had a box (a region without one gets zeros and is left out of the region losses)."""
-    width = features[0].shape[-1] if features else 0
-    out = features[0].new_zeros(len(features), len(ANATOMICAL_REGIONS), width)
+    out = features[0].new_zeros(len(features), len(ANATOMICAL_REGIONS), features[0].shape[-1])
     present = torch.zeros(len(features), len(ANATOMICAL_REGIONS))
     for i, (f, t) in enumerate(zip(features, targets)):
         out[i, t["labels"] - 1] = f
@@ -541,23 +540,27 @@ class RRGModule(L.LightningModule):
             "finding_probs": torch.sigmoid(logits["findings"]),
         }
 
+    def _weighted_head_losses(self, parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The three head losses, each times its ``loss.*`` weight (one rule for every stage that trains heads)."""
+        return {"selection": self.w_sel * parts["selection"], "abnormal": self.w_abn * parts["abnormal"],
+                "findings": self.w_find * parts["findings"]}
+
     def _step(self, batch, prefix: str) -> torch.Tensor:
         stage, m = self.stage_name, self.model
         if stage == "detector":
             images, targets, regions = batch
-            with torch.set_grad_enabled(prefix == "train"):
+            train = prefix == "train"
+            with torch.set_grad_enabled(train):
                 # torchvision only returns losses in train mode; validation then restores eval mode
-                train = prefix == "train"
                 if self.w_det_heads > 0:
                     losses, feats = m.detector.losses_and_target_features(images, targets, update_statistics=train)
                     roi, present = scatter_regions(feats, targets)
                     regions = {**regions, "known": regions["known"] * present.to(regions["known"])}
-                    parts = self._head_losses(regions, m.region_features(roi))
-                    for k in ("selection", "abnormal", "findings"):
-                        losses[f"heads_{k}"] = self.w_det_heads * parts[k]
+                    weighted = self._weighted_head_losses(self._head_losses(regions, m.region_features(roi)))
+                    losses.update({f"heads_{k}": self.w_det_heads * v for k, v in weighted.items()})
                 else:
                     losses = m.detector.losses(images, targets, update_statistics=train)
-            if prefix == "val":
+            if not train:
                 m.detector.frcnn.eval()
             loss = sum(losses.values())
             for k, v in losses.items():
@@ -571,14 +574,14 @@ class RRGModule(L.LightningModule):
             feats = m.region_features(batch["features"])
             parts = self._head_losses(batch, feats)
             if stage == "classifiers":
-                loss = self.w_sel * parts["selection"] + self.w_abn * parts["abnormal"] + self.w_find * parts["findings"]
+                loss = sum(self._weighted_head_losses(parts).values())
             else:
                 lm = self._lm_batch(batch, feats, parts["finding_probs"].detach())
                 lm = lm if lm is not None else feats.sum() * 0
                 self.log(f"{prefix}_lm_loss", lm, batch_size=len(feats))
                 loss = self.w_lm * lm
                 if stage == "joint":
-                    loss = loss + self.w_sel * parts["selection"] + self.w_abn * parts["abnormal"] + self.w_find * parts["findings"]
+                    loss = loss + sum(self._weighted_head_losses(parts).values())
             for k in ("selection", "abnormal", "findings"):
                 self.log(f"{prefix}_{k}_loss", parts[k], batch_size=len(feats))
         size = len(batch[0]) if stage == "detector" else (len(batch) if stage == "pretrain" else len(batch["features"]))
