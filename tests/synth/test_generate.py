@@ -9,6 +9,7 @@ import pytest
 
 from crrg.observations import ANATOMICAL_REGIONS, CHEXPERT_14
 from crrg.records import read_manifest
+from crrg.text import split_sentences
 
 SPACING = 2.5  # as in conftest.py: a coarse phantom keeps these tests fast
 
@@ -61,6 +62,9 @@ def test_manifest_has_complete_records(made):
             assert abnormal and all(g.sentences for g in abnormal)
             for g in abnormal:  # region sentences are sentences of the report
                 assert all(s in r.findings for s in g.sentences)
+        else:  # every sentence of a normal report belongs to a region, so a region-guided writer can learn it
+            attached = {s for g in r.regions for s in g.sentences}
+            assert set(split_sentences(r.findings)) <= attached
 
 
 def test_same_seed_gives_identical_bytes(made, tmp_path):

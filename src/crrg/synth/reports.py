@@ -129,6 +129,14 @@ NEG = {
 }
 COMBINED_NEG = ["no pleural effusion or pneumothorax.", "no pneumothorax or pleural effusion.", "there is no pleural effusion or pneumothorax.",
                 "no effusion or pneumothorax is seen."]
+# The regions a negative statement is about, so that every sentence of a report belongs to a region
+# and a region-guided generator can learn to write it (edema is read at the hila, a pneumothorax at
+# the apices, bones at the spine and clavicles).
+LUNGS = ("right lung", "left lung")
+HILA = ("right hilar structures", "left hilar structures")
+ANGLES = ("right costophrenic angle", "left costophrenic angle")
+APICES = ("right apical zone", "left apical zone")
+BONY = ("spine", "right clavicle", "left clavicle")
 CLEAR = ["the lungs are clear.", "lungs are clear bilaterally.", "the lungs are well expanded and clear.", "clear lungs."]
 BONES = ["no acute osseous abnormality.", "the osseous structures are unremarkable.", "visualized osseous structures are intact.",
          "no acute bony abnormality."]
@@ -387,23 +395,23 @@ def write_report(findings: list[Finding], rng: np.random.Generator, bank: Senten
     lung_kinds = kinds & {"consolidation", "edema", "atelectasis", "nodule", "mass"}
     if not lung_kinds:
         if rng.random() < 0.6:
-            negatives.append(Sentence(_pick(rng, CLEAR), {}, ("right lung", "left lung"), abnormal=False))
+            negatives.append(Sentence(_pick(rng, CLEAR), {}, LUNGS, abnormal=False))
         else:
-            negatives.append(Sentence(_pick(rng, NEG["Consolidation"]), {"Consolidation": 0}, ("right lung", "left lung"), abnormal=False))
+            negatives.append(Sentence(_pick(rng, NEG["Consolidation"]), {"Consolidation": 0}, LUNGS, abnormal=False))
     elif "consolidation" not in kinds and rng.random() < 0.5:
-        negatives.append(Sentence(_pick(rng, NEG["Consolidation"]), {"Consolidation": 0}, (), abnormal=False))
+        negatives.append(Sentence(_pick(rng, NEG["Consolidation"]), {"Consolidation": 0}, LUNGS, abnormal=False))
     if "edema" not in kinds and ("cardiomegaly" in kinds or rng.random() < 0.2):
-        negatives.append(Sentence(_pick(rng, NEG["Edema"]), {"Edema": 0}, (), abnormal=False))
+        negatives.append(Sentence(_pick(rng, NEG["Edema"]), {"Edema": 0}, HILA, abnormal=False))
     pleural = kinds & {"effusion", "pneumothorax"}
     if not pleural:
         negatives.append(Sentence(_pick(rng, COMBINED_NEG), {"Pleural Effusion": 0, "Pneumothorax": 0},
-                                  ("right costophrenic angle", "left costophrenic angle"), abnormal=False))
+                                  ANGLES, abnormal=False))
     elif "effusion" not in kinds:
-        negatives.append(Sentence(_pick(rng, NEG["Pleural Effusion"]), {"Pleural Effusion": 0}, (), abnormal=False))
+        negatives.append(Sentence(_pick(rng, NEG["Pleural Effusion"]), {"Pleural Effusion": 0}, ANGLES, abnormal=False))
     elif "pneumothorax" not in kinds:
-        negatives.append(Sentence(_pick(rng, NEG["Pneumothorax"]), {"Pneumothorax": 0}, (), abnormal=False))
+        negatives.append(Sentence(_pick(rng, NEG["Pneumothorax"]), {"Pneumothorax": 0}, APICES, abnormal=False))
     if "fracture" not in kinds and rng.random() < 0.5:
-        negatives.append(Sentence(_pick(rng, BONES), {}, (), abnormal=False))
+        negatives.append(Sentence(_pick(rng, BONES), {}, BONY, abnormal=False))
     if bank is not None:
         for s in sentences + negatives:
             if rng.random() < 0.5:
