@@ -29,12 +29,11 @@ REPORT_KEYS = ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "meteor", "rouge_l", "cid
 
 
 def cmd_train(args) -> None:
-    import yaml
-
     from crrg.records import read_manifest
     from crrg.rrg.task import STAGES, stage_config, train_stages
+    from crrg.training.config import load_config
 
-    config = yaml.safe_load(Path(args.config).read_text())
+    config = load_config(args.config, args.overrides)
     config.setdefault("data", {})["manifest"] = str(args.data)
     n_train = len(read_manifest(args.data, split=config["data"].get("train_split", "train")))
     stages = tuple(args.stages.split(",")) if args.stages else STAGES
@@ -103,6 +102,8 @@ def cmd_eval(args) -> None:
 
     torch.set_num_threads(args.threads)
     model = load_pretrained(args.model)
+    if args.classifier:
+        joint_mod.attach_classifier(model, joint_mod.load_finding_source(args.classifier))
     train = read_manifest(args.data, split="train")
     test = [r for r in read_manifest(args.data, split=args.split) if r.images]
     if args.limit:
@@ -128,8 +129,7 @@ def cmd_eval(args) -> None:
             if mode == modes[0]:
                 latencies.append(time.perf_counter() - t0)
             preds[mode][record.id] = out.report
-            consistency[mode].append(joint_mod.consistency(out.report, out.probabilities,
-                                                           model.thresholds.findings)["agreement"])
+            consistency[mode].append(joint_mod.consistency(out.report, out.labels)["agreement"])  # labels: 0/1
         index = frontal_index(record)
         predicted = {r.name: r for r in out.regions}
         det = model.detector.detect([torch.as_tensor(images[index]).unsqueeze(0).expand(3, -1, -1).contiguous()])[0]
@@ -144,8 +144,8 @@ def cmd_eval(args) -> None:
         if (k + 1) % 10 == 0:
             log.info("evaluated %d/%d studies", k + 1, len(test))
 
-    results: dict = {"model": args.model, "data": str(args.data), "split": args.split, "n": len(test),
-                     "beams": args.beams}
+    results: dict = {"model": args.model, "classifier": args.classifier, "data": str(args.data), "split": args.split,
+                     "n": len(test), "beams": args.beams}
     with NlgScorer(meteor=True) as scorer:
         for mode in modes:
             results[f"rrg_joint_{mode}"] = evaluate_reports(preds[mode], refs, scorer=scorer)
@@ -190,11 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--out", required=True)
     t.add_argument("--stages", default=None, help="comma-separated subset, in order (default: all)")
     t.add_argument("--name", default="rrg_synth_small")
+    t.add_argument("--set", dest="overrides", action="append", default=[], help="dotted.key=value, as crrg train --set")
     e = sub.add_parser("eval")
     e.add_argument("--model", required=True)
     e.add_argument("--data", required=True)
     e.add_argument("--split", default="test")
     e.add_argument("--clip", default=None)
+    e.add_argument("--classifier", default=None, help="saved classifier in charge of the labels it knows (joint design)")
     e.add_argument("--baselines", default=None, help="results JSON of baselines.py for the same split")
     e.add_argument("--limit", type=int, default=None)
     e.add_argument("--beams", type=int, default=1)

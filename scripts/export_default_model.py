@@ -1,6 +1,6 @@
 """Ship a trained rrg model as crrg's bundled default (src/crrg/models/pretrained/crrg-default).
 
-    .venv/bin/python scripts/export_default_model.py /work/runs/rrg5k/joint/model [--version 0.2.0] [--joint filter]
+    .venv/bin/python scripts/export_default_model.py /work/runs/rrg5k/joint/model [--version 0.2.0] [--joint filter] [--classifier CLF]
 
 Stores the weights as float16 (the folder must stay <= 30 MB), stamps the version into config.json,
 and checks that the float16 copy writes the same report as the float32 model on an example study,
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from crrg.image import load_image
     from crrg.models.registry import DEFAULT_MODEL, bundled_models_dir, load_pretrained, save_pretrained
     from crrg.reporting import StudyInput
+    from crrg.rrg.model import CLASSIFIER_DIR
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="saved rrg model folder (e.g. RUN/language/model)")
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=DEFAULT_MODEL)
     parser.add_argument("--joint", choices=("off", "condition", "rerank", "filter"), default=None,
                         help="the joint mode the bundled model uses by default (measured best on val/test)")
+    parser.add_argument("--classifier", type=Path, default=None,
+                        help="saved image classifier to ship inside the model (joint design: it decides the findings it knows)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)
@@ -44,8 +47,18 @@ def main(argv: list[str] | None = None) -> int:
     model.crrg_config["version"] = args.version
     if args.joint:
         model.crrg_config["joint"] = model.joint_mode = args.joint
+    if args.classifier:
+        from crrg.rrg import joint
+
+        joint.attach_classifier(model, joint.load_finding_source(str(args.classifier)))
     out = bundled_models_dir() / args.name
     save_pretrained(model, out, dtype=torch.float16)  # overwrites; the hand-written MODEL_CARD.md stays
+    if args.classifier:  # on_saved stored it in float32; ship it halved too
+        save_pretrained(model.finding_source.classifier, out / CLASSIFIER_DIR, dtype=torch.float16)
+    elif (out / CLASSIFIER_DIR).exists():
+        import shutil
+
+        shutil.rmtree(out / CLASSIFIER_DIR)  # a classifier of an earlier export would be attached on load
     if not (out / "MODEL_CARD.md").is_file():
         log.warning("%s has no MODEL_CARD.md yet: write one before shipping", out)
 

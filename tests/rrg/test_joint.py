@@ -51,3 +51,45 @@ def test_external_classifier_replaces_the_finding_head():
                        views=["LATERAL", "PA"])  # the adapter must read the frontal image
     report = model.generate_report(study)
     assert all(abs(p - 0.75) < 1e-4 for p in report.probabilities.values())
+
+
+class _TwoLabelClassifier:
+    labels = ["Pleural Effusion", "Edema"]
+    thresholds = {"Pleural Effusion": 0.2, "Edema": 0.9}
+
+    def probabilities(self, images):
+        return np.array([[0.3, 0.6]])
+
+
+def test_external_classifier_decides_only_its_labels_at_its_own_thresholds():
+    import torch
+
+    source = joint.ImageClassifierFindings(_TwoLabelClassifier())
+    study = StudyInput(images=[np.zeros((32, 32), np.float32)], views=["PA"])
+    own = torch.full((len(CHEXPERT_14),), 0.05)
+    probs, thresholds = joint.merge_external(source, study, own, {"Edema": 0.4, "Lung Opacity": 0.01})
+    j = {name: i for i, name in enumerate(CHEXPERT_14)}
+    assert abs(float(probs[j["Pleural Effusion"]]) - 0.3) < 1e-6 and abs(float(probs[j["Edema"]]) - 0.6) < 1e-6
+    assert abs(float(probs[j["Lung Opacity"]]) - 0.05) < 1e-6  # not the classifier's: the rrg head keeps it
+    decisions = joint.finding_decisions(probs, thresholds)
+    assert decisions["Pleural Effusion"] is True  # 0.3 >= the classifier's 0.2, though < the default 0.5
+    assert decisions["Edema"] is False  # 0.6 < the classifier's 0.9 (the rrg head's 0.4 no longer applies)
+    assert decisions["Lung Opacity"] is True  # the rrg head's own threshold
+
+
+def test_an_attached_classifier_is_saved_inside_the_model_and_used_after_loading(tmp_path):
+    from crrg.models import create_model, load_pretrained, save_pretrained
+    from tests.rrg.conftest import untrained_model
+
+    model = untrained_model()
+    clf = create_model("classifier-resnet18", labels=["Pleural Effusion", "Cardiomegaly"], image_encoder={"image_size": 32})
+    clf.thresholds = {"Pleural Effusion": 0.123, "Cardiomegaly": 0.5}
+    joint.attach_classifier(model, joint.ImageClassifierFindings(clf.eval()))
+    study = StudyInput(images=[np.random.default_rng(0).random((48, 48), dtype=np.float32)], views=["PA"])
+    before = model.generate_report(study)
+    save_pretrained(model, tmp_path / "rrg")
+    assert (tmp_path / "rrg" / "classifier" / "model.safetensors").is_file()
+    again = load_pretrained(tmp_path / "rrg")
+    assert again.finding_source is not None and again.finding_source.thresholds["Pleural Effusion"] == 0.123
+    after = again.generate_report(study)
+    assert after.probabilities == before.probabilities and after.report == before.report

@@ -83,9 +83,9 @@ def test_the_config_sets_the_default_joint_mode(monkeypatch):
     calls = []
     original = model._consistent_with_findings
 
-    def spy(pieces, impression, probs):
+    def spy(pieces, impression, probs, thresholds=None):
         calls.append(len(pieces))
-        return original(pieces, impression, probs)
+        return original(pieces, impression, probs, thresholds)
 
     monkeypatch.setattr(model, "_consistent_with_findings", spy)
     model.generate_report(_study())

@@ -48,6 +48,11 @@ class ImageClassifierFindings:
     def __init__(self, classifier: Any):
         self.classifier = classifier
 
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The classifier's own decision thresholds (chosen on its val split), not the rrg head's."""
+        return dict(getattr(self.classifier, "thresholds", None) or {})
+
     def predict_proba(self, study: StudyInput) -> dict[str, float]:
         from crrg.observations import FRONTAL_VIEWS
 
@@ -70,9 +75,21 @@ def load_finding_source(path: str) -> FindingSource:
     raise InputError(f"model {path} ({type(model).__name__}) gives no finding probabilities")
 
 
-def external_probabilities(source: Any, study: StudyInput) -> list[float]:
-    probs = source.predict_proba(study)
-    return [float(probs.get(name, 0.0)) for name in CHEXPERT_14]
+def merge_external(source: Any, study: StudyInput, own_probs: torch.Tensor,
+                   own_thresholds: dict[str, float] | None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Finding probabilities and thresholds with an external classifier in charge of the labels it
+    gives, each decided at the classifier's own threshold (``source.thresholds``, 0.5 when it has
+    none); the rrg finding head keeps the labels the classifier does not know (a CLIP classifier
+    trained on ten findings says nothing about Lung Opacity, which must not read as "absent")."""
+    given = source.predict_proba(study)
+    theirs = dict(getattr(source, "thresholds", None) or {})
+    probs = own_probs.clone().float()
+    thresholds = {name: float((own_thresholds or {}).get(name, 0.5)) for name in CHEXPERT_14}
+    for j, name in enumerate(CHEXPERT_14):
+        if name in given:
+            probs[j] = float(given[name])
+            thresholds[name] = float(theirs.get(name, 0.5))
+    return probs, thresholds
 
 
 def _label(text: str) -> dict[str, int | None]:

@@ -36,6 +36,7 @@ from crrg.rrg.language import (LanguageConfig, RegionLanguageModel, decode, load
 
 log = logging.getLogger(__name__)
 THRESHOLDS_FILE = "thresholds.json"
+CLASSIFIER_DIR = "classifier"  # an attached finding classifier (crrg.rrg.joint), saved inside the model
 # Findings that do not make a study abnormal (they do not call for an IMPRESSION of their own).
 NOT_ABNORMAL = ("No Finding", "Support Devices")
 JOINT_MODES = ("off", "condition", "rerank", "filter")
@@ -135,11 +136,22 @@ class RRGModel(nn.Module):
         atomic_write_json(Path(folder) / THRESHOLDS_FILE, {"selection": self.thresholds.selection,
                                                            "abnormal": self.thresholds.abnormal,
                                                            "findings": self.thresholds.findings})
+        # An attached image classifier (joint design) travels with the model, so that loading the
+        # folder gives the same reports.
+        attached = getattr(self.finding_source, "classifier", None)
+        if attached is not None and getattr(attached, "crrg_config", None) is not None:
+            from crrg.models.registry import save_pretrained
+
+            save_pretrained(attached, Path(folder) / CLASSIFIER_DIR)
 
     def on_loaded(self, folder: Path) -> None:
         folder = Path(folder)
         if (folder / "tokenizer").is_dir():
             self.tokenizer = load_tokenizer(folder)
+        if (folder / CLASSIFIER_DIR / "config.json").is_file():
+            from crrg.rrg import joint
+
+            joint.attach_classifier(self, joint.load_finding_source(str(folder / CLASSIFIER_DIR)))
         if (folder / THRESHOLDS_FILE).is_file():
             t = json.loads((folder / THRESHOLDS_FILE).read_text())
             self.thresholds = Thresholds(t.get("selection", 0.5), t.get("abnormal", 0.5), t.get("findings"))
@@ -174,9 +186,11 @@ class RRGModel(nn.Module):
         mode = options.get("joint") or self.joint_mode
         if mode not in JOINT_MODES:
             raise InputError(f"unknown joint mode {mode!r}; one of {', '.join(JOINT_MODES)}")
-        finding_probs = probs["findings"]
+        finding_probs, finding_thresholds = probs["findings"], dict(self.thresholds.findings or {})
         if self.finding_source is not None:
-            finding_probs = torch.as_tensor(joint.external_probabilities(self.finding_source, study), dtype=torch.float32)
+            finding_probs, finding_thresholds = joint.merge_external(self.finding_source, study, finding_probs,
+                                                                     finding_thresholds)
+        thresholds = Thresholds(self.thresholds.selection, self.thresholds.abnormal, finding_thresholds)
         selected = (probs["selection"] >= self.thresholds.selection) | (probs["abnormal"] >= self.thresholds.abnormal)
         regions = [i for i in range(NUM_REGIONS) if bool(selected[i])]
 
@@ -194,7 +208,7 @@ class RRGModel(nn.Module):
         # The study-level finding head sees all regions at once and is often surer than any one
         # region's abnormality score: a positive finding also asks for an IMPRESSION, written from
         # the region most likely abnormal when no region passed its own threshold.
-        finding_positive = any(float(finding_probs[j]) >= self.thresholds.finding(name)
+        finding_positive = any(float(finding_probs[j]) >= thresholds.finding(name)
                                for j, name in enumerate(CHEXPERT_14) if name not in NOT_ABNORMAL)
         if bool(abnormal.any()) or finding_positive:
             mask = abnormal if bool(abnormal.any()) else probs["abnormal"] >= probs["abnormal"].max()
@@ -212,7 +226,7 @@ class RRGModel(nn.Module):
             decoded = decode(self.tokenizer, ids)
             per_region = [decoded[k * candidates:(k + 1) * candidates] for k in range(len(regions))]
             if mode == "rerank":
-                texts = [joint.rerank(c, finding_probs, float(probs["abnormal"][r]), self.thresholds)
+                texts = [joint.rerank(c, finding_probs, float(probs["abnormal"][r]), thresholds)
                          for c, r in zip(per_region, regions)]
             else:
                 texts = [c[0] for c in per_region]
@@ -228,7 +242,7 @@ class RRGModel(nn.Module):
 
             pieces += [RegionSentence(GLOBAL_REGION, t, index) for t in split_sentences(global_text)]
         if mode == "filter":
-            pieces, impression = self._consistent_with_findings(pieces, impression, finding_probs)
+            pieces, impression = self._consistent_with_findings(pieces, impression, finding_probs, thresholds)
         assembled = assemble_report(pieces, self.embedder if len(pieces) > 1 else None, self.dedup_threshold,
                                     impression=impression, restatements=self.drop_restatements)
         timings["assemble_ms"] = (time.perf_counter() - t0) * 1000
@@ -241,7 +255,7 @@ class RRGModel(nn.Module):
             regions=[RegionOut(name, index, [round(v, 1) for v in boxes[i]], round(float(probs["abnormal"][i]), 4),
                                bool(selected[i])) for i, name in enumerate(ANATOMICAL_REGIONS)],
             probabilities=probabilities,
-            labels={name: int(probabilities[name] >= self.thresholds.finding(name)) for name in CHEXPERT_14},
+            labels={name: int(probabilities[name] >= thresholds.finding(name)) for name in CHEXPERT_14},
             model="rrg",
         )
         timings["total_ms"] = (time.perf_counter() - start) * 1000
@@ -250,7 +264,8 @@ class RRGModel(nn.Module):
 
 
     def _consistent_with_findings(self, pieces: list[RegionSentence], impression: str | None,
-                                  finding_probs: torch.Tensor) -> tuple[list[RegionSentence], str | None]:
+                                  finding_probs: torch.Tensor,
+                                  thresholds: Thresholds | None = None) -> tuple[list[RegionSentence], str | None]:
         """The "filter" joint mode: drop FINDINGS and IMPRESSION sentences that contradict the finding
         head's decisions, then make the IMPRESSION agree with what is left: the kept impression
         sentences, else the kept findings that state an abnormality, else the normal statement."""
@@ -259,7 +274,7 @@ class RRGModel(nn.Module):
         from crrg.rrg.assembly import NORMAL_IMPRESSION
         from crrg.text import split_sentences
 
-        decisions = joint.finding_decisions(finding_probs, self.thresholds.findings)
+        decisions = joint.finding_decisions(finding_probs, (thresholds or self.thresholds).findings)
         keep = joint.consistent_sentences([p.text for p in pieces], decisions)
         pieces = [p for p, k in zip(pieces, keep) if k]
         if impression is not None and impression.strip():
