@@ -1,5 +1,3 @@
-import json
-
 import pytest
 
 from crrg.rrg.assembly import (NORMAL_IMPRESSION, RegionSentence, SentenceEmbedder, assemble_report,
@@ -77,36 +75,3 @@ def test_a_region_text_with_two_sentences_is_checked_sentence_by_sentence():
     out = assemble_report(parts)
     assert out.findings == "Interstitial edema. Small bilateral pleural effusions."
     assert [s.region for s in out.sentences] == ["right lung", "right lung"]
-
-
-def test_learned_order_follows_the_training_reports_not_the_regions():
-    from crrg.rrg.assembly import SentenceOrder
-
-    train = ["Pacemaker in place. Right lower lobe consolidation. No pleural effusion. The heart is normal in size."] * 3 + \
-            ["Left chest wall pacemaker. The lungs are clear. No pneumothorax. The heart is normal in size."] * 3
-    order = SentenceOrder.fit(train)
-    assert order.position("the heart is normal in size") == 1.0
-    # an unseen wording is placed by what it states (a negated effusion sits where "No pleural effusion." sat)
-    assert order.position("There is no pleural effusion.") == order.by_topic[SentenceOrder.topic("No pleural effusion.")]
-    parts = [RegionSentence("right lung", "Right lower lobe consolidation."),
-             RegionSentence("right costophrenic angle", "There is no pleural effusion."),
-             RegionSentence("cardiac silhouette", "The heart is normal in size."),
-             RegionSentence("right atrium", "Pacemaker in place.")]
-    anatomical = [s.text for s in assemble_report(parts).sentences]
-    assert anatomical[-1] == "Pacemaker in place."
-    learned = [s.text for s in assemble_report(parts, order=order).sentences]
-    assert learned == ["Pacemaker in place.", "Right lower lobe consolidation.", "There is no pleural effusion.",
-                       "The heart is normal in size."]
-    again = SentenceOrder.from_dict(json.loads(json.dumps(order.to_dict())))
-    assert [s.text for s in assemble_report(parts, order=again).sentences] == learned
-
-
-def test_learned_order_keeps_unknown_sentences_beside_their_anatomical_neighbours():
-    from crrg.rrg.assembly import SentenceOrder
-
-    order = SentenceOrder({"the heart is normal in size": 1.0, "pacemaker in place": 0.0})
-    parts = [RegionSentence("right lung", "Something never seen before."),
-             RegionSentence("cardiac silhouette", "The heart is normal in size."),
-             RegionSentence("right atrium", "Pacemaker in place.")]
-    assert [s.text for s in assemble_report(parts, order=order).sentences] == [
-        "Something never seen before.", "Pacemaker in place.", "The heart is normal in size."]

@@ -97,73 +97,6 @@ def anatomical_order(sentences: list[RegionSentence]) -> list[RegionSentence]:
     return sorted(sentences, key=lambda s: rank.get(s.region, len(rank)))
 
 
-class SentenceOrder:
-    """Where a kind of sentence sits in a dictated report, learned from training FINDINGS.
-
-    Regions give an anatomical order, but reports are ordered by topic: lines and tubes first, then
-    lungs, pleura, heart and bones, and a region can yield a sentence of any topic (the lung writes
-    both "No pneumothorax." and "Right lower lobe consolidation."). A sentence's place is the mean
-    relative position (0 = first, 1 = last) of the same normalised sentence in the training reports,
-    else of sentences stating the same observations (CheXpert label and polarity, from the labeler),
-    else it keeps the anatomical place of its region.
-    """
-
-    def __init__(self, by_text: dict[str, float] | None = None, by_topic: dict[str, float] | None = None):
-        self.by_text = dict(by_text or {})
-        self.by_topic = dict(by_topic or {})
-
-    @staticmethod
-    def topic(text: str) -> str:
-        return "|".join(sorted(f"{name}:{value}" for name, value, _ in stated_findings(text)))
-
-    @classmethod
-    def fit(cls, reports, min_count: int = 3, max_texts: int = 5000) -> "SentenceOrder":
-        """``reports``: FINDINGS texts. Sentences seen fewer than ``min_count`` times are not kept
-        by text (they still count for their topic); at most ``max_texts`` texts, the most frequent."""
-        from collections import defaultdict
-
-        from crrg.text import split_sentences
-
-        text_pos: dict[str, list[float]] = defaultdict(list)
-        for report in reports:
-            parts = split_sentences(report or "")
-            for i, part in enumerate(parts):
-                text_pos[normalise_sentence(part)].append(i / (len(parts) - 1) if len(parts) > 1 else 0.5)
-        topic_pos: dict[str, list[float]] = defaultdict(list)
-        for text, positions in text_pos.items():
-            key = cls.topic(text)
-            if key:
-                topic_pos[key].extend(positions)
-        frequent = sorted((t for t, v in text_pos.items() if t and len(v) >= min_count), key=lambda t: -len(text_pos[t]))
-        mean = lambda v: round(sum(v) / len(v), 4)  # noqa: E731
-        return cls({t: mean(text_pos[t]) for t in frequent[:max_texts]},
-                   {k: mean(v) for k, v in topic_pos.items() if len(v) >= min_count})
-
-    def position(self, text: str) -> float | None:
-        key = normalise_sentence(text)
-        if key in self.by_text:
-            return self.by_text[key]
-        return self.by_topic.get(self.topic(text))
-
-    def sort(self, sentences: list[RegionSentence]) -> list[RegionSentence]:
-        """Stable sort by learned position; a sentence with none takes the place of the sentence
-        before it in anatomical order (so unknown sentences stay beside their region's neighbours)."""
-        ordered = anatomical_order(sentences)
-        keys, last = [], 0.0
-        for s in ordered:
-            pos = self.position(s.text)
-            last = last if pos is None else pos
-            keys.append(last)
-        return [s for _, _, s in sorted(zip(keys, range(len(ordered)), ordered), key=lambda t: (t[0], t[1]))]
-
-    def to_dict(self) -> dict:
-        return {"by_text": self.by_text, "by_topic": self.by_topic}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SentenceOrder":
-        return cls(data.get("by_text"), data.get("by_topic"))
-
-
 def remove_repeats(sentences: list[RegionSentence], embedder: SentenceEmbedder | None,
                    threshold: float = 0.9) -> list[RegionSentence]:
     """Keep the first of each group of equal or near-equal sentences (input already in report order).
@@ -234,15 +167,13 @@ def remove_restatements(sentences: list[RegionSentence]) -> list[RegionSentence]
 
 def assemble_report(sentences: list[RegionSentence], embedder: SentenceEmbedder | None = None,
                     threshold: float = 0.9, impression: str | None = None,
-                    restatements: bool = False, order: SentenceOrder | None = None) -> AssembledReport:
+                    restatements: bool = False) -> AssembledReport:
     """Order by anatomy, drop repeats (and, with ``restatements``, sentences that only restate earlier
-    findings), reorder by the learned ``order`` when given, write FINDINGS. IMPRESSION: ``impression`` when the model wrote one from its abnormal
+    findings), write FINDINGS. IMPRESSION: ``impression`` when the model wrote one from its abnormal
     regions, else the abnormal regions' sentences, else the normal statement."""
     kept = remove_repeats(anatomical_order(one_per_sentence(sentences)), embedder, threshold)
     if restatements:
         kept = remove_restatements(kept)
-    if order is not None:
-        kept = order.sort(kept)
     for s in kept:
         s.text = tidy_sentence(s.text)
     findings = " ".join(s.text for s in kept)
