@@ -44,6 +44,25 @@ def test_text_augment_keeps_sentences_from_the_report():
     assert out and set(out.split(" ")) <= {"One.", "Two.", "Three.", "Four."}
 
 
+def test_single_sentence_texts_keep_the_set_of_texts_small():
+    text = "One. Two. Three. Four."
+    aug = TextAugment(shuffle=False, drop_probability=0.0, single_sentence_probability=0.5)
+    rng = random.Random(0)
+    outs = [aug(text, rng) for _ in range(400)]
+    assert set(outs) == {text, "One.", "Two.", "Three.", "Four."}  # whole report or one sentence, nothing else
+    assert 120 < outs.count(text) < 280
+
+
+def test_text_augment_config_accepts_its_fields_only():
+    from crrg.clip.task import _text_augment
+    from crrg.errors import ConfigError
+
+    assert _text_augment(False) is None and _text_augment(True) == TextAugment()
+    assert _text_augment({"single_sentence_probability": 0.3, "shuffle": False}).single_sentence_probability == 0.3
+    with pytest.raises(ConfigError, match="sentence_probabilty"):
+        _text_augment({"sentence_probabilty": 0.3})
+
+
 def test_label_targets_policies():
     r = _record(labels={"Cardiomegaly": 1, "Edema": -1, "Atelectasis": 0})
     names = ["Cardiomegaly", "Edema", "Atelectasis", "Fracture"]

@@ -59,6 +59,16 @@ def load_split(config: dict, split_key: str, default: str) -> list[StudyRecord]:
     return read_manifest(manifest, split=split) if split else []
 
 
+def _text_augment(setting) -> TextAugment | None:
+    """``data.text_augment``: true (the defaults), false, or the :class:`TextAugment` fields."""
+    if isinstance(setting, dict):
+        from crrg.errors import reject_unknown_keys
+
+        reject_unknown_keys(TextAugment, setting, "data.text_augment option(s)")
+        return TextAugment(**setting)
+    return TextAugment() if setting else None
+
+
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / max(warmup, 1)
@@ -192,7 +202,7 @@ class ClipDataModule(L.LightningDataModule):
         section = data.get("section") or self.model_section
         seed = int(_section(self.config, "trainer").get("seed", 0))
         image_aug = ImageAugment() if data.get("image_augment", True) else None
-        text_aug = TextAugment() if data.get("text_augment", True) else None
+        text_aug = _text_augment(data.get("text_augment", True))
         train = load_split(self.config, "train_split", "train")
         if not train:
             raise InputError(f"the manifest has no studies in split {data.get('train_split', 'train')!r}")
