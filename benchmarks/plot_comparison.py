@@ -1,7 +1,7 @@
 """One figure comparing report generators and baselines on the same test split (for the README).
 
     python benchmarks/plot_comparison.py --out docs/images/model_comparison.png \\
-        --entry "crrg-default 0.2.0 (joint=filter)=benchmarks/results/rrg_synth5k.json:rrg_joint_filter" \\
+        --entry "crrg-default 0.3.0 (joint=filter)=benchmarks/results/rrg_synth5k.json:rrg_joint_filter" \\
         --entry "most frequent report=benchmarks/results/rrg_synth5k.json:baseline_most_frequent" ...
 
 Each entry is ``LABEL=RESULT_JSON:KEY.PATH`` where the dotted key path leads to a dict of
