@@ -9,6 +9,8 @@ Config keys (``src/crrg/models/configs/rrg-*.json``): ``detector`` (:class:`Dete
 ``feature_width``, ``language`` (:class:`LanguageConfig`), ``heads`` (hidden sizes), ``thresholds``
 (selection / abnormal / per-finding), ``assembly`` (``dedup_threshold``, ``embedder``,
 ``drop_restatements``), ``joint`` (the default joint mode of :meth:`RRGModel.generate_report`: ``off``, ``condition``, ``rerank`` or ``filter``).
+A finding classifier attached for the joint design (:func:`crrg.rrg.joint.attach_classifier`) is saved
+in the model folder's ``classifier/`` and attached again on load.
 """
 
 from __future__ import annotations
