@@ -29,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     from crrg.image import load_image
     from crrg.models.registry import DEFAULT_MODEL, bundled_models_dir, load_pretrained, save_pretrained
     from crrg.reporting import StudyInput
-    from crrg.rrg.model import CLASSIFIER_DIR
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="saved rrg model folder (e.g. RUN/language/model)")
@@ -56,13 +55,8 @@ def main(argv: list[str] | None = None) -> int:
 
         joint.attach_classifier(model, joint.load_finding_source(str(args.classifier)))
     out = bundled_models_dir() / args.name
-    save_pretrained(model, out, dtype=torch.float16)  # overwrites; the hand-written MODEL_CARD.md stays
-    if args.classifier:  # on_saved stored it in float32; ship it halved too
-        save_pretrained(model.finding_source.classifier, out / CLASSIFIER_DIR, dtype=torch.float16)
-    elif (out / CLASSIFIER_DIR).exists():
-        import shutil
-
-        shutil.rmtree(out / CLASSIFIER_DIR)  # a classifier of an earlier export would be attached on load
+    # overwrites (an attached classifier is saved inside, also in float16); the hand-written MODEL_CARD.md stays
+    save_pretrained(model, out, dtype=torch.float16)
     if not (out / "MODEL_CARD.md").is_file():
         log.warning("%s has no MODEL_CARD.md yet: write one before shipping", out)
 

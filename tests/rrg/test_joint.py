@@ -93,3 +93,22 @@ def test_an_attached_classifier_is_saved_inside_the_model_and_used_after_loading
     assert again.finding_source is not None and again.finding_source.thresholds["Pleural Effusion"] == 0.123
     after = again.generate_report(study)
     assert after.probabilities == before.probabilities and after.report == before.report
+
+
+
+def test_the_attached_classifier_is_saved_in_the_model_dtype_and_a_stale_one_is_removed(tmp_path):
+    import torch
+    from safetensors import safe_open
+
+    from crrg.models import create_model, load_pretrained, save_pretrained
+    from tests.rrg.conftest import untrained_model
+
+    model = untrained_model()
+    clf = create_model("classifier-resnet18", labels=["Pleural Effusion"], image_encoder={"image_size": 32})
+    joint.attach_classifier(model, joint.ImageClassifierFindings(clf.eval()))
+    save_pretrained(model, tmp_path / "rrg", dtype=torch.float16)
+    with safe_open(str(tmp_path / "rrg" / "classifier" / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()} == {torch.float16}
+    save_pretrained(untrained_model(), tmp_path / "rrg")  # same folder, no classifier attached now
+    assert not (tmp_path / "rrg" / "classifier").exists()
+    assert load_pretrained(tmp_path / "rrg").finding_source is None

@@ -211,7 +211,7 @@ class ClinicalBlip(nn.Module):
             config["vision"] = {"type": "clip", "tower": tower}
         return config
 
-    def on_saved(self, folder: Path) -> None:
+    def on_saved(self, folder: Path, dtype=None) -> None:
         """Make the saved folder self-contained: inline LM config, tokenizer, and each LoRA adapter."""
         atomic_write_json(folder / CONFIG_FILE, self.portable_config())
         if self.tokenizer is not None:

@@ -62,7 +62,7 @@ class ImageClassifier(nn.Module):
         """Start from a trained CLIP model's image tower (shapes must agree)."""
         self.image_encoder.load_state_dict(clip_model.image_encoder.state_dict())
 
-    def on_saved(self, folder: Path) -> None:
+    def on_saved(self, folder: Path, dtype=None) -> None:
         atomic_write_json(Path(folder) / THRESHOLDS_FILE, self.thresholds)
 
     def on_loaded(self, folder: Path) -> None:

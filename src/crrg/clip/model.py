@@ -128,7 +128,7 @@ class CLIPModel(nn.Module):
         return generate_report(self, study, **options)
 
     # --- extra files ---
-    def on_saved(self, folder: Path) -> None:
+    def on_saved(self, folder: Path, dtype=None) -> None:
         """Make the folder self-contained: tokenizer, a text-encoder config that needs no checkpoint, extras."""
         folder = Path(folder)
         self.text_encoder.save_tokenizer(folder)

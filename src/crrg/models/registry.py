@@ -190,5 +190,5 @@ def save_pretrained(model, out_dir: str | os.PathLike, config: dict | None = Non
     atomic_save_file(out / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     atomic_write_json(out / CONFIG_FILE, config)
     if hasattr(model, "on_saved"):
-        model.on_saved(out)
+        model.on_saved(out, dtype=dtype)  # extra files; a model saved inside this one gets the same dtype
     return out

@@ -132,19 +132,24 @@ class RRGModel(nn.Module):
         return self._embedder
 
     # ----- save / load of what is not a tensor -----
-    def on_saved(self, folder: Path) -> None:
+    def on_saved(self, folder: Path, dtype=None) -> None:
         if self.tokenizer is not None:
             save_tokenizer(self.tokenizer, Path(folder))
         atomic_write_json(Path(folder) / THRESHOLDS_FILE, {"selection": self.thresholds.selection,
                                                            "abnormal": self.thresholds.abnormal,
                                                            "findings": self.thresholds.findings})
-        # An attached image classifier (joint design) travels with the model, so that loading the
-        # folder gives the same reports.
+        # An attached image classifier (joint design) travels with the model, in the model's dtype, so
+        # that loading the folder gives the same reports; without one, a classifier left in the folder
+        # by an earlier save must go, or loading would attach it.
         attached = getattr(self.finding_source, "classifier", None)
         if attached is not None and getattr(attached, "crrg_config", None) is not None:
             from crrg.models.registry import save_pretrained
 
-            save_pretrained(attached, Path(folder) / CLASSIFIER_DIR)
+            save_pretrained(attached, Path(folder) / CLASSIFIER_DIR, dtype=dtype)
+        elif (Path(folder) / CLASSIFIER_DIR).exists():
+            import shutil
+
+            shutil.rmtree(Path(folder) / CLASSIFIER_DIR)
 
     def on_loaded(self, folder: Path) -> None:
         folder = Path(folder)
