@@ -1,6 +1,9 @@
 """Ship a trained rrg model as crrg's bundled default (src/crrg/models/pretrained/crrg-default).
 
     .venv/bin/python scripts/export_default_model.py /work/runs/rrg5k/joint/model [--version 0.2.0] [--joint filter] [--drop-restatements] [--classifier CLF]
+        [--consensus 4] [--normal-impression-from TRAIN_MANIFEST.jsonl]
+
+The model folder may be the bundled one itself (to change only its settings).
 
 Stores the weights as float16 (the folder must stay <= 50 MB: 23 MB of generator, 22 MB of attached CLIP classifier), stamps the version into config.json,
 and checks that the float16 copy writes the same report as the float32 model on an example study,
@@ -40,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="assemble without sentences that only restate an earlier sentence's findings")
     parser.add_argument("--classifier", type=Path, default=None,
                         help="saved image classifier to ship inside the model (joint design: it decides the findings it knows)")
+    parser.add_argument("--consensus", type=int, default=None,
+                        help="write each sentence as the consensus of this many beam candidates (crrg.rrg.consensus; 0 = greedy)")
+    parser.add_argument("--normal-impression-from", type=Path, default=None,
+                        help="manifest whose train split gives the normal IMPRESSION (consensus of its normal impressions)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)
@@ -50,6 +57,16 @@ def main(argv: list[str] | None = None) -> int:
         model.crrg_config["joint"] = model.joint_mode = args.joint
     if args.drop_restatements:
         model.crrg_config.setdefault("assembly", {})["drop_restatements"] = model.drop_restatements = True
+    if args.consensus is not None:
+        model.crrg_config.setdefault("decoding", {})["consensus"] = model.consensus_candidates = args.consensus
+    if args.normal_impression_from:
+        from crrg.records import read_manifest
+        from crrg.rrg.task import normal_impression
+
+        learned = normal_impression(read_manifest(args.normal_impression_from, split="train"))
+        if learned:
+            model.crrg_config.setdefault("assembly", {})["normal_impression"] = model.normal_impression = learned
+            log.info("normal impression: %s", learned)
     if args.classifier:
         from crrg.rrg import joint
 

@@ -80,3 +80,23 @@ def test_nih_image_folder_reader(shared_data):
     items, labels = read_image_folder(shared_data / "nih1000_64px" / "valid")
     assert labels == ["abnormal"] and len(items) == 200
     assert sum(it.target[0] for it in items) == 100
+
+
+def test_rare_sentence_power_draws_the_sentences_that_tell_reports_apart():
+    corpus = ["No pneumothorax. Heart is normal."] * 50 + ["No pneumothorax. Small nodule in the right upper lobe."]
+    aug = TextAugment(shuffle=False, drop_probability=0.0, single_sentence_probability=1.0, rare_sentence_power=1.0)
+    aug.fit(corpus)
+    rng = random.Random(0)
+    outs = [aug(corpus[-1], rng) for _ in range(300)]
+    assert outs.count("Small nodule in the right upper lobe.") > 250  # weight 1 against 1/51
+    uniform = TextAugment(shuffle=False, drop_probability=0.0, single_sentence_probability=1.0)
+    outs = [uniform(corpus[-1], rng) for _ in range(300)]
+    assert 100 < outs.count("Small nodule in the right upper lobe.") < 200
+
+
+def test_dataset_fits_rare_sentence_counts_on_its_own_reports():
+    records = [StudyRecord(id=f"s{i}", images=[ImageRef("x.png", "PA")], findings="No effusion. Heart normal.")
+               for i in range(3)]
+    aug = TextAugment(shuffle=False, drop_probability=0.0, single_sentence_probability=1.0, rare_sentence_power=0.5)
+    ImageTextDataset(records, 32, section="findings", text_augment=aug)
+    assert aug.sentence_counts == {"No effusion.": 3, "Heart normal.": 3}

@@ -121,3 +121,17 @@ def test_mobilenet_clip_from_the_registry_embeds_a_256_px_image():
     assert {m.momentum for m in model.image_encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
     emb = model.embed_images([np.random.default_rng(0).random((300, 280)).astype(np.float32)])
     assert emb.shape == (1, 256) and torch.allclose(emb.norm(dim=-1), torch.ones(1))
+
+
+def test_clip_image_tower_can_start_from_another_saved_model(tmp_path):
+    from crrg.clip.task import ClipModule
+
+    donor = create_model(TINY_CLIP, image_encoder={"image_size": 32})
+    save_pretrained(donor, tmp_path / "donor")
+    module = ClipModule({"model": {"name": TINY_CLIP, "overrides": {"image_encoder": {"image_size": 32}},
+                                   "image_encoder_from": str(tmp_path / "donor")}})
+    for (k, a), b in zip(donor.image_encoder.state_dict().items(), module.model.image_encoder.state_dict().values()):
+        assert torch.equal(a.float(), b.float()), k
+    with pytest.raises(ConfigError, match="does not fit"):
+        ClipModule({"model": {"name": TINY_CLIP, "overrides": {"image_encoder": {"name": "resnet34", "image_size": 32}},
+                              "image_encoder_from": str(tmp_path / "donor")}})

@@ -75,3 +75,15 @@ def test_a_region_text_with_two_sentences_is_checked_sentence_by_sentence():
     out = assemble_report(parts)
     assert out.findings == "Interstitial edema. Small bilateral pleural effusions."
     assert [s.region for s in out.sentences] == ["right lung", "right lung"]
+
+
+def test_an_impression_that_only_negates_gives_way_to_the_abnormal_findings_or_the_normal_statement():
+    parts = [RegionSentence("right lung", "the lungs are clear")]
+    out = assemble_report(parts, impression="no focal consolidation.", normal_impression="No acute process.")
+    assert out.impression == "No acute process."
+    parts = [RegionSentence("left costophrenic angle", "small left pleural effusion", abnormal=True),
+             RegionSentence("right lung", "no focal consolidation", abnormal=True)]
+    out = assemble_report(parts, impression="no pneumothorax. no focal consolidation.")
+    assert out.impression == "Small left pleural effusion."
+    mixed = assemble_report(parts, impression="no pneumothorax. small left effusion.")
+    assert mixed.impression == "Small left effusion."

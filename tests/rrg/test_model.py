@@ -105,3 +105,49 @@ def test_a_positive_finding_asks_for_an_impression_from_the_likeliest_abnormal_r
     model.thresholds.findings = {name: (0.0 if name == "No Finding" else 1.1) for name in CHEXPERT_14}
     model.generate_report(_study())
     assert seen == []
+
+
+def test_consensus_decoding_writes_one_of_the_beam_candidates(monkeypatch):
+    import crrg.rrg.model as rrg_model
+
+    model = untrained_model()
+    chosen = []
+    original = rrg_model.consensus
+
+    def spy(candidates, weights=None):
+        out = original(candidates, weights)
+        chosen.append((list(candidates), out))
+        return out
+
+    monkeypatch.setattr(rrg_model, "consensus", spy)
+    report = model.generate_report(_study(), consensus=3)
+    assert chosen and all(len(c) == 3 and out in c for c, out in chosen)
+    assert report.sentences
+    chosen.clear()
+    model.consensus_candidates = 3  # the config's decoding.consensus
+    model.generate_report(_study())
+    assert chosen
+    chosen.clear()
+    model.generate_report(_study(), consensus=0)
+    assert not chosen
+
+
+def test_normal_impression_and_consensus_come_from_the_config_and_survive_saving(tmp_path):
+    config = dict(TINY_CONFIG, assembly={"normal_impression": "No active disease."}, decoding={"consensus": 2})
+    model = build_model(config)
+    assert model.normal_impression == "No active disease." and model.consensus_candidates == 2
+    save_pretrained(model, tmp_path / "m")
+    loaded = load_pretrained(tmp_path / "m")
+    assert loaded.normal_impression == "No active disease." and loaded.consensus_candidates == 2
+    assert build_model(dict(TINY_CONFIG)).normal_impression == "No acute cardiopulmonary abnormality."
+
+
+def test_normal_impression_is_the_consensus_of_the_training_impressions_that_state_no_finding():
+    from crrg.records import StudyRecord
+    from crrg.rrg.task import normal_impression
+
+    texts = ["No acute cardiopulmonary process."] * 3 + ["No acute intrathoracic process."] * 2 + \
+            ["Normal chest radiograph."] * 3 + ["Large left pleural effusion."] * 9
+    records = [StudyRecord(id=str(i), impression=t) for i, t in enumerate(texts)]
+    assert normal_impression(records) == "No acute cardiopulmonary process."
+    assert normal_impression([StudyRecord(id="x", impression="Cardiomegaly.")]) is None

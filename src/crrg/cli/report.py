@@ -141,6 +141,9 @@ def register(app: typer.Typer) -> None:
         view: Optional[list[str]] = typer.Option(None, "--view", help="View of each image (PA, AP, LATERAL, LL), in order."),
         beams: Optional[int] = typer.Option(None, "--beams", min=1, help="Beam-search width."),
         sample: bool = typer.Option(False, "--sample", help="Nucleus sampling instead of beam search."),
+        consensus: Optional[int] = typer.Option(None, "--consensus", min=0,
+                                                help="Region-guided models: write each sentence as the consensus of this many "
+                                                     "beam (or sampled) candidates; 0 = off (default: the model's setting)."),
         top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0, help="Sampling: nucleus mass."),
         temperature: Optional[float] = typer.Option(None, "--temperature", min=0.01, help="Sampling temperature."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (atomic for one study; JSONL written as it goes in batch mode)."),
@@ -160,7 +163,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
         if (top_p is not None or temperature is not None) and not sample:
             raise InputError("--top-p and --temperature only apply with --sample")
-        options: dict[str, Any] = {"num_beams": beams}
+        options: dict[str, Any] = {"num_beams": beams, "consensus": consensus}
         if sample:
             options.update(do_sample=True, top_p=top_p, temperature=temperature)
         options = {k: v for k, v in options.items() if v is not None}

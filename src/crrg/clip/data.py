@@ -84,18 +84,42 @@ class TextAugment:
     whole report's embedding; alone, it is the text, in the form of a zero-shot prompt. With a locked
     text tower and no shuffle or drop, the texts seen stay few (the reports and their sentences), so
     their features stay cached.
+
+    ``rare_sentence_power``: a sampled sentence is drawn with weight ``count ** -power``, where count is
+    how often that exact sentence occurs in the training reports (``fit``). At 0 every sentence of the
+    report is equally likely; above 0 the stock negatives every report repeats ("No pneumothorax.")
+    give way to the sentences that tell studies apart. It uses the report texts only, no labels.
     """
 
     shuffle: bool = True
     drop_probability: float = 0.2
     single_sentence_probability: float = 0.0
+    rare_sentence_power: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.sentence_counts: dict[str, int] = {}
+
+    def fit(self, texts: Sequence[str]) -> "TextAugment":
+        """Count the sentences of the training reports (for ``rare_sentence_power``)."""
+        counts: dict[str, int] = {}
+        for text in texts:
+            for sentence in split_sentences(text):
+                counts[sentence] = counts.get(sentence, 0) + 1
+        self.sentence_counts = counts
+        return self
+
+    def _pick_sentence(self, sentences: list[str], rng: random.Random) -> str:
+        if not self.rare_sentence_power:
+            return rng.choice(sentences)
+        weights = [max(self.sentence_counts.get(s, 1), 1) ** -self.rare_sentence_power for s in sentences]
+        return rng.choices(sentences, weights=weights)[0]
 
     def __call__(self, text: str, rng: random.Random) -> str:
         sentences = split_sentences(text)
         if len(sentences) <= 1:
             return text
         if self.single_sentence_probability and rng.random() < self.single_sentence_probability:
-            return rng.choice(sentences)
+            return self._pick_sentence(sentences, rng)
         if self.shuffle:
             rng.shuffle(sentences)
         kept = [s for s in sentences if rng.random() >= self.drop_probability]
@@ -151,6 +175,8 @@ class ImageTextDataset(Dataset):
         self.image_size = image_size
         self.image_augment = image_augment
         self.text_augment = text_augment
+        if text_augment is not None and text_augment.rare_sentence_power:
+            text_augment.fit([text for _, text, _ in self.pairs])
         self.seed = seed
         self.epoch = 0
 

@@ -108,6 +108,22 @@ def freeze_text_layers(model, n_layers: int) -> int:
     return sum(p.numel() for p in frozen)
 
 
+def copy_image_encoder(model, source: str) -> None:
+    """Start the image tower from another saved model's (``model.image_encoder_from``): a CLIP, or a
+    classifier trained on a CLIP tower, whose projection and text side are not wanted or not there."""
+    from crrg.models.registry import load_pretrained
+
+    donor = getattr(load_pretrained(source), "image_encoder", None)
+    if donor is None:
+        raise ConfigError(f"model.image_encoder_from: {source} has no image tower")
+    try:
+        model.image_encoder.load_state_dict({k: v.float() for k, v in donor.state_dict().items()})
+    except RuntimeError as exc:
+        raise ConfigError(f"model.image_encoder_from: the image tower of {source} does not fit this model "
+                          f"({str(exc).splitlines()[0]})") from None
+    log.info("image tower initialised from %s", source)
+
+
 class LockedTextFeatures:
     """Pooled output of a fully frozen text tower, computed once per distinct report text.
 
@@ -144,6 +160,8 @@ class ClipModule(L.LightningModule):
         self.config = config
         model_cfg = _section(config, "model")
         self.model = build_registry_model(model_cfg)
+        if model_cfg.get("image_encoder_from"):
+            copy_image_encoder(self.model, model_cfg["image_encoder_from"])
         n_frozen = int(model_cfg.get("freeze_text_layers", 0))
         frozen = freeze_text_layers(self.model, n_frozen)
         if frozen:

@@ -165,12 +165,22 @@ def remove_restatements(sentences: list[RegionSentence]) -> list[RegionSentence]
     return kept
 
 
+def only_negative(text: str) -> bool:
+    """True for a sentence whose every CheXpert statement is a negation ("No focal consolidation.")."""
+    claims = stated_findings(text)
+    return bool(claims) and all(value == 0 for _, value, _ in claims)
+
+
 def assemble_report(sentences: list[RegionSentence], embedder: SentenceEmbedder | None = None,
                     threshold: float = 0.9, impression: str | None = None,
-                    restatements: bool = False) -> AssembledReport:
+                    restatements: bool = False, normal_impression: str = NORMAL_IMPRESSION) -> AssembledReport:
     """Order by anatomy, drop repeats (and, with ``restatements``, sentences that only restate earlier
     findings), write FINDINGS. IMPRESSION: ``impression`` when the model wrote one from its abnormal
-    regions, else the abnormal regions' sentences, else the normal statement."""
+    regions, less its sentences that only negate (an impression sums up what is wrong; a decoder asked
+    for one on a false alarm writes "No focal consolidation."), else the abnormal regions' sentences,
+    else ``normal_impression``."""
+    from crrg.text import split_sentences
+
     kept = remove_repeats(anatomical_order(one_per_sentence(sentences)), embedder, threshold)
     if restatements:
         kept = remove_restatements(kept)
@@ -178,10 +188,9 @@ def assemble_report(sentences: list[RegionSentence], embedder: SentenceEmbedder 
         s.text = tidy_sentence(s.text)
     findings = " ".join(s.text for s in kept)
     if impression is not None and impression.strip():
-        from crrg.text import split_sentences
-
-        parts = [tidy_sentence(p) for p in split_sentences(impression)] or [tidy_sentence(impression)]
-        return AssembledReport(findings=findings, impression=" ".join(parts), sentences=kept)
-    abnormal = [s.text for s in kept if s.abnormal]
-    impression = " ".join(abnormal) if abnormal else NORMAL_IMPRESSION
+        parts = [tidy_sentence(p) for p in (split_sentences(impression) or [impression]) if not only_negative(p)]
+        if parts:
+            return AssembledReport(findings=findings, impression=" ".join(parts), sentences=kept)
+    abnormal = [s.text for s in kept if s.abnormal and not only_negative(s.text)]
+    impression = " ".join(abnormal) if abnormal else normal_impression
     return AssembledReport(findings=findings, impression=impression, sentences=kept)

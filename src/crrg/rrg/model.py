@@ -30,7 +30,8 @@ from crrg.io import atomic_write_json
 from crrg.models.registry import register_family
 from crrg.observations import ANATOMICAL_REGIONS, CHEXPERT_14, FRONTAL_VIEWS, LATERAL_VIEWS
 from crrg.reporting import GeneratedReport, RegionOut, SentenceOut, StudyInput
-from crrg.rrg.assembly import GLOBAL_REGION, RegionSentence, SentenceEmbedder, assemble_report
+from crrg.rrg.assembly import NORMAL_IMPRESSION, GLOBAL_REGION, RegionSentence, SentenceEmbedder, assemble_report
+from crrg.rrg.consensus import consensus
 from crrg.rrg.classifiers import RegionBinaryClassifier, StudyFindingClassifier
 from crrg.rrg.detector import NUM_REGIONS, DetectorConfig, Detections, RegionDetector, to_rgb_tensor
 from crrg.rrg.language import (LanguageConfig, RegionLanguageModel, decode, load_tokenizer, save_tokenizer,
@@ -108,6 +109,11 @@ class RRGModel(nn.Module):
         # Also drop sentences that only restate findings an earlier sentence stated (crrg.rrg.assembly).
         self.drop_restatements = bool(assembly.get("drop_restatements", False))
         self.use_embedder = bool(assembly.get("embedder", True))
+        # The IMPRESSION of a study with nothing abnormal (a bundled model's is the consensus of its
+        # training reports' normal impressions, crrg.rrg.consensus).
+        self.normal_impression = str(assembly.get("normal_impression") or NORMAL_IMPRESSION)
+        decoding = config.get("decoding", {})
+        self.consensus_candidates = int(decoding.get("consensus", 0))
         # Findings sentences no region owns (bones, edema): written from all regions at once.
         self.global_sentences = bool(config.get("global_sentences", True))
         self.joint_mode = str(config.get("joint", "condition"))
@@ -174,13 +180,15 @@ class RRGModel(nn.Module):
 
     def generate_report(self, study: StudyInput, **options: Any) -> GeneratedReport:
         """Options: num_beams, do_sample, top_p, temperature, max_new_tokens, joint ("off" | "condition" |
-        "rerank" | "filter"; default: the config's ``joint``), candidates (sentences per region for re-ranking)."""
+        "rerank" | "filter"; default: the config's ``joint``), candidates (sentences per region for re-ranking),
+        consensus (write each sentence as the consensus of this many beam or sampled candidates,
+        :mod:`crrg.rrg.consensus`; 0 or 1 = off; default: the config's ``decoding.consensus``)."""
         from crrg.rrg import joint
 
         if self.tokenizer is None:
             raise ConfigError("this rrg model has no tokenizer: it was never trained (run `crrg train rrg`)")
         unknown = set(options) - {"num_beams", "do_sample", "top_p", "temperature", "max_new_tokens", "joint",
-                                  "candidates", "beams", "sample"}
+                                  "candidates", "beams", "sample", "consensus"}
         if unknown:
             raise InputError(f"unknown option(s) for the rrg generator: {sorted(unknown)}")
         self.eval()
@@ -204,8 +212,12 @@ class RRGModel(nn.Module):
         t0 = time.perf_counter()
         num_beams = int(options.get("num_beams", options.get("beams", 1)) or 1)
         do_sample = bool(options.get("do_sample", options.get("sample", False)))
-        candidates = int(options.get("candidates", 1 if mode != "rerank" else max(num_beams, 3)))
-        if mode == "rerank" and not do_sample:
+        consensus_k = int(options.get("consensus", self.consensus_candidates) or 0)
+        if consensus_k > 1 and mode != "rerank":
+            candidates = consensus_k
+        else:
+            candidates = int(options.get("candidates", 1 if mode != "rerank" else max(num_beams, 3)))
+        if (mode == "rerank" or candidates > 1) and not do_sample:
             num_beams = max(num_beams, candidates)
         texts: list[str] = []
         abnormal = probs["abnormal"] >= self.thresholds.abnormal
@@ -235,6 +247,8 @@ class RRGModel(nn.Module):
             if mode == "rerank":
                 texts = [joint.rerank(c, finding_probs, float(probs["abnormal"][r]), thresholds)
                          for c, r in zip(per_region, regions)]
+            elif consensus_k > 1:
+                texts = [consensus(c) for c in per_region]
             else:
                 texts = [c[0] for c in per_region]
         timings["generate_ms"] = (time.perf_counter() - t0) * 1000
@@ -251,7 +265,8 @@ class RRGModel(nn.Module):
         if mode == "filter":
             pieces, impression = self._consistent_with_findings(pieces, impression, finding_probs, thresholds)
         assembled = assemble_report(pieces, self.embedder if len(pieces) > 1 else None, self.dedup_threshold,
-                                    impression=impression, restatements=self.drop_restatements)
+                                    impression=impression, restatements=self.drop_restatements,
+                                    normal_impression=self.normal_impression)
         timings["assemble_ms"] = (time.perf_counter() - t0) * 1000
         probabilities = {name: round(float(p), 4) for name, p in zip(CHEXPERT_14, finding_probs)}
         report = GeneratedReport(
@@ -278,7 +293,6 @@ class RRGModel(nn.Module):
         sentences, else the kept findings that state an abnormality, else the normal statement."""
         from crrg.labeler import label_report
         from crrg.rrg import joint
-        from crrg.rrg.assembly import NORMAL_IMPRESSION
         from crrg.text import split_sentences
 
         decisions = joint.finding_decisions(finding_probs, (thresholds or self.thresholds).findings)
@@ -291,7 +305,7 @@ class RRGModel(nn.Module):
                 return pieces, " ".join(parts)
         stating = [p.text for p in pieces
                    if any(v in (1, -1) for name, v in label_report(p.text).items() if name not in NOT_ABNORMAL)]
-        return pieces, " ".join(stating) if stating else NORMAL_IMPRESSION
+        return pieces, " ".join(stating) if stating else self.normal_impression
 
 
 @register_family("rrg")

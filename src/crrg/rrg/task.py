@@ -626,7 +626,31 @@ class RRGTask:
         model = module.model.cpu().eval()
         if module.stage_name in ("classifiers", "joint"):
             tune_thresholds(model, module.config)
+        learned = normal_impression(load_split(module.config, "train_split", "train") or [])
+        if learned:
+            model.normal_impression = learned
+            model.crrg_config.setdefault("assembly", {})["normal_impression"] = learned
         save_pretrained(model, out_dir)
+
+
+def normal_impression(records: list[StudyRecord]) -> str | None:
+    """The consensus (:func:`crrg.rrg.consensus.consensus`) of the training impressions that state no
+    finding: the wording of "nothing acute" this corpus uses most, in the form that shares the most
+    words with the others. None when the records have no such impression."""
+    from crrg.labeler import label_reports
+    from crrg.rrg.consensus import consensus
+
+    texts = [r.impression.strip() for r in records if r.impression.strip()]
+    labels = label_reports(texts)
+    normal = [t for t, lab in zip(texts, labels)
+              if not any(v in (1, -1) for name, v in lab.items() if name not in ("No Finding", "Support Devices"))]
+    if not normal:
+        return None
+    counts: dict[str, int] = {}
+    for t in normal:
+        counts[t] = counts.get(t, 0) + 1
+    top = sorted(counts, key=counts.get, reverse=True)[:50]  # the long tail cannot win and costs time
+    return consensus(top, [counts[t] for t in top])
 
 
 def best_f1_threshold(scores: torch.Tensor, targets: torch.Tensor, default: float = 0.5) -> float:
