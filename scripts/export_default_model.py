@@ -1,7 +1,7 @@
 """Ship a trained rrg model as crrg's bundled default (src/crrg/models/pretrained/crrg-default).
 
     .venv/bin/python scripts/export_default_model.py /work/runs/rrg5k/joint/model [--version 0.2.0] [--joint filter] [--drop-restatements] [--classifier CLF]
-        [--consensus 4] [--normal-impression-from TRAIN_MANIFEST.jsonl]
+        [--consensus 4] [--normal-impression-from MANIFEST.jsonl]
 
 The model folder may be the bundled one itself (to change only its settings).
 

@@ -54,6 +54,13 @@ class Thresholds:
     def finding(self, name: str) -> float:
         return (self.findings or {}).get(name, 0.5)
 
+    @classmethod
+    def from_dict(cls, t: dict) -> "Thresholds":
+        return cls(t.get("selection", 0.5), t.get("abnormal", 0.5), t.get("findings"))
+
+    def to_dict(self) -> dict:
+        return {"selection": self.selection, "abnormal": self.abnormal, "findings": self.findings}
+
 
 def choose_frontal(study: StudyInput) -> int:
     """Index of the image the regions are read from: the first frontal, else the first non-lateral."""
@@ -103,7 +110,7 @@ class RRGModel(nn.Module):
         self.impression_query = SummaryQuery(width)
         self.global_query = SummaryQuery(width)
         t = config.get("thresholds", {})
-        self.thresholds = Thresholds(t.get("selection", 0.5), t.get("abnormal", 0.5), t.get("findings"))
+        self.thresholds = Thresholds.from_dict(t)
         assembly = config.get("assembly", {})
         self.dedup_threshold = float(assembly.get("dedup_threshold", 0.9))
         # Also drop sentences that only restate findings an earlier sentence stated (crrg.rrg.assembly).
@@ -141,9 +148,7 @@ class RRGModel(nn.Module):
     def on_saved(self, folder: Path, dtype=None) -> None:
         if self.tokenizer is not None:
             save_tokenizer(self.tokenizer, Path(folder))
-        atomic_write_json(Path(folder) / THRESHOLDS_FILE, {"selection": self.thresholds.selection,
-                                                           "abnormal": self.thresholds.abnormal,
-                                                           "findings": self.thresholds.findings})
+        atomic_write_json(Path(folder) / THRESHOLDS_FILE, self.thresholds.to_dict())
         # An attached image classifier (joint design) travels with the model, in the model's dtype, so
         # that loading the folder gives the same reports; without one, a classifier left in the folder
         # by an earlier save must go, or loading would attach it.
@@ -167,7 +172,7 @@ class RRGModel(nn.Module):
             joint.attach_classifier(self, joint.load_finding_source(str(folder / CLASSIFIER_DIR)))
         if (folder / THRESHOLDS_FILE).is_file():
             t = json.loads((folder / THRESHOLDS_FILE).read_text())
-            self.thresholds = Thresholds(t.get("selection", 0.5), t.get("abnormal", 0.5), t.get("findings"))
+            self.thresholds = Thresholds.from_dict(t)
 
     # ----- inference -----
     @torch.no_grad()
@@ -224,33 +229,38 @@ class RRGModel(nn.Module):
         gen_kwargs = dict(num_beams=num_beams, do_sample=do_sample, top_p=float(options.get("top_p", 0.9)),
                           temperature=float(options.get("temperature", 1.0)), max_new_tokens=options.get("max_new_tokens"))
         impression = None
+
+        def candidates_of(inputs: torch.Tensor, cond: torch.Tensor | None) -> list[list[str]]:
+            ids = self.language.generate(inputs, cond, num_return_sequences=candidates, **gen_kwargs)
+            decoded = decode(self.tokenizer, ids)
+            return [decoded[k * candidates:(k + 1) * candidates] for k in range(inputs.shape[0])]
+
+        def chosen(texts_: list[str]) -> str:
+            return consensus(texts_) if consensus_k > 1 else texts_[0]
+
         # The study-level finding head sees all regions at once and is often surer than any one
         # region's abnormality score: a positive finding also asks for an IMPRESSION, written from
         # the region most likely abnormal when no region passed its own threshold.
         finding_positive = any(float(finding_probs[j]) >= thresholds.finding(name)
                                for j, name in enumerate(CHEXPERT_14) if name not in NOT_ABNORMAL)
+        study_cond = finding_probs.unsqueeze(0) if mode != "off" else None
         if bool(abnormal.any()) or finding_positive:
             mask = abnormal if bool(abnormal.any()) else probs["abnormal"] >= probs["abnormal"].max()
             query = self.impression_query(feats.unsqueeze(0), mask.unsqueeze(0))
-            cond = finding_probs.unsqueeze(0) if mode != "off" else None
-            impression = decode(self.tokenizer, self.language.generate(query, cond, **gen_kwargs))[0]
+            # the top beam: the consensus of the impression's candidates scored lower on val (CIDEr 1.010 -> 0.982)
+            impression = candidates_of(query, study_cond)[0][0]
         global_text = ""
         if self.global_sentences:
             query = self.global_query(feats.unsqueeze(0), torch.ones(1, NUM_REGIONS))
-            cond = finding_probs.unsqueeze(0) if mode != "off" else None
-            global_text = decode(self.tokenizer, self.language.generate(query, cond, **gen_kwargs))[0]
+            global_text = chosen(candidates_of(query, study_cond)[0])
         if regions:
-            cond = finding_probs.unsqueeze(0).expand(len(regions), -1) if mode != "off" else None
-            ids = self.language.generate(feats[regions], cond, num_return_sequences=candidates, **gen_kwargs)
-            decoded = decode(self.tokenizer, ids)
-            per_region = [decoded[k * candidates:(k + 1) * candidates] for k in range(len(regions))]
+            cond = study_cond.expand(len(regions), -1) if study_cond is not None else None
+            per_region = candidates_of(feats[regions], cond)
             if mode == "rerank":
                 texts = [joint.rerank(c, finding_probs, float(probs["abnormal"][r]), thresholds)
                          for c, r in zip(per_region, regions)]
-            elif consensus_k > 1:
-                texts = [consensus(c) for c in per_region]
             else:
-                texts = [c[0] for c in per_region]
+                texts = [chosen(c) for c in per_region]
         timings["generate_ms"] = (time.perf_counter() - t0) * 1000
 
         t0 = time.perf_counter()
