@@ -147,7 +147,8 @@ def test_normal_impression_is_the_consensus_of_the_training_impressions_that_sta
     from crrg.rrg.task import normal_impression
 
     texts = ["No acute cardiopulmonary process."] * 3 + ["No acute intrathoracic process."] * 2 + \
-            ["Normal chest radiograph."] * 3 + ["Large left pleural effusion."] * 9
+            ["Normal chest radiograph."] * 3 + ["Large left pleural effusion."] * 9 + \
+            ["Support devices in appropriate position."] * 9
     records = [StudyRecord(id=str(i), impression=t) for i, t in enumerate(texts)]
     assert normal_impression(records) == "No acute cardiopulmonary process."
     assert normal_impression([StudyRecord(id="x", impression="Cardiomegaly.")]) is None

@@ -187,7 +187,8 @@ class RRGModel(nn.Module):
         """Options: num_beams, do_sample, top_p, temperature, max_new_tokens, joint ("off" | "condition" |
         "rerank" | "filter"; default: the config's ``joint``), candidates (sentences per region for re-ranking),
         consensus (write each sentence as the consensus of this many beam or sampled candidates,
-        :mod:`crrg.rrg.consensus`; 0 or 1 = off; default: the config's ``decoding.consensus``)."""
+        :mod:`crrg.rrg.consensus`; 0 or 1 = off; default: the config's ``decoding.consensus``; joint
+        "rerank" re-ranks its candidates instead)."""
         from crrg.rrg import joint
 
         if self.tokenizer is None:

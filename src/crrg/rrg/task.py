@@ -642,8 +642,8 @@ def normal_impression(records: list[StudyRecord]) -> str | None:
 
     texts = [r.impression.strip() for r in records if r.impression.strip()]
     labels = label_reports(texts)
-    normal = [t for t, lab in zip(texts, labels)
-              if not any(v in (1, -1) for name, v in lab.items() if name not in ("No Finding", "Support Devices"))]
+    # no positive or uncertain statement at all: "Support devices in appropriate position." is not normal
+    normal = [t for t, lab in zip(texts, labels) if not any(v in (1, -1) for name, v in lab.items() if name != "No Finding")]
     if not normal:
         return None
     counts: dict[str, int] = {}
