@@ -8,7 +8,8 @@ The lateral image is accepted but not used by this model (the region ground trut
 Config keys (``src/crrg/models/configs/rrg-*.json``): ``detector`` (:class:`DetectorConfig`),
 ``feature_width``, ``language`` (:class:`LanguageConfig`), ``heads`` (hidden sizes), ``thresholds``
 (selection / abnormal / per-finding), ``assembly`` (``dedup_threshold``, ``embedder``,
-``drop_restatements``), ``joint`` (the default joint mode of :meth:`RRGModel.generate_report`: ``off``, ``condition``, ``rerank`` or ``filter``).
+``drop_restatements``, ``normal_impression``), ``decoding`` (``consensus``: beam candidates per
+sentence to take the consensus of, :mod:`crrg.rrg.consensus`), ``joint`` (the default joint mode of :meth:`RRGModel.generate_report`: ``off``, ``condition``, ``rerank`` or ``filter``).
 A finding classifier attached for the joint design (:func:`crrg.rrg.joint.attach_classifier`) is saved
 in the model folder's ``classifier/`` and attached again on load.
 """
@@ -30,7 +31,7 @@ from crrg.io import atomic_write_json
 from crrg.models.registry import register_family
 from crrg.observations import ANATOMICAL_REGIONS, CHEXPERT_14, FRONTAL_VIEWS, LATERAL_VIEWS
 from crrg.reporting import GeneratedReport, RegionOut, SentenceOut, StudyInput
-from crrg.rrg.assembly import NORMAL_IMPRESSION, GLOBAL_REGION, RegionSentence, SentenceEmbedder, assemble_report
+from crrg.rrg.assembly import GLOBAL_REGION, NORMAL_IMPRESSION, RegionSentence, SentenceEmbedder, assemble_report
 from crrg.rrg.consensus import consensus
 from crrg.rrg.classifiers import RegionBinaryClassifier, StudyFindingClassifier
 from crrg.rrg.detector import NUM_REGIONS, DetectorConfig, Detections, RegionDetector, to_rgb_tensor
