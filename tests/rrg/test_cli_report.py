@@ -55,3 +55,19 @@ def test_bad_input_is_one_line_error(saved_tiny_model, tmp_path):
     assert "saved crrg model" in _one_line_error(["-q", "report", str(_png(tmp_path / "a.png")), "--model", str(tmp_path)])
     assert "--format" in _one_line_error(["report", str(_png(tmp_path / "a.png")), "--model", str(saved_tiny_model),
                                           "--format", "xml"])
+
+
+def test_consensus_option_reaches_the_generator(saved_tiny_model, tmp_path, monkeypatch):
+    import crrg.rrg.model as rrg_model
+
+    calls = []
+    original = rrg_model.consensus
+    monkeypatch.setattr(rrg_model, "consensus", lambda c, w=None: calls.append(len(c)) or original(c, w))
+    frontal = _png(tmp_path / "f.png")
+    out = runner.invoke(app, ["-q", "report", str(frontal), "--model", str(saved_tiny_model), "--consensus", "3"])
+    assert out.exit_code == 0, out.output
+    assert calls and set(calls) == {3}
+    calls.clear()
+    out = runner.invoke(app, ["-q", "report", str(frontal), "--model", str(saved_tiny_model), "--consensus", "0"])
+    assert out.exit_code == 0, out.output
+    assert not calls

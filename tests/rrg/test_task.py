@@ -44,6 +44,11 @@ def test_all_stages_run_export_and_resume(tiny_manifest, tiny_config, tmp_path):
     image = load_image(tiny_manifest.parent / "s0_pa.png")
     report = model.generate_report(StudyInput(images=[image], views=["PA"]))
     assert report.impression
+    # the normal IMPRESSION is learned from the train split at export
+    from crrg.records import read_manifest
+    from crrg.rrg.task import normal_impression
+    learned = normal_impression(read_manifest(tiny_manifest, split="train"))
+    assert learned and model.normal_impression == learned
     # a resumed pipeline skips finished stages instead of training them again
     before = (tmp_path / "run" / "joint" / "model" / "model.safetensors").stat().st_mtime_ns
     assert train_stages(config, tmp_path / "run", resume=True) == final

@@ -27,6 +27,7 @@ import hashlib
 import logging
 import math
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -646,11 +647,8 @@ def normal_impression(records: list[StudyRecord]) -> str | None:
     normal = [t for t, lab in zip(texts, labels) if not any(v in (1, -1) for name, v in lab.items() if name != "No Finding")]
     if not normal:
         return None
-    counts: dict[str, int] = {}
-    for t in normal:
-        counts[t] = counts.get(t, 0) + 1
-    top = sorted(counts, key=counts.get, reverse=True)[:50]  # the long tail cannot win and costs time
-    return consensus(top, [counts[t] for t in top])
+    top = Counter(normal).most_common(50)  # the long tail cannot win and costs time
+    return consensus([t for t, _ in top], [n for _, n in top])
 
 
 def best_f1_threshold(scores: torch.Tensor, targets: torch.Tensor, default: float = 0.5) -> float:
