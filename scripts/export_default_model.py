@@ -1,7 +1,8 @@
 """Ship a trained rrg model as crrg's bundled default (src/crrg/models/pretrained/crrg-default).
 
     .venv/bin/python scripts/export_default_model.py /work/runs/rrg5k/joint/model [--version 0.2.0] [--joint filter] [--drop-restatements] [--classifier CLF]
-        [--consensus 4] [--normal-impression-from MANIFEST.jsonl]
+        [--consensus 4] [--normal-impression-from MANIFEST.jsonl] [--sentence-order-from MANIFEST.jsonl]
+        [--impression-agreement]
 
 The model folder may be the bundled one itself (to change only its settings).
 
@@ -47,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="write each sentence as the consensus of this many beam candidates (crrg.rrg.consensus; 0 = greedy)")
     parser.add_argument("--normal-impression-from", type=Path, default=None,
                         help="manifest whose train split gives the normal IMPRESSION (consensus of its normal impressions)")
+    parser.add_argument("--impression-agreement", action="store_true",
+                        help="the IMPRESSION is the beam candidate that best restates the FINDINGS (crrg.rrg.joint.agreeing_impression)")
+    parser.add_argument("--sentence-order-from", type=Path, default=None,
+                        help="manifest whose train split's FINDINGS teach the sentence order (crrg.rrg.ordering)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.manual_seed(0)
@@ -67,6 +72,14 @@ def main(argv: list[str] | None = None) -> int:
         if learned:
             model.crrg_config.setdefault("assembly", {})["normal_impression"] = model.normal_impression = learned
             log.info("normal impression: %s", learned)
+    if args.impression_agreement:
+        model.crrg_config.setdefault("decoding", {})["impression_agreement"] = model.impression_agreement = True
+    if args.sentence_order_from:
+        from crrg.records import read_manifest
+        from crrg.rrg.ordering import SentenceOrder
+
+        model.sentence_order = SentenceOrder.fit(r.findings for r in read_manifest(args.sentence_order_from, split="train"))
+        log.info("sentence order: %d pairwise precedences", len(model.sentence_order.before))
     if args.classifier:
         from crrg.rrg import joint
 

@@ -69,6 +69,18 @@ def test_restatements_of_a_finding_are_dropped_but_other_sides_and_new_negations
     assert len(assemble_report(parts).sentences) == 6
 
 
+def test_a_bilateral_statement_and_a_one_sided_one_are_the_same_finding():
+    parts = [RegionSentence("right costophrenic angle", "Small right pleural effusion.", abnormal=True),
+             RegionSentence("left costophrenic angle", "Small bilateral pleural effusions.", abnormal=True),
+             RegionSentence("right hilar structures", "Mild pulmonary edema.", abnormal=True),
+             RegionSentence("left hilar structures", "Moderate bilateral pulmonary edema.", abnormal=True)]
+    kept = [s.text for s in assemble_report(parts, restatements=True).sentences]
+    assert kept == ["Mild pulmonary edema.", "Small right pleural effusion."]
+    # right and left are two findings
+    two = [RegionSentence("right lung", "Small right pleural effusion."), RegionSentence("left lung", "Left pleural effusion.")]
+    assert len(assemble_report(two, restatements=True).sentences) == 2
+
+
 def test_a_region_text_with_two_sentences_is_checked_sentence_by_sentence():
     parts = [RegionSentence("right lung", "interstitial edema. small bilateral pleural effusions."),
              RegionSentence("left lung", "Interstitial edema.")]

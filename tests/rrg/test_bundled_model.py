@@ -21,7 +21,7 @@ def test_default_model_is_bundled_small_and_versioned():
     folder = bundled_models_dir() / DEFAULT_MODEL
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert size <= LIMIT_BYTES, f"{folder} is {size / 2**20:.1f} MB"
-    assert json.loads((folder / "config.json").read_text())["version"] == "0.4.0"
+    assert json.loads((folder / "config.json").read_text())["version"] == "0.5.0"
     card = (folder / "MODEL_CARD.md").read_text()
     assert "NOT FOR CLINICAL USE" in card
 

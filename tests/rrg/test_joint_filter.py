@@ -45,6 +45,21 @@ def test_no_finding_only_counts_for_sentences_that_state_nothing_else():
     assert joint.contradicts({"No Finding": 1, "Pneumothorax": 0}, _decisions("Edema")) == []
 
 
+def test_a_normal_region_may_call_itself_normal_in_an_abnormal_study():
+    texts = ["No acute osseous abnormality.", "No acute osseous abnormality.", "Normal chest radiograph."]
+    effusion = _decisions("Pleural Effusion")
+    assert joint.consistent_sentences(texts, effusion) == [False, False, False]
+    # the spine's sentence (region looks normal) stays; the same words from an abnormal region and a
+    # whole-study statement are still vetoed
+    assert joint.consistent_sentences(texts, effusion, local=[True, False, False]) == [True, False, False]
+    model = untrained_model()
+    model.thresholds.findings = {name: 0.5 for name in CHEXPERT_14}
+    pieces = [RegionSentence("spine", texts[0]), RegionSentence("right lung", "The lungs are clear.", abnormal=True),
+              RegionSentence("(whole study)", texts[2]), RegionSentence("right costophrenic angle", "Small right effusion.")]
+    kept, _ = model._consistent_with_findings(pieces, None, _probs(Pleural_Effusion=0.9))
+    assert [p.text for p in kept] == [texts[0], "Small right effusion."]
+
+
 def test_decisions_use_the_per_finding_thresholds():
     probs = _probs(Pleural_Effusion=0.3)
     assert joint.finding_decisions(probs, {"Pleural Effusion": 0.25})["Pleural Effusion"] is True
@@ -83,9 +98,9 @@ def test_the_config_sets_the_default_joint_mode(monkeypatch):
     calls = []
     original = model._consistent_with_findings
 
-    def spy(pieces, impression, probs, thresholds=None):
+    def spy(pieces, impression, probs, thresholds=None, candidates=None):
         calls.append(len(pieces))
-        return original(pieces, impression, probs, thresholds)
+        return original(pieces, impression, probs, thresholds, candidates)
 
     monkeypatch.setattr(model, "_consistent_with_findings", spy)
     model.generate_report(_study())
@@ -97,3 +112,26 @@ def test_the_config_sets_the_default_joint_mode(monkeypatch):
     cfg["joint"] = "veto"
     with pytest.raises(ConfigError, match="unknown joint mode"):
         build_model(cfg)
+
+
+def test_the_impression_candidate_that_restates_the_findings_wins():
+    findings = ["Small right pleural effusion.", "The heart is moderately enlarged.", "No pneumothorax."]
+    candidates = ["Small right pleural effusion.", "Cardiomegaly. Right pleural effusion.", "Cardiomegaly. Pneumonia."]
+    assert joint.agreeing_impression(candidates, findings) == "Cardiomegaly. Right pleural effusion."
+    # a tie goes to the earlier beam; nothing positive in the findings: the candidate stating the least
+    assert joint.agreeing_impression(["Cardiomegaly.", "Enlarged heart."], findings[1:]) == "Cardiomegaly."
+    assert joint.agreeing_impression(["Small effusion.", "No acute process."], ["No pneumothorax."]) == "No acute process."
+
+
+def test_filter_mode_chooses_among_the_filtered_impression_candidates():
+    model = untrained_model()
+    model.thresholds.findings = {name: 0.5 for name in CHEXPERT_14}
+    pieces = [RegionSentence("right costophrenic angle", "Small right pleural effusion."),
+              RegionSentence("cardiac silhouette", "The heart is moderately enlarged.")]
+    probs = _probs(Pleural_Effusion=0.9, Cardiomegaly=0.9)
+    # the best-agreeing candidate also claims a pneumothorax the head rules out: that sentence goes first
+    _, impression = model._consistent_with_findings(pieces, "Right effusion.", probs, None,
+                                                    ["Right effusion.", "Cardiomegaly. Right effusion. Pneumothorax."])
+    assert impression == "Cardiomegaly. Right effusion."
+    _, impression = model._consistent_with_findings(pieces, "Right effusion.", probs)
+    assert impression == "Right effusion."

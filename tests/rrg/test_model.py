@@ -142,6 +142,27 @@ def test_normal_impression_and_consensus_come_from_the_config_and_survive_saving
     assert build_model(dict(TINY_CONFIG)).normal_impression == "No acute cardiopulmonary abnormality."
 
 
+def test_learned_sentence_order_survives_saving_and_can_be_turned_off(tmp_path, monkeypatch):
+    from crrg.rrg import model as rrg_model
+    from crrg.rrg.ordering import ORDER_FILE, SentenceOrder
+
+    model = untrained_model()
+    model.sentence_order = SentenceOrder({("Pleural Effusion=1", "Cardiomegaly=0"): 3})
+    save_pretrained(model, tmp_path / "m")
+    loaded = load_pretrained(tmp_path / "m")
+    assert loaded.sentence_order.before == model.sentence_order.before
+    seen = []
+    real = rrg_model.assemble_report
+    monkeypatch.setattr(rrg_model, "assemble_report", lambda *a, **kw: seen.append(kw["order"]) or real(*a, **kw))
+    loaded.generate_report(_study())
+    loaded.generate_report(_study(), learned_order=False)
+    assert seen[0] is loaded.sentence_order and seen[1] is None
+    # a model saved again without a table does not keep the old file
+    loaded.sentence_order = None
+    save_pretrained(loaded, tmp_path / "m")
+    assert not (tmp_path / "m" / ORDER_FILE).exists()
+
+
 def test_normal_impression_is_the_consensus_of_the_training_impressions_that_state_no_finding():
     from crrg.records import StudyRecord
     from crrg.rrg.task import normal_impression

@@ -49,6 +49,10 @@ def test_all_stages_run_export_and_resume(tiny_manifest, tiny_config, tmp_path):
     from crrg.rrg.task import normal_impression
     learned = normal_impression(read_manifest(tiny_manifest, split="train"))
     assert learned and model.normal_impression == learned
+    # ... and so is the FINDINGS sentence order
+    from crrg.rrg.ordering import SentenceOrder
+    fitted = SentenceOrder.fit(r.findings for r in read_manifest(tiny_manifest, split="train"))
+    assert fitted and model.sentence_order.before == fitted.before
     # a resumed pipeline skips finished stages instead of training them again
     before = (tmp_path / "run" / "joint" / "model" / "model.safetensors").stat().st_mtime_ns
     assert train_stages(config, tmp_path / "run", resume=True) == final

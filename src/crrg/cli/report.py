@@ -144,6 +144,9 @@ def register(app: typer.Typer) -> None:
         consensus: Optional[int] = typer.Option(None, "--consensus", min=0,
                                                 help="Region-guided models: write each sentence as the consensus of this many "
                                                      "beam (or sampled) candidates; 0 = off (default: the model's setting)."),
+        anatomical_order: bool = typer.Option(False, "--anatomical-order",
+                                              help="Region-guided models: FINDINGS in anatomical order, not the sentence "
+                                                   "order the model learned from its training reports."),
         top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0, help="Sampling: nucleus mass."),
         temperature: Optional[float] = typer.Option(None, "--temperature", min=0.01, help="Sampling temperature."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (atomic for one study; JSONL written as it goes in batch mode)."),
@@ -163,7 +166,8 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
         if (top_p is not None or temperature is not None) and not sample:
             raise InputError("--top-p and --temperature only apply with --sample")
-        options: dict[str, Any] = {"num_beams": beams, "consensus": consensus}
+        options: dict[str, Any] = {"num_beams": beams, "consensus": consensus,
+                                   "learned_order": False if anatomical_order else None}
         if sample:
             options.update(do_sample=True, top_p=top_p, temperature=temperature)
         options = {k: v for k, v in options.items() if v is not None}

@@ -150,19 +150,37 @@ def remove_restatements(sentences: list[RegionSentence]) -> list[RegionSentence]
     Neighbouring regions describe one finding in different words ("Moderate right pneumothorax." from
     the right lung, "Small right apical pneumothorax is present." from the apical zone) that sentence
     embeddings do not call near-equal; the labeler does: both state (Pneumothorax, positive, right).
+    A bilateral or sideless statement of a finding covers a one-sided one and the other way round
+    ("Small right pleural effusion." then "Small bilateral pleural effusions." is one effusion told
+    twice, with a laterality the report cannot have both ways); right and left stay distinct.
     Sentences that state no CheXpert observation are left to :func:`remove_repeats`.
     """
     kept: list[RegionSentence] = []
-    stated: dict[tuple, int] = {}  # statement -> index of the kept sentence that made it
+    stated: list[tuple[str, int, frozenset, int]] = []  # (observation, value, sides, index of the kept sentence)
+
+    def earlier(claim: tuple[str, int, frozenset]) -> int | None:
+        name, value, sides = claim
+        for other, other_value, other_sides, index in stated:
+            if other == name and other_value == value and _same_side(sides, other_sides):
+                return index
+        return None
+
     for s in sentences:
         claims = stated_findings(s.text)
-        if claims and all(c in stated for c in claims):
-            kept[stated[next(iter(claims))]].abnormal |= s.abnormal
+        found = [earlier(c) for c in claims]
+        if claims and all(i is not None for i in found):
+            kept[found[0]].abnormal |= s.abnormal
             continue
-        for c in claims:
-            stated.setdefault(c, len(kept))
+        stated.extend((name, value, sides, len(kept)) for name, value, sides in claims)
         kept.append(s)
     return kept
+
+
+_BOTH_SIDES = {"bilateral", "bibasilar", "both"}
+
+
+def _same_side(a: frozenset, b: frozenset) -> bool:
+    return a == b or not a or not b or bool((a | b) & _BOTH_SIDES)
 
 
 def only_negative(text: str) -> bool:
@@ -173,9 +191,12 @@ def only_negative(text: str) -> bool:
 
 def assemble_report(sentences: list[RegionSentence], embedder: SentenceEmbedder | None = None,
                     threshold: float = 0.9, impression: str | None = None,
-                    restatements: bool = False, normal_impression: str = NORMAL_IMPRESSION) -> AssembledReport:
+                    restatements: bool = False, normal_impression: str = NORMAL_IMPRESSION,
+                    order=None) -> AssembledReport:
     """Order by anatomy, drop repeats (and, with ``restatements``, sentences that only restate earlier
-    findings), write FINDINGS. IMPRESSION: ``impression`` when the model wrote one from its abnormal
+    findings), write FINDINGS, in the learned ``order`` (:class:`crrg.rrg.ordering.SentenceOrder`) when
+    given: it is applied after the repeats are gone, so that which of two repeats is kept (the first
+    in anatomical order) does not depend on it. IMPRESSION: ``impression`` when the model wrote one from its abnormal
     regions, less its sentences that only negate (an impression sums up what is wrong; a decoder asked
     for one on a false alarm writes "No focal consolidation."), else the abnormal regions' sentences,
     else ``normal_impression``."""
@@ -184,6 +205,8 @@ def assemble_report(sentences: list[RegionSentence], embedder: SentenceEmbedder 
     kept = remove_repeats(anatomical_order(one_per_sentence(sentences)), embedder, threshold)
     if restatements:
         kept = remove_restatements(kept)
+    if order is not None:
+        kept = order.arrange(kept)
     for s in kept:
         s.text = tidy_sentence(s.text)
     findings = " ".join(s.text for s in kept)

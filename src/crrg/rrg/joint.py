@@ -180,18 +180,51 @@ def finding_decisions(finding_probs, thresholds: dict[str, float] | None) -> dic
     return {name: p >= (thresholds or {}).get(name, 0.5) for name, p in probs.items()}
 
 
-def consistent_sentences(texts: list[str], decisions: dict[str, bool]) -> list[bool]:
+def consistent_sentences(texts: list[str], decisions: dict[str, bool],
+                         local: list[bool] | None = None) -> list[bool]:
     """Which sentences to keep: those whose labels contradict none of the classifier's decisions.
 
     This is the "filter" joint mode: the finding head, which sees all regions at once and whose
     thresholds were chosen on val, vetoes what a single region's sentence claims. Two sentences of one
     report that contradict each other ("No pleural effusion." / "Small pleural effusions.") cannot both
     survive, because the head decides the finding one way.
+
+    ``local[i]`` marks a sentence about one region that looks normal: its "No Finding" ("No acute
+    osseous abnormality." from the spine) says that region is normal, not the study, so a study the
+    head calls abnormal does not veto it (the whole-study sentences and the IMPRESSION are still judged).
     """
     keep = []
-    for text in texts:
-        bad = contradicts(_label(text), decisions)
+    regional = {name: v for name, v in decisions.items() if name != "No Finding"}
+    for i, text in enumerate(texts):
+        bad = contradicts(_label(text), regional if local is not None and local[i] else decisions)
         if bad:
             log.debug("joint filter drops %r (contradicts the classifier on %s)", text, ", ".join(bad))
         keep.append(not bad)
     return keep
+
+
+def positive_claims(text: str) -> set[str]:
+    """The CheXpert observations ``text`` states as present or possible (devices included)."""
+    return {name for name, value in _label(text).items() if value in (1, -1) and name != "No Finding"}
+
+
+def agreeing_impression(candidates: list[str], findings: list[str]) -> str:
+    """The IMPRESSION candidate (beam order) whose stated findings best match what the FINDINGS state.
+
+    A decoder that sums up the abnormal regions can lose one of them or raise one the FINDINGS never
+    mention; among its beam candidates the one that restates the FINDINGS (F1 of the observations
+    each states, the earlier beam on a tie) is the consistent report. With nothing positive in the
+    FINDINGS, the candidate that states the least wins.
+    """
+    if not candidates:
+        raise ValueError("no impression candidates")
+    stated = set().union(*(positive_claims(t) for t in findings)) if findings else set()
+
+    def f1(text: str) -> float:
+        claims = positive_claims(text)
+        if not stated:
+            return -len(claims)
+        return 2 * len(claims & stated) / (len(claims) + len(stated))
+
+    scores = [f1(t) for t in candidates]
+    return candidates[max(range(len(candidates)), key=lambda i: (scores[i], -i))]

@@ -32,6 +32,7 @@ from crrg.models.registry import register_family
 from crrg.observations import ANATOMICAL_REGIONS, CHEXPERT_14, FRONTAL_VIEWS, LATERAL_VIEWS
 from crrg.reporting import GeneratedReport, RegionOut, SentenceOut, StudyInput
 from crrg.rrg.assembly import GLOBAL_REGION, NORMAL_IMPRESSION, RegionSentence, SentenceEmbedder, assemble_report
+from crrg.rrg.ordering import ORDER_FILE, SentenceOrder
 from crrg.rrg.consensus import consensus
 from crrg.rrg.classifiers import RegionBinaryClassifier, StudyFindingClassifier
 from crrg.rrg.detector import NUM_REGIONS, DetectorConfig, Detections, RegionDetector, to_rgb_tensor
@@ -122,6 +123,8 @@ class RRGModel(nn.Module):
         self.normal_impression = str(assembly.get("normal_impression") or NORMAL_IMPRESSION)
         decoding = config.get("decoding", {})
         self.consensus_candidates = int(decoding.get("consensus", 0))
+        # IMPRESSION: the beam candidate that restates the FINDINGS (crrg.rrg.joint.agreeing_impression)
+        self.impression_agreement = bool(decoding.get("impression_agreement", False))
         # Findings sentences no region owns (bones, edema): written from all regions at once.
         self.global_sentences = bool(config.get("global_sentences", True))
         self.joint_mode = str(config.get("joint", "condition"))
@@ -129,6 +132,8 @@ class RRGModel(nn.Module):
             raise ConfigError(f"unknown joint mode {self.joint_mode!r} in the rrg config; one of {JOINT_MODES}")
         self.tokenizer = None
         self._embedder: SentenceEmbedder | None = None
+        # FINDINGS order learned from the training reports (crrg.rrg.ordering); anatomical without one
+        self.sentence_order = None
         self.finding_source = None  # joint design: an external classifier (crrg.rrg.joint)
 
     # ----- pieces used by training and inference -----
@@ -150,6 +155,10 @@ class RRGModel(nn.Module):
         if self.tokenizer is not None:
             save_tokenizer(self.tokenizer, Path(folder))
         atomic_write_json(Path(folder) / THRESHOLDS_FILE, self.thresholds.to_dict())
+        if self.sentence_order:
+            self.sentence_order.save(folder)
+        elif (Path(folder) / ORDER_FILE).exists():
+            (Path(folder) / ORDER_FILE).unlink()
         # An attached image classifier (joint design) travels with the model, in the model's dtype, so
         # that loading the folder gives the same reports; without one, a classifier left in the folder
         # by an earlier save must go, or loading would attach it.
@@ -171,6 +180,7 @@ class RRGModel(nn.Module):
             from crrg.rrg import joint
 
             joint.attach_classifier(self, joint.load_finding_source(str(folder / CLASSIFIER_DIR)))
+        self.sentence_order = SentenceOrder.load(folder)
         if (folder / THRESHOLDS_FILE).is_file():
             t = json.loads((folder / THRESHOLDS_FILE).read_text())
             self.thresholds = Thresholds.from_dict(t)
@@ -189,13 +199,17 @@ class RRGModel(nn.Module):
         "rerank" | "filter"; default: the config's ``joint``), candidates (sentences per region for re-ranking),
         consensus (write each sentence as the consensus of this many beam or sampled candidates,
         :mod:`crrg.rrg.consensus`; 0 or 1 = off; default: the config's ``decoding.consensus``; joint
-        "rerank" re-ranks its candidates instead)."""
+        "rerank" re-ranks its candidates instead), learned_order (False: FINDINGS in anatomical order even
+        when the model has learned a sentence order, :mod:`crrg.rrg.ordering`), impression_agreement (the
+        IMPRESSION is the beam candidate that best restates the FINDINGS; default: the config's
+        ``decoding.impression_agreement``; needs candidates, i.e. consensus or beams > 1)."""
         from crrg.rrg import joint
 
         if self.tokenizer is None:
             raise ConfigError("this rrg model has no tokenizer: it was never trained (run `crrg train rrg`)")
         unknown = set(options) - {"num_beams", "do_sample", "top_p", "temperature", "max_new_tokens", "joint",
-                                  "candidates", "beams", "sample", "consensus"}
+                                  "candidates", "beams", "sample", "consensus", "learned_order",
+                                  "impression_agreement"}
         if unknown:
             raise InputError(f"unknown option(s) for the rrg generator: {sorted(unknown)}")
         self.eval()
@@ -231,6 +245,8 @@ class RRGModel(nn.Module):
         gen_kwargs = dict(num_beams=num_beams, do_sample=do_sample, top_p=float(options.get("top_p", 0.9)),
                           temperature=float(options.get("temperature", 1.0)), max_new_tokens=options.get("max_new_tokens"))
         impression = None
+        impression_candidates: list[str] = []
+        agreement = bool(options.get("impression_agreement", self.impression_agreement))
 
         def candidates_of(inputs: torch.Tensor, cond: torch.Tensor | None) -> list[list[str]]:
             ids = self.language.generate(inputs, cond, num_return_sequences=candidates, **gen_kwargs)
@@ -249,8 +265,10 @@ class RRGModel(nn.Module):
         if bool(abnormal.any()) or finding_positive:
             mask = abnormal if bool(abnormal.any()) else probs["abnormal"] >= probs["abnormal"].max()
             query = self.impression_query(feats.unsqueeze(0), mask.unsqueeze(0))
-            # the top beam: the consensus of the impression's candidates scored lower on val (CIDEr 1.010 -> 0.982)
-            impression = candidates_of(query, study_cond)[0][0]
+            # the top beam, or the candidate that agrees with the FINDINGS (chosen below); the consensus of
+            # the impression's candidates scored lower on val (CIDEr 1.010 -> 0.982)
+            impression_candidates = candidates_of(query, study_cond)[0]
+            impression = impression_candidates[0]
         global_text = ""
         if self.global_sentences:
             query = self.global_query(feats.unsqueeze(0), torch.ones(1, NUM_REGIONS))
@@ -275,10 +293,14 @@ class RRGModel(nn.Module):
 
             pieces += [RegionSentence(GLOBAL_REGION, t, index) for t in split_sentences(global_text)]
         if mode == "filter":
-            pieces, impression = self._consistent_with_findings(pieces, impression, finding_probs, thresholds)
+            pieces, impression = self._consistent_with_findings(pieces, impression, finding_probs, thresholds,
+                                                                impression_candidates if agreement else None)
+        elif agreement and len(impression_candidates) > 1:
+            impression = joint.agreeing_impression(impression_candidates, [p.text for p in pieces])
         assembled = assemble_report(pieces, self.embedder if len(pieces) > 1 else None, self.dedup_threshold,
                                     impression=impression, restatements=self.drop_restatements,
-                                    normal_impression=self.normal_impression)
+                                    normal_impression=self.normal_impression,
+                                    order=self.sentence_order if options.get("learned_order", True) else None)
         timings["assemble_ms"] = (time.perf_counter() - t0) * 1000
         probabilities = {name: round(float(p), 4) for name, p in zip(CHEXPERT_14, finding_probs)}
         report = GeneratedReport(
@@ -299,17 +321,30 @@ class RRGModel(nn.Module):
 
     def _consistent_with_findings(self, pieces: list[RegionSentence], impression: str | None,
                                   finding_probs: torch.Tensor,
-                                  thresholds: Thresholds | None = None) -> tuple[list[RegionSentence], str | None]:
+                                  thresholds: Thresholds | None = None,
+                                  impression_candidates: list[str] | None = None) -> tuple[list[RegionSentence], str | None]:
         """The "filter" joint mode: drop FINDINGS and IMPRESSION sentences that contradict the finding
         head's decisions, then make the IMPRESSION agree with what is left: the kept impression
-        sentences, else the kept findings that state an abnormality, else the normal statement."""
+        sentences (of the candidate, when several are given, that best restates the kept FINDINGS,
+        :func:`crrg.rrg.joint.agreeing_impression`), else the kept findings that state an
+        abnormality, else the normal statement."""
         from crrg.labeler import label_report
         from crrg.rrg import joint
         from crrg.text import split_sentences
 
         decisions = joint.finding_decisions(finding_probs, (thresholds or self.thresholds).findings)
-        keep = joint.consistent_sentences([p.text for p in pieces], decisions)
+        keep = joint.consistent_sentences([p.text for p in pieces], decisions,
+                                          local=[p.region != GLOBAL_REGION and not p.abnormal for p in pieces])
         pieces = [p for p, k in zip(pieces, keep) if k]
+        if impression_candidates and len(impression_candidates) > 1:
+            filtered = []
+            for text in impression_candidates:
+                parts = split_sentences(text) or [text]
+                parts = [t for t, k in zip(parts, joint.consistent_sentences(parts, decisions)) if k]
+                if parts:
+                    filtered.append(" ".join(parts))
+            if filtered:
+                impression = joint.agreeing_impression(filtered, [p.text for p in pieces])
         if impression is not None and impression.strip():
             parts = split_sentences(impression) or [impression]
             parts = [t for t, k in zip(parts, joint.consistent_sentences(parts, decisions)) if k]

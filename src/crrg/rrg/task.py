@@ -627,10 +627,14 @@ class RRGTask:
         model = module.model.cpu().eval()
         if module.stage_name in ("classifiers", "joint"):
             tune_thresholds(model, module.config)
-        learned = normal_impression(load_split(module.config, "train_split", "train") or [])
+        train = load_split(module.config, "train_split", "train") or []
+        learned = normal_impression(train)
         if learned:
             model.normal_impression = learned
             model.crrg_config.setdefault("assembly", {})["normal_impression"] = learned
+        from crrg.rrg.ordering import SentenceOrder
+
+        model.sentence_order = SentenceOrder.fit(r.findings for r in train) or None
         save_pretrained(model, out_dir)
 
 
