@@ -71,3 +71,17 @@ def test_consensus_option_reaches_the_generator(saved_tiny_model, tmp_path, monk
     out = runner.invoke(app, ["-q", "report", str(frontal), "--model", str(saved_tiny_model), "--consensus", "0"])
     assert out.exit_code == 0, out.output
     assert not calls
+
+
+def test_anatomical_order_option_turns_the_learned_order_off(saved_tiny_model, tmp_path, monkeypatch):
+    import crrg.rrg.model as rrg_model
+
+    orders = []
+    original = rrg_model.assemble_report
+    monkeypatch.setattr(rrg_model, "assemble_report", lambda *a, **kw: orders.append(kw["order"]) or original(*a, **kw))
+    monkeypatch.setattr(rrg_model.SentenceOrder, "load", classmethod(lambda cls, folder: cls({("a", "b"): 1})))
+    frontal = _png(tmp_path / "f.png")
+    for flag in ([], ["--anatomical-order"]):
+        out = runner.invoke(app, ["-q", "report", str(frontal), "--model", str(saved_tiny_model)] + flag)
+        assert out.exit_code == 0, out.output
+    assert orders[0] is not None and orders[1] is None
