@@ -72,6 +72,9 @@ ANATOMICAL_REGIONS: tuple[str, ...] = (
     "carina",
     "abdomen",
 )
+# The regions of the lung fields, the first 16 above: a sentence from one of them that calls it normal
+# ("The lungs are clear.") speaks about the lungs, where most findings are.
+LUNG_FIELD_REGIONS: frozenset[str] = frozenset(ANATOMICAL_REGIONS[:16])
 
 
 def normalise_view(value: str | None) -> str:

@@ -54,8 +54,9 @@ def test_a_normal_region_may_call_itself_normal_in_an_abnormal_study():
     assert joint.consistent_sentences(texts, effusion, local=[True, False, False]) == [True, False, False]
     model = untrained_model()
     model.thresholds.findings = {name: 0.5 for name in CHEXPERT_14}
-    pieces = [RegionSentence("spine", texts[0]), RegionSentence("right lung", "The lungs are clear.", abnormal=True),
-              RegionSentence("(whole study)", texts[2]), RegionSentence("right costophrenic angle", "Small right effusion.")]
+    pieces = [RegionSentence("spine", texts[0]), RegionSentence("mediastinum", "Normal chest.", abnormal=True),
+              RegionSentence("(whole study)", texts[2]), RegionSentence("right costophrenic angle", "Small right effusion."),
+              RegionSentence("left lung", "The lungs are clear.")]  # the lung fields are where the effusion is
     kept, _ = model._consistent_with_findings(pieces, None, _probs(Pleural_Effusion=0.9))
     assert [p.text for p in kept] == [texts[0], "Small right effusion."]
 

@@ -29,7 +29,7 @@ from torch import nn
 from crrg.errors import ConfigError, InputError
 from crrg.io import atomic_write_json
 from crrg.models.registry import register_family
-from crrg.observations import ANATOMICAL_REGIONS, CHEXPERT_14, FRONTAL_VIEWS, LATERAL_VIEWS
+from crrg.observations import ANATOMICAL_REGIONS, CHEXPERT_14, FRONTAL_VIEWS, LATERAL_VIEWS, LUNG_FIELD_REGIONS
 from crrg.reporting import GeneratedReport, RegionOut, SentenceOut, StudyInput
 from crrg.rrg.assembly import GLOBAL_REGION, NORMAL_IMPRESSION, RegionSentence, SentenceEmbedder, assemble_report
 from crrg.rrg.ordering import ORDER_FILE, SentenceOrder
@@ -333,8 +333,10 @@ class RRGModel(nn.Module):
         from crrg.text import split_sentences
 
         decisions = joint.finding_decisions(finding_probs, (thresholds or self.thresholds).findings)
-        keep = joint.consistent_sentences([p.text for p in pieces], decisions,
-                                          local=[p.region != GLOBAL_REGION and not p.abnormal for p in pieces])
+        # outside the lung fields a normal-looking region may call itself normal in an abnormal study
+        # ("No acute osseous abnormality."); "The lungs are clear." beside an atelectasis may not
+        local = [p.region not in LUNG_FIELD_REGIONS and p.region != GLOBAL_REGION and not p.abnormal for p in pieces]
+        keep = joint.consistent_sentences([p.text for p in pieces], decisions, local=local)
         pieces = [p for p, k in zip(pieces, keep) if k]
         if impression_candidates and len(impression_candidates) > 1:
             filtered = []
