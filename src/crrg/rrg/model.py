@@ -9,7 +9,10 @@ Config keys (``src/crrg/models/configs/rrg-*.json``): ``detector`` (:class:`Dete
 ``feature_width``, ``language`` (:class:`LanguageConfig`), ``heads`` (hidden sizes), ``thresholds``
 (selection / abnormal / per-finding), ``assembly`` (``dedup_threshold``, ``embedder``,
 ``drop_restatements``, ``normal_impression``), ``decoding`` (``consensus``: beam candidates per
-sentence to take the consensus of, :mod:`crrg.rrg.consensus`), ``joint`` (the default joint mode of :meth:`RRGModel.generate_report`: ``off``, ``condition``, ``rerank`` or ``filter``).
+sentence to take the consensus of, :mod:`crrg.rrg.consensus`; ``impression_agreement``: the IMPRESSION
+is the beam candidate that restates the FINDINGS), ``joint`` (the default joint mode of :meth:`RRGModel.generate_report`: ``off``, ``condition``, ``rerank`` or ``filter``).
+The FINDINGS sentence order learned from the training reports (:mod:`crrg.rrg.ordering`) is the
+model folder's ``sentence_order.json``; without it sentences stay in anatomical order.
 A finding classifier attached for the joint design (:func:`crrg.rrg.joint.attach_classifier`) is saved
 in the model folder's ``classifier/`` and attached again on load.
 """
