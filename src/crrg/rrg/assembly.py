@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from crrg.observations import ANATOMICAL_REGIONS
+
+if TYPE_CHECKING:
+    from crrg.rrg.ordering import SentenceOrder
 
 NORMAL_IMPRESSION = "No acute cardiopulmonary abnormality."
 GLOBAL_REGION = "(whole study)"  # sentences about no single region; they follow the regional ones
@@ -192,7 +196,7 @@ def only_negative(text: str) -> bool:
 def assemble_report(sentences: list[RegionSentence], embedder: SentenceEmbedder | None = None,
                     threshold: float = 0.9, impression: str | None = None,
                     restatements: bool = False, normal_impression: str = NORMAL_IMPRESSION,
-                    order=None) -> AssembledReport:
+                    order: "SentenceOrder | None" = None) -> AssembledReport:
     """Order by anatomy, drop repeats (and, with ``restatements``, sentences that only restate earlier
     findings), write FINDINGS, in the learned ``order`` (:class:`crrg.rrg.ordering.SentenceOrder`) when
     given: it is applied after the repeats are gone, so that which of two repeats is kept (the first
