@@ -163,6 +163,24 @@ def test_learned_sentence_order_survives_saving_and_can_be_turned_off(tmp_path, 
     assert not (tmp_path / "m" / ORDER_FILE).exists()
 
 
+def test_impression_agreement_comes_from_the_config_and_picks_among_the_impression_candidates(tmp_path, monkeypatch):
+    from crrg.rrg import joint
+
+    config = dict(TINY_CONFIG, decoding={"consensus": 3, "impression_agreement": True})
+    save_pretrained(build_model(config), tmp_path / "m")
+    assert load_pretrained(tmp_path / "m").impression_agreement
+    model = untrained_model(config)
+    model.thresholds.abnormal = 0.0  # every region abnormal: an IMPRESSION is written
+    calls = []
+    real = joint.agreeing_impression
+    monkeypatch.setattr(joint, "agreeing_impression", lambda c, f: calls.append(list(c)) or real(c, f))
+    model.generate_report(_study(), joint="condition")
+    assert len(calls) == 1 and len(calls[0]) == 3
+    calls.clear()
+    model.generate_report(_study(), joint="condition", impression_agreement=False)
+    assert not calls
+
+
 def test_normal_impression_is_the_consensus_of_the_training_impressions_that_state_no_finding():
     from crrg.records import StudyRecord
     from crrg.rrg.task import normal_impression

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -101,11 +102,7 @@ class TextAugment:
 
     def fit(self, texts: Sequence[str]) -> "TextAugment":
         """Count the sentences of the training reports (for ``rare_sentence_power``)."""
-        counts: dict[str, int] = {}
-        for text in texts:
-            for sentence in split_sentences(text):
-                counts[sentence] = counts.get(sentence, 0) + 1
-        self.sentence_counts = counts
+        self.sentence_counts = dict(Counter(s for text in texts for s in split_sentences(text)))
         return self
 
     def _pick_sentence(self, sentences: list[str], rng: random.Random) -> str:

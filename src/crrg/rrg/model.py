@@ -341,20 +341,19 @@ class RRGModel(nn.Module):
         local = [p.region not in LUNG_FIELD_REGIONS and p.region != GLOBAL_REGION and not p.abnormal for p in pieces]
         keep = joint.consistent_sentences([p.text for p in pieces], decisions, local=local)
         pieces = [p for p, k in zip(pieces, keep) if k]
+
+        def consistent(text: str) -> str:
+            parts = split_sentences(text) or [text]
+            return " ".join(t for t, k in zip(parts, joint.consistent_sentences(parts, decisions)) if k)
+
         if impression_candidates and len(impression_candidates) > 1:
-            filtered = []
-            for text in impression_candidates:
-                parts = split_sentences(text) or [text]
-                parts = [t for t, k in zip(parts, joint.consistent_sentences(parts, decisions)) if k]
-                if parts:
-                    filtered.append(" ".join(parts))
+            filtered = [t for t in map(consistent, impression_candidates) if t]
             if filtered:
-                impression = joint.agreeing_impression(filtered, [p.text for p in pieces])
+                return pieces, joint.agreeing_impression(filtered, [p.text for p in pieces])
         if impression is not None and impression.strip():
-            parts = split_sentences(impression) or [impression]
-            parts = [t for t, k in zip(parts, joint.consistent_sentences(parts, decisions)) if k]
-            if parts:
-                return pieces, " ".join(parts)
+            kept = consistent(impression)
+            if kept:
+                return pieces, kept
         stating = [p.text for p in pieces
                    if any(v in (1, -1) for name, v in label_report(p.text).items() if name not in NOT_ABNORMAL)]
         return pieces, " ".join(stating) if stating else self.normal_impression

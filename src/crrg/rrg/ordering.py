@@ -30,11 +30,9 @@ EXACT_UP_TO = 10  # sentences; 2^10 subsets x 10 x 10 is a few ms, beyond that a
 
 
 def sentence_kind(text: str) -> str:
-    from crrg.labeler import label_report
-    from crrg.rrg.assembly import normalise_sentence
+    from crrg.rrg.assembly import normalise_sentence, stated_findings
 
-    claims = sorted(f"{name}={value}" for name, value in label_report(text).items()
-                    if value is not None and name != "No Finding")
+    claims = sorted(f"{name}={value}" for name, value, _ in stated_findings(text))
     return ",".join(claims) if claims else "text:" + normalise_sentence(text)
 
 

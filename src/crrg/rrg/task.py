@@ -642,13 +642,12 @@ def normal_impression(records: list[StudyRecord]) -> str | None:
     """The consensus (:func:`crrg.rrg.consensus.consensus`) of the training impressions that state no
     finding: the wording of "nothing acute" this corpus uses most, in the form that shares the most
     words with the others. None when the records have no such impression."""
-    from crrg.labeler import label_reports
     from crrg.rrg.consensus import consensus
+    from crrg.rrg.joint import positive_claims
 
     texts = [r.impression.strip() for r in records if r.impression.strip()]
-    labels = label_reports(texts)
     # no positive or uncertain statement at all: "Support devices in appropriate position." is not normal
-    normal = [t for t, lab in zip(texts, labels) if not any(v in (1, -1) for name, v in lab.items() if name != "No Finding")]
+    normal = [t for t in texts if not positive_claims(t)]
     if not normal:
         return None
     top = Counter(normal).most_common(50)  # the long tail cannot win and costs time
