@@ -158,3 +158,43 @@ def test_linear_probe_computes_each_images_features_once_and_matches_the_full_mo
     module.eval()
     module._loss(batch)
     assert calls == [3, 3, 3]  # the full-model call above, then the validation features
+
+
+def test_locked_image_tower_caches_one_feature_per_image_and_only_projections_learn(tiny_data):
+    from crrg.clip.data import load_image, primary_image
+    from crrg.clip.task import ClipDataModule, ClipModule
+    from crrg.records import read_manifest
+
+    cfg = load_config(REPO / "configs/clip/tiny.yaml", ["model.freeze_text_layers=-1", "model.freeze_image_tower=true",
+                                                        "data.image_augment=false"])
+    cfg = set_in(cfg, "data.manifest", str(tiny_data))
+    module = ClipModule(cfg)
+    assert not any(p.requires_grad for p in module.model.image_encoder.parameters())
+    data = ClipDataModule(cfg, module.model.image_size)
+    data.setup()
+    item = data.train_set[0]
+    assert item["image"] is None and item["path"]  # pixels are not decoded for a cached tower
+    calls = []
+    module.model.image_encoder.register_forward_hook(lambda mod, inp, out: calls.append(len(inp[0])))
+    paths = [primary_image(r) for r in read_manifest(tiny_data, split="train")][:3]
+    batch = {"image": None, "path": paths + paths[:1], "text": ["Heart is enlarged.", "No effusion.", "Clear.", "Clear."]}
+    module.train()
+    out = module._forward(batch)
+    module._forward(batch)
+    assert calls == [3] and module.model.image_encoder.training  # each image once; the tower's mode restored
+    module.model.eval()
+    with torch.no_grad():
+        plain = module.model.encode_image(module.model.preprocess([load_image(p) for p in paths]))
+    torch.testing.assert_close(out["image_emb"][:3].detach(), plain, atol=1e-5, rtol=1e-5)
+    out["loss"].backward()
+    assert module.model.image_projection.weight.grad is not None
+
+
+def test_locked_image_tower_refuses_image_augmentation(tiny_data):
+    from crrg.clip.task import ClipDataModule
+    from crrg.errors import ConfigError
+
+    cfg = load_config(REPO / "configs/clip/tiny.yaml", ["model.freeze_image_tower=true", "data.image_augment=true"])
+    cfg = set_in(cfg, "data.manifest", str(tiny_data))
+    with pytest.raises(ConfigError, match="image_augment: false"):
+        ClipDataModule(cfg, 32).setup()

@@ -162,10 +162,19 @@ def usable_pairs(records: Sequence[StudyRecord], section: str) -> list[tuple[str
 
 
 class ImageTextDataset(Dataset):
-    """(image, report) pairs for contrastive training; augmentation is seeded per (epoch, index)."""
+    """(image, report) pairs for contrastive training; augmentation is seeded per (epoch, index).
+
+    ``decode_images=False`` hands out the image path instead of pixels: with a locked image tower
+    (:class:`crrg.clip.task.LockedImageFeatures`) the tower's output per image is cached, so decoding
+    every image again each epoch would be wasted work.
+    """
 
     def __init__(self, records: Sequence[StudyRecord], image_size: int, section: str = "both",
-                 image_augment: ImageAugment | None = None, text_augment: TextAugment | None = None, seed: int = 0):
+                 image_augment: ImageAugment | None = None, text_augment: TextAugment | None = None, seed: int = 0,
+                 decode_images: bool = True):
+        if image_augment is not None and not decode_images:
+            raise ConfigError("image augmentation needs decoded images (decode_images=True)")
+        self.decode_images = decode_images
         self.pairs = usable_pairs(records, section)
         if not self.pairs:
             raise InputError("no study in the manifest has both an image and a report text")
@@ -183,6 +192,9 @@ class ImageTextDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, text, _ = self.pairs[index]
         rng = random.Random(hash((self.seed, self.epoch, index)))
+        if not self.decode_images:
+            text = self.text_augment(text, rng) if self.text_augment is not None else text
+            return {"image": None, "path": path, "text": text}
         image = load_image(path)
         if self.image_augment is not None:
             raw = image_to_tensor(image, self.image_size) * PIXEL_STD + PIXEL_MEAN
@@ -191,11 +203,13 @@ class ImageTextDataset(Dataset):
             x = image_to_tensor(image, self.image_size)
         if self.text_augment is not None:
             text = self.text_augment(text, rng)
-        return {"image": x, "text": text}
+        return {"image": x, "path": path, "text": text}
 
 
 def collate_pairs(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"image": torch.stack([b["image"] for b in batch]), "text": [b["text"] for b in batch]}
+    images = [b["image"] for b in batch]
+    return {"image": torch.stack(images) if images[0] is not None else None,
+            "path": [b["path"] for b in batch], "text": [b["text"] for b in batch]}
 
 
 def label_targets(record: StudyRecord, labels: Sequence[str], uncertain: str = "positive",

@@ -92,11 +92,15 @@ class CLIPModel(nn.Module):
         tokens = self.text_encoder.tokenize(list(texts), device=self.device)
         return self.encode_text_tokens(**tokens)
 
-    def forward(self, images: torch.Tensor, texts: Sequence[str],
-                text_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """``text_features``: the text tower's pooled output for ``texts`` when the caller already has it
-        (a locked tower, see :class:`crrg.clip.task.LockedTextFeatures`); only the projection then runs."""
-        image_emb = self.encode_image(images)
+    def forward(self, images: torch.Tensor | None, texts: Sequence[str], text_features: torch.Tensor | None = None,
+                image_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``text_features`` / ``image_features``: a tower's pooled output when the caller already has it
+        (a locked tower, see :class:`crrg.clip.task.LockedTextFeatures` and ``LockedImageFeatures``);
+        only the projection then runs, and ``images`` may be None."""
+        if image_features is None:
+            image_emb = self.encode_image(images)
+        else:
+            image_emb = F.normalize(self.image_projection(image_features), dim=-1)
         if text_features is None:
             text_emb = self.encode_text(texts)
         else:

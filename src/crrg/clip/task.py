@@ -2,7 +2,8 @@
 
 Config sections (see configs/clip/*.yaml)::
 
-    model:   {name: clip-resnet18-minilm, pretrained: null, overrides: {...}, text_lr_scale: 0.1}
+    model:   {name: clip-resnet18-minilm, pretrained: null, overrides: {...}, text_lr_scale: 0.1,
+              image_encoder_from: null, freeze_text_layers: 0, freeze_image_tower: false}
     data:    {manifest: M.jsonl, train_split: train, val_split: val, section: both,
               image_augment: true, text_augment: true}
     export:  {index_train_reports: true, choose_thresholds: true, prompts: null, unknown: ignore}
@@ -39,6 +40,10 @@ def _section(config: dict, name: str) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(f"config section {name!r} must be a mapping")
     return value
+
+
+def image_tower_locked(config: dict) -> bool:
+    return bool(_section(config, "model").get("freeze_image_tower", False))
 
 
 def build_registry_model(model_cfg: dict):
@@ -154,6 +159,42 @@ class LockedTextFeatures:
         return torch.stack([self.cache[t] for t in texts]).to(device)
 
 
+class LockedImageFeatures:
+    """Pooled output of a frozen image tower, computed once per image (``freeze_image_tower: true``).
+
+    Locked-image tuning (LiT) with a locked text tower too: only the two projections and the
+    temperature learn. On a CPU that turns an epoch from minutes of image-tower steps into seconds,
+    which buys the many epochs a fresh projection pair needs to align two fixed feature spaces. The
+    tower runs in eval mode, on the same pixels zero-shot, retrieval and classification see, so the
+    cached features are exactly what the exported model computes.
+    """
+
+    def __init__(self, model, batch_size: int = 32):
+        self.model, self.batch_size = model, batch_size
+        self.cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self, paths: list[str], device: torch.device) -> torch.Tensor:
+        missing = [p for p in dict.fromkeys(paths) if p not in self.cache]
+        if missing:
+            tower = self.model.image_encoder
+            was_training = tower.training
+            tower.eval()
+            for i in range(0, len(missing), self.batch_size):
+                chunk = missing[i:i + self.batch_size]
+                pixels = self.model.preprocess([load_image(p) for p in chunk]).to(device)
+                self.cache.update(zip(chunk, tower(pixels).float().cpu()))
+            tower.train(was_training)
+        return torch.stack([self.cache[p] for p in paths]).to(device)
+
+
+def freeze_image_tower(model) -> int:
+    params = list(model.image_encoder.parameters())
+    for p in params:
+        p.requires_grad_(False)
+    return sum(p.numel() for p in params)
+
+
 class ClipModule(L.LightningModule):
     def __init__(self, config: dict):
         super().__init__()
@@ -167,10 +208,15 @@ class ClipModule(L.LightningModule):
         if frozen:
             log.info("froze %d text-encoder parameters", frozen)
         self.locked_text = LockedTextFeatures(self.model.text_encoder) if n_frozen < 0 else None
+        self.locked_image = None
+        if image_tower_locked(config):
+            log.info("froze %d image-tower parameters; its features are cached per image", freeze_image_tower(self.model))
+            self.locked_image = LockedImageFeatures(self.model)
 
     def _forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         features = self.locked_text(list(batch["text"]), self.device) if self.locked_text is not None else None
-        return self.model(batch["image"], batch["text"], text_features=features)
+        image_features = self.locked_image(list(batch["path"]), self.device) if self.locked_image is not None else None
+        return self.model(batch["image"], batch["text"], text_features=features, image_features=image_features)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         out = self._forward(batch)
@@ -219,14 +265,19 @@ class ClipDataModule(L.LightningDataModule):
         data = _section(self.config, "data")
         section = data.get("section") or self.model_section
         seed = int(_section(self.config, "trainer").get("seed", 0))
-        image_aug = ImageAugment() if data.get("image_augment", True) else None
+        locked = image_tower_locked(self.config)
+        if locked and data.get("image_augment"):
+            raise ConfigError("model.freeze_image_tower caches one feature vector per image, which image augmentation "
+                              "would make stale; set data.image_augment: false")
+        image_aug = ImageAugment() if data.get("image_augment", not locked) else None
         text_aug = _text_augment(data.get("text_augment", True))
         train = load_split(self.config, "train_split", "train")
         if not train:
             raise InputError(f"the manifest has no studies in split {data.get('train_split', 'train')!r}")
-        self.train_set = ImageTextDataset(train, self.image_size, section, image_aug, text_aug, seed=seed)
+        self.train_set = ImageTextDataset(train, self.image_size, section, image_aug, text_aug, seed=seed,
+                                          decode_images=not locked)
         val = load_split(self.config, "val_split", "val")
-        self.val_set = ImageTextDataset(val, self.image_size, section) if val else None
+        self.val_set = ImageTextDataset(val, self.image_size, section, decode_images=not locked) if val else None
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         trainer = _section(self.config, "trainer")
