@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from crrg.clip.classifier import choose_thresholds
 from crrg.clip.data import ImageAugment, LabeledImage, LabeledImageDataset, labeled_from_records, read_image_folder
-from crrg.clip.task import _section, optimizer_with_schedule
+from crrg.clip.task import LockedImageFeatures, _section, optimizer_with_schedule
 from crrg.errors import ConfigError, InputError
 from crrg.observations import CHEXPERT_14
 from crrg.records import read_manifest
@@ -90,6 +90,13 @@ def build_classifier_model(config: dict, labels: list[str]):
     return model, mode
 
 
+def probe_features_cached(config: dict) -> bool:
+    """A frozen tower without augmentation gives every image the same features each epoch: a linear
+    probe then computes them once per image, and its later epochs cost only the head."""
+    return (_section(config, "model").get("mode", "linear_probe") == "linear_probe"
+            and not _section(config, "data").get("image_augment", True))
+
+
 def classifier_image_size(config: dict) -> int:
     """The input size the classifier will be built with, without building it (or loading the CLIP)."""
     import json
@@ -117,10 +124,7 @@ class ClassifierModule(L.LightningModule):
         self.model, self.mode = build_classifier_model(config, labels)
         if self.mode == "linear_probe":
             self.model.image_encoder.requires_grad_(False)
-        # A frozen tower without augmentation gives every image the same features each epoch: compute
-        # them once per (split, image) and the probe's later epochs cost only the head.
-        augment = _section(config, "data").get("image_augment", True)
-        self._feature_cache: dict[tuple[bool, int], torch.Tensor] | None = {} if self.mode == "linear_probe" and not augment else None
+        self.locked_image = LockedImageFeatures(self.model) if probe_features_cached(config) else None
         self._val_scores: list[torch.Tensor] = []
         self._val_targets: list[torch.Tensor] = []
         self._val_masks: list[torch.Tensor] = []
@@ -132,20 +136,9 @@ class ClassifierModule(L.LightningModule):
         if datamodule is not None and getattr(datamodule, "train_set", None) is not None:
             datamodule.train_set.epoch = self.current_epoch
 
-    def _cached_features(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        keys = [(self.training, int(i)) for i in batch["index"]]
-        missing = [j for j, key in enumerate(keys) if key not in self._feature_cache]
-        if missing:
-            encoder = self.model.image_encoder.eval()  # frozen: batch statistics must not leak in
-            with torch.no_grad():
-                features = encoder(batch["image"][missing])
-            for j, f in zip(missing, features):
-                self._feature_cache[keys[j]] = f.detach()
-        return torch.stack([self._feature_cache[key] for key in keys])
-
-    def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._feature_cache is not None and "index" in batch:
-            logits = self.model.head(self.model.dropout(self._cached_features(batch)))
+    def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.locked_image is not None:
+            logits = self.model.head(self.model.dropout(self.locked_image(list(batch["path"]), self.device)))
         else:
             logits = self.model(batch["image"])
         loss = F.binary_cross_entropy_with_logits(logits, batch["target"], weight=batch["mask"], reduction="sum")
@@ -153,12 +146,12 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self._loss(batch)
-        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["image"]))
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch["target"]))
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss, logits = self._loss(batch)
-        self.log("val_loss", loss, prog_bar=True, batch_size=len(batch["image"]), sync_dist=True)
+        self.log("val_loss", loss, prog_bar=True, batch_size=len(batch["target"]), sync_dist=True)
         self._val_scores.append(torch.sigmoid(logits).detach().cpu())
         self._val_targets.append(batch["target"].cpu())
         self._val_masks.append(batch["mask"].cpu())
@@ -198,9 +191,10 @@ class ClassifierDataModule(L.LightningDataModule):
         train, _ = labeled_split(self.config, "train")
         if not train:
             raise InputError("the training data has no labelled images")
-        self.train_set = LabeledImageDataset(train, self.image_size, augment, seed=seed)
+        decode = not probe_features_cached(self.config)
+        self.train_set = LabeledImageDataset(train, self.image_size, augment, seed=seed, decode_images=decode)
         val, _ = labeled_split(self.config, "val")
-        self.val_set = LabeledImageDataset(val, self.image_size) if val else None
+        self.val_set = LabeledImageDataset(val, self.image_size, decode_images=decode) if val else None
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         trainer = _section(self.config, "trainer")

@@ -287,7 +287,13 @@ def read_image_folder(root: str | Path) -> tuple[list[LabeledImage], list[str]]:
 
 
 class LabeledImageDataset(Dataset):
-    def __init__(self, items: Sequence[LabeledImage], image_size: int, augment: ImageAugment | None = None, seed: int = 0):
+    """Labelled images; ``decode_images=False`` gives paths without pixels, for a cached frozen tower."""
+
+    def __init__(self, items: Sequence[LabeledImage], image_size: int, augment: ImageAugment | None = None, seed: int = 0,
+                 decode_images: bool = True):
+        if augment is not None and not decode_images:
+            raise ConfigError("image augmentation needs decoded images (decode_images=True)")
+        self.decode_images = decode_images
         self.items = list(items)
         self.image_size = image_size
         self.augment = augment
@@ -297,8 +303,11 @@ class LabeledImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.items[index]
+        labels = {"target": torch.tensor(item.target), "mask": torch.tensor(item.mask), "path": item.path}
+        if not self.decode_images:
+            return labels
         image = load_image(item.path)
         if self.augment is not None:
             rng = random.Random(hash((self.seed, self.epoch, index)))
@@ -306,7 +315,7 @@ class LabeledImageDataset(Dataset):
             x = (self.augment(raw, rng) - PIXEL_MEAN) / PIXEL_STD
         else:
             x = image_to_tensor(image, self.image_size)
-        return {"image": x, "target": torch.tensor(item.target), "mask": torch.tensor(item.mask), "index": torch.tensor(index)}
+        return {"image": x, **labels}
 
 
 def default_labels() -> list[str]:
