@@ -210,6 +210,9 @@ class ClipModule(L.LightningModule):
         self.locked_text = LockedTextFeatures(self.model.text_encoder) if n_frozen < 0 else None
         self.locked_image = None
         if image_tower_locked(config):
+            if not (model_cfg.get("image_encoder_from") or model_cfg.get("pretrained")):
+                log.warning("model.freeze_image_tower on an untrained image tower: set model.image_encoder_from "
+                            "(or model.pretrained) to a trained CLIP or classifier")
             log.info("froze %d image-tower parameters; its features are cached per image", freeze_image_tower(self.model))
             self.locked_image = LockedImageFeatures(self.model)
 
