@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from crrg.clip.classifier import choose_thresholds
 from crrg.clip.data import ImageAugment, LabeledImage, LabeledImageDataset, labeled_from_records, read_image_folder
-from crrg.clip.task import LockedImageFeatures, _section, optimizer_with_schedule
+from crrg.clip.task import LockedImageFeatures, _section, freeze_image_tower, optimizer_with_schedule
 from crrg.errors import ConfigError, InputError
 from crrg.observations import CHEXPERT_14
 from crrg.records import read_manifest
@@ -123,7 +123,7 @@ class ClassifierModule(L.LightningModule):
         self.config = config
         self.model, self.mode = build_classifier_model(config, labels)
         if self.mode == "linear_probe":
-            self.model.image_encoder.requires_grad_(False)
+            freeze_image_tower(self.model)
         self.locked_image = LockedImageFeatures(self.model) if probe_features_cached(config) else None
         self._val_scores: list[torch.Tensor] = []
         self._val_targets: list[torch.Tensor] = []

@@ -192,15 +192,14 @@ class ImageTextDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, text, _ = self.pairs[index]
         rng = random.Random(hash((self.seed, self.epoch, index)))
-        if not self.decode_images:
-            text = self.text_augment(text, rng) if self.text_augment is not None else text
-            return {"image": None, "path": path, "text": text}
-        image = load_image(path)
-        if self.image_augment is not None:
-            raw = image_to_tensor(image, self.image_size) * PIXEL_STD + PIXEL_MEAN
-            x = (self.image_augment(raw, rng) - PIXEL_MEAN) / PIXEL_STD
-        else:
-            x = image_to_tensor(image, self.image_size)
+        x = None
+        if self.decode_images:
+            image = load_image(path)
+            if self.image_augment is not None:
+                raw = image_to_tensor(image, self.image_size) * PIXEL_STD + PIXEL_MEAN
+                x = (self.image_augment(raw, rng) - PIXEL_MEAN) / PIXEL_STD
+            else:
+                x = image_to_tensor(image, self.image_size)
         if self.text_augment is not None:
             text = self.text_augment(text, rng)
         return {"image": x, "path": path, "text": text}

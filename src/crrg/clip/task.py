@@ -129,70 +129,78 @@ def copy_image_encoder(model, source: str) -> None:
     log.info("image tower initialised from %s", source)
 
 
-class LockedTextFeatures:
-    """Pooled output of a fully frozen text tower, computed once per distinct report text.
+class LockedFeatures:
+    """A frozen tower's pooled output, computed once per key and cached.
 
-    With the whole tower locked (``freeze_text_layers: -1``, text-locked tuning in the manner of LiT)
-    its output for a given text never changes, yet on a CPU its forward pass costs about as much as
-    the image tower's training step. Caching it makes every epoch after the first nearly image-only;
-    the projection on top stays trainable. Features are computed in eval mode (no dropout), exactly
-    as zero-shot prompts and retrieval queries are encoded later.
+    A locked tower's output for a given input never changes, so computing it again each epoch is
+    wasted work. Features are computed in eval mode (no dropout, fixed batch-norm statistics),
+    exactly as the exported model computes them later; the tower's mode is restored afterwards.
+    Subclasses say what the tower is and how a chunk of keys becomes features.
     """
 
-    def __init__(self, tower, max_entries: int = 200_000, batch_size: int = 64):
-        self.tower, self.max_entries, self.batch_size = tower, max_entries, batch_size
+    tower: torch.nn.Module
+
+    def __init__(self, batch_size: int, max_entries: int | None = None):
+        self.batch_size, self.max_entries = batch_size, max_entries
         self.cache: dict[str, torch.Tensor] = {}
 
+    def _features(self, keys: list[str], device: torch.device) -> torch.Tensor:
+        raise NotImplementedError
+
     @torch.no_grad()
-    def __call__(self, texts: list[str], device: torch.device) -> torch.Tensor:
-        missing = [t for t in dict.fromkeys(texts) if t not in self.cache]
+    def __call__(self, keys: list[str], device: torch.device) -> torch.Tensor:
+        missing = [k for k in dict.fromkeys(keys) if k not in self.cache]
         if missing:
             was_training = self.tower.training
             self.tower.eval()
-            if len(self.cache) + len(missing) > self.max_entries:
-                self.cache.clear()  # heavy text augmentation: start over rather than grow without bound
+            if self.max_entries is not None and len(self.cache) + len(missing) > self.max_entries:
+                self.cache.clear()  # heavy augmentation: start over rather than grow without bound
             for i in range(0, len(missing), self.batch_size):
                 chunk = missing[i:i + self.batch_size]
-                feats = self.tower(**self.tower.tokenize(chunk, device=device)).float().cpu()
-                self.cache.update(zip(chunk, feats))
+                self.cache.update(zip(chunk, self._features(chunk, device).float().cpu()))
             self.tower.train(was_training)
-        return torch.stack([self.cache[t] for t in texts]).to(device)
+        return torch.stack([self.cache[k] for k in keys]).to(device)
 
 
-class LockedImageFeatures:
-    """Pooled output of a frozen image tower, computed once per image (``freeze_image_tower: true``).
+class LockedTextFeatures(LockedFeatures):
+    """The fully frozen text tower (``freeze_text_layers: -1``, text-locked tuning in the manner of
+    LiT), one entry per distinct report text. On a CPU its forward pass costs about as much as the
+    image tower's training step; cached, every epoch after the first is nearly image-only, and the
+    projection on top stays trainable. Encoded as zero-shot prompts and retrieval queries are later.
+    """
+
+    def __init__(self, tower, max_entries: int = 200_000, batch_size: int = 64):
+        super().__init__(batch_size, max_entries)
+        self.tower = tower
+
+    def _features(self, keys: list[str], device: torch.device) -> torch.Tensor:
+        return self.tower(**self.tower.tokenize(keys, device=device))
+
+
+class LockedImageFeatures(LockedFeatures):
+    """The frozen image tower (``freeze_image_tower: true``), one entry per image path.
 
     Locked-image tuning (LiT) with a locked text tower too: only the two projections and the
     temperature learn. On a CPU that turns an epoch from minutes of image-tower steps into seconds,
     which buys the many epochs a fresh projection pair needs to align two fixed feature spaces. The
-    tower runs in eval mode, on the same pixels zero-shot, retrieval and classification see, so the
-    cached features are exactly what the exported model computes.
+    images go through the model's own preprocessing, the pixels zero-shot, retrieval and
+    classification see. ``model``: a CLIP model or a classifier (anything with ``image_encoder`` and
+    ``preprocess``).
     """
 
     def __init__(self, model, batch_size: int = 32):
-        self.model, self.batch_size = model, batch_size
-        self.cache: dict[str, torch.Tensor] = {}
+        super().__init__(batch_size)
+        self.model = model
+        self.tower = model.image_encoder
 
-    @torch.no_grad()
-    def __call__(self, paths: list[str], device: torch.device) -> torch.Tensor:
-        missing = [p for p in dict.fromkeys(paths) if p not in self.cache]
-        if missing:
-            tower = self.model.image_encoder
-            was_training = tower.training
-            tower.eval()
-            for i in range(0, len(missing), self.batch_size):
-                chunk = missing[i:i + self.batch_size]
-                pixels = self.model.preprocess([load_image(p) for p in chunk]).to(device)
-                self.cache.update(zip(chunk, tower(pixels).float().cpu()))
-            tower.train(was_training)
-        return torch.stack([self.cache[p] for p in paths]).to(device)
+    def _features(self, keys: list[str], device: torch.device) -> torch.Tensor:
+        return self.tower(self.model.preprocess([load_image(p) for p in keys]).to(device))
 
 
 def freeze_image_tower(model) -> int:
-    params = list(model.image_encoder.parameters())
-    for p in params:
-        p.requires_grad_(False)
-    return sum(p.numel() for p in params)
+    """Freeze ``model.image_encoder`` (a CLIP model's or a classifier's); returns how many parameters."""
+    model.image_encoder.requires_grad_(False)
+    return sum(p.numel() for p in model.image_encoder.parameters())
 
 
 class ClipModule(L.LightningModule):
