@@ -11,6 +11,10 @@ cannot see small things from one that was not trained well. Run on the predictio
         --unknown negative --out /tmp/eval
     python benchmarks/synth_subtypes.py --predictions /tmp/eval/predictions.jsonl \
         --data /work/data/synth5k --name synth_subtypes_M
+
+or, for the region-guided generator's own study-level finding head (256 px, supervised), on a split:
+
+    python benchmarks/synth_subtypes.py --rrg-model crrg-default --split test --data /work/data/synth5k
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import print_table, save_results  # noqa: E402
+
+from crrg.observations import CHEXPERT_14  # noqa: E402
 
 SIZE_BINS_MM = (10, 20, 30)
 
@@ -74,11 +80,34 @@ def subtype_aucs(predictions: list[dict], findings: dict[str, list[dict]]) -> li
             if p["target"].get(label) != 1:
                 continue
             kinds = sorted({subtype(f) for f in findings.get(p["id"], []) if label in finding_labels(f)})
-            groups[" + ".join(kinds) or "(not recorded)"].append(p["probabilities"][label])
+            groups[" + ".join(kinds) or "(none recorded)"].append(p["probabilities"][label])
         for name, scores in sorted(groups.items()):
             auc = roc_auc_score([1] * len(scores) + [0] * len(negatives), scores + negatives) if negatives else None
             rows.append({"label": label, "subtype": name, "positives": len(scores), "auc": auc})
     return rows
+
+
+def rrg_head_predictions(model_path: str, data: Path, split: str) -> list[dict]:
+    """Predictions of an rrg model's finding head (no attached classifier) in the predictions.jsonl layout;
+    absent labels count as negative, as ``--unknown negative`` does for synthetic data."""
+    import torch
+
+    from crrg.image import load_image
+    from crrg.models.registry import load_pretrained
+    from crrg.records import read_manifest
+    from crrg.rrg.task import frontal_index
+
+    model = load_pretrained(model_path)
+    out = []
+    for record in read_manifest(data / "manifest.jsonl", split=split):
+        if not record.images:
+            continue
+        image = load_image(record.images[frontal_index(record) or 0].path)
+        with torch.no_grad():
+            probs = model.analyse(image)[2]["findings"].tolist()
+        out.append({"id": record.id, "probabilities": dict(zip(CHEXPERT_14, probs)),
+                    "target": {n: int(record.labels.get(n) == 1) for n in CHEXPERT_14}})
+    return out
 
 
 def read_findings(data: Path, ids: set[str]) -> dict[str, list[dict]]:
@@ -92,24 +121,32 @@ def read_findings(data: Path, ids: set[str]) -> dict[str, list[dict]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--predictions", type=Path, required=True, help="predictions.jsonl of crrg evaluate-classifier --out")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--predictions", type=Path, help="predictions.jsonl of crrg evaluate-classifier --out")
+    source.add_argument("--rrg-model", help="an rrg model (folder or registered name): score its own finding head")
+    parser.add_argument("--split", default="test", help="with --rrg-model: the manifest split")
     parser.add_argument("--data", type=Path, required=True, help="the crrg synth output folder (holds studies/)")
     parser.add_argument("--name", default="synth_subtypes", help="results file name under benchmarks/results/")
     parser.add_argument("--min-positives", type=int, default=1, help="leave out groups with fewer positives")
     args = parser.parse_args(argv)
-    if not args.predictions.is_file():
+    if args.predictions is not None and not args.predictions.is_file():
         parser.error(f"{args.predictions} does not exist")
     if not (args.data / "studies").is_dir():
         parser.error(f"{args.data} has no studies/ folder (is it a crrg synth output folder?)")
-    predictions = [json.loads(line) for line in args.predictions.read_text().splitlines() if line.strip()]
+    if args.predictions is not None:
+        predictions = [json.loads(line) for line in args.predictions.read_text().splitlines() if line.strip()]
+        source_name = str(args.predictions)
+    else:
+        predictions = rrg_head_predictions(args.rrg_model, args.data, args.split)
+        source_name = f"{args.rrg_model} finding head, {args.split}"
     findings = read_findings(args.data, {p["id"] for p in predictions})
     if not findings:
         parser.error(f"none of the predicted ids has a study file in {args.data / 'studies'}")
     rows = [r for r in subtype_aucs(predictions, findings) if r["positives"] >= args.min_positives]
-    table = print_table(f"AUC by inserted finding ({len(predictions)} images, {args.predictions})",
+    table = print_table(f"AUC by inserted finding ({len(predictions)} images, {source_name})",
                         ["label", "inserted", "positives", "AUC"],
                         [[r["label"], r["subtype"], r["positives"], r["auc"]] for r in rows])
-    save_results(args.name, {"predictions": str(args.predictions), "rows": rows}, table)
+    save_results(args.name, {"source": source_name, "rows": rows}, table)
     return 0
 
 
