@@ -90,8 +90,6 @@ def subtype_aucs(predictions: list[dict], findings: dict[str, list[dict]]) -> li
 def rrg_head_predictions(model_path: str, data: Path, split: str) -> list[dict]:
     """Predictions of an rrg model's finding head (no attached classifier) in the predictions.jsonl layout;
     absent labels count as negative, as ``--unknown negative`` does for synthetic data."""
-    import torch
-
     from crrg.image import load_image
     from crrg.models.registry import load_pretrained
     from crrg.records import read_manifest
@@ -103,8 +101,7 @@ def rrg_head_predictions(model_path: str, data: Path, split: str) -> list[dict]:
         if not record.images:
             continue
         image = load_image(record.images[frontal_index(record) or 0].path)
-        with torch.no_grad():
-            probs = model.analyse(image)[2]["findings"].tolist()
+        probs = model.analyse(image)[2]["findings"].tolist()
         out.append({"id": record.id, "probabilities": dict(zip(CHEXPERT_14, probs)),
                     "target": {n: int(record.labels.get(n) == 1) for n in CHEXPERT_14}})
     return out
