@@ -88,22 +88,24 @@ def subtype_aucs(predictions: list[dict], findings: dict[str, list[dict]]) -> li
 
 
 def rrg_head_predictions(model_path: str, data: Path, split: str) -> list[dict]:
-    """Predictions of an rrg model's finding head (no attached classifier) in the predictions.jsonl layout;
-    absent labels count as negative, as ``--unknown negative`` does for synthetic data."""
+    """Predictions of an rrg model's finding head (no attached classifier) in the predictions.jsonl layout,
+    with the targets ``crrg evaluate-classifier --unknown negative`` uses (uncertain labels left out)."""
+    import numpy as np
+
+    from crrg.clip.data import labeled_from_records
+    from crrg.clip.evaluate import targets_with_unknowns
     from crrg.image import load_image
     from crrg.models.registry import load_pretrained
     from crrg.records import read_manifest
-    from crrg.rrg.task import frontal_index
 
     model = load_pretrained(model_path)
+    items = labeled_from_records(read_manifest(data / "manifest.jsonl", split=split), CHEXPERT_14,
+                                 uncertain="ignore", unknown="negative")
     out = []
-    for record in read_manifest(data / "manifest.jsonl", split=split):
-        if not record.images:
-            continue
-        image = load_image(record.images[frontal_index(record) or 0].path)
-        probs = model.analyse(image)[2]["findings"].tolist()
-        out.append({"id": record.id, "probabilities": dict(zip(CHEXPERT_14, probs)),
-                    "target": {n: int(record.labels.get(n) == 1) for n in CHEXPERT_14}})
+    for item, truth in zip(items, targets_with_unknowns(items)):
+        probs = model.analyse(load_image(item.path))[2]["findings"].tolist()
+        out.append({"id": item.id, "probabilities": dict(zip(CHEXPERT_14, probs)),
+                    "target": {n: (None if np.isnan(t) else int(t)) for n, t in zip(CHEXPERT_14, truth)}})
     return out
 
 

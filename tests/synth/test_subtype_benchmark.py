@@ -43,3 +43,28 @@ def test_each_group_is_scored_against_all_negatives(subtypes):
     by_group = {r["subtype"]: r for r in rows}
     assert by_group["mass >= 30 mm"]["auc"] == 1.0 and by_group["mass >= 30 mm"]["positives"] == 1
     assert by_group["nodule 10-20 mm"]["auc"] == 0.5
+
+
+def test_rrg_head_predictions_use_the_classifier_evaluation_targets(subtypes, tmp_path):
+    """The --rrg-model path scores the frontal image with the model's own finding head, and its
+    targets are those of `crrg evaluate-classifier --unknown negative`: uncertain left out, absent negative."""
+    from crrg.models.registry import save_pretrained
+    from crrg.observations import CHEXPERT_14
+    from crrg.records import read_manifest, write_manifest
+    from tests.rrg.conftest import make_studies, untrained_model
+
+    data = tmp_path / "synth"
+    manifest = make_studies(data, n=4)
+    records = read_manifest(manifest)
+    records[0].labels["Pneumonia"] = -1
+    write_manifest(manifest, records)
+    save_pretrained(untrained_model(), tmp_path / "model")
+
+    preds = subtypes.rrg_head_predictions(str(tmp_path / "model"), data, split="train")
+    assert [p["id"] for p in preds] == ["s0", "s1"]
+    for p in preds:
+        assert list(p["probabilities"]) == list(CHEXPERT_14)
+        assert all(0.0 <= v <= 1.0 for v in p["probabilities"].values())
+    assert preds[0]["target"]["Pneumonia"] is None
+    assert preds[1]["target"]["Pneumonia"] == 0
+    assert preds[0]["target"]["No Finding"] == 1 and preds[1]["target"]["Lung Opacity"] == 1
