@@ -136,3 +136,28 @@ def test_filter_mode_chooses_among_the_filtered_impression_candidates():
     assert impression == "Cardiomegaly. Right effusion."
     _, impression = model._consistent_with_findings(pieces, "Right effusion.", probs)
     assert impression == "Right effusion."
+
+
+def test_filter_candidates_keeps_a_candidate_that_agrees_instead_of_losing_the_sentence(monkeypatch):
+    import crrg.rrg.model as rrg_model
+
+    cfg = copy.deepcopy(TINY_CONFIG)
+    cfg["joint"] = "filter"
+    cfg["decoding"] = {"consensus": 4}
+    model = untrained_model(cfg)
+    model.thresholds.findings = {name: 1.01 for name in CHEXPERT_14}  # the head calls every finding absent
+    # three of a region's four candidates state an effusion (their consensus), one says there is none
+    beams = ["Small right pleural effusion.", "Small right pleural effusion.", "Small left pleural effusion.",
+             "No pleural effusion."]
+
+    def canned(tokenizer, ids):
+        return beams * (len(ids) // len(beams))
+
+    monkeypatch.setattr(rrg_model, "decode", canned)
+    model.global_sentences = False
+    vetoed = model.generate_report(_study())
+    assert "effusion" not in vetoed.findings.lower()  # the consensus contradicts the head: dropped
+    kept = model.generate_report(_study(), filter_candidates=True)
+    assert "No pleural effusion." in kept.findings
+    model.filter_candidates = True  # decoding.filter_candidates in the config
+    assert model.generate_report(_study()).findings == kept.findings

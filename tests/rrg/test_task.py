@@ -59,7 +59,7 @@ def test_all_stages_run_export_and_resume(tiny_manifest, tiny_config, tmp_path):
     assert (tmp_path / "run" / "joint" / "model" / "model.safetensors").stat().st_mtime_ns == before
 
 
-@pytest.mark.parametrize("name", ["synth-small.yaml", "synth5k.yaml"])
+@pytest.mark.parametrize("name", ["synth-small.yaml", "synth5k.yaml", "synth5k-classifier-conditioned.yaml"])
 def test_shipped_yaml_gives_a_valid_engine_config_for_every_stage(name):
     from pathlib import Path
 
@@ -206,3 +206,46 @@ def test_detector_stage_head_losses_use_the_loss_weights(tiny_manifest, tiny_con
     module._step(collate_detector([DetectorDataset(records, 64)[i] for i in range(2)]), "train")
     assert logged["train_heads_selection"] == 0.0 and logged["train_heads_abnormal"] > 0
     assert logged["train_heads_findings"] > 0
+
+
+class _TwoFindings:
+    """An attached classifier (crrg.rrg.joint.FindingSource) that knows two findings."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def predict_proba(self, study):
+        self.calls += 1
+        return {"Pleural Effusion": 0.8, "Edema": float(study.images[0].mean())}
+
+
+def test_language_stages_are_conditioned_on_the_attached_classifier(tiny_manifest, tiny_config, tmp_path, monkeypatch):
+    from crrg.observations import CHEXPERT_14
+    from crrg.records import read_manifest
+    from crrg.rrg.task import RRGModule, StudyFeatureDataset, classifier_conditions, collate_studies
+    from tests.rrg.conftest import untrained_model
+
+    model = untrained_model(tiny_config)
+    records = read_manifest(tiny_manifest, split="train")
+    assert classifier_conditions(model, records, tmp_path, "train") is None  # nothing attached
+    model.finding_source = source = _TwoFindings()
+    conditions = classifier_conditions(model, records, tmp_path, "train")
+    effusion, edema = CHEXPERT_14.index("Pleural Effusion"), CHEXPERT_14.index("Edema")
+    assert conditions.shape == (len(records), len(CHEXPERT_14)) and source.calls == len(records)
+    assert torch.allclose(conditions[:, effusion], torch.full((len(records),), 0.8))
+    assert torch.isnan(conditions[:, CHEXPERT_14.index("Cardiomegaly")]).all()
+    assert torch.equal(classifier_conditions(model, records, tmp_path, "train")[:, effusion], conditions[:, effusion])
+    assert source.calls == len(records)  # the second call read the cache
+
+    # the decoder's condition: the classifier's probabilities, the finding head's where it has none
+    config = {**_config(tiny_manifest, tiny_config), "stage": "language", "loss": {"condition_dropout": 0}}
+    module = RRGModule(config)
+    seen = []
+    monkeypatch.setattr(module.model.language, "conditioned_loss", lambda inputs, ids, mask, cond: seen.append(cond) or cond.sum())
+    features = torch.zeros(len(records), 29, module.model.detector.feature_size)
+    batch = collate_studies([StudyFeatureDataset(records, features, conditions)[i] for i in range(len(records))])
+    head = torch.full((len(records), len(CHEXPERT_14)), 0.25)
+    module._lm_batch(batch, module.model.region_features(batch["features"]), head)
+    cond = seen[0]
+    assert torch.allclose(cond[:, effusion], torch.tensor(0.8)) and not torch.allclose(cond[:, edema], torch.tensor(0.25))
+    assert torch.allclose(cond[:, CHEXPERT_14.index("Cardiomegaly")], torch.tensor(0.25))

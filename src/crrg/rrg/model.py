@@ -128,6 +128,9 @@ class RRGModel(nn.Module):
         self.consensus_candidates = int(decoding.get("consensus", 0))
         # IMPRESSION: the beam candidate that restates the FINDINGS (crrg.rrg.joint.agreeing_impression)
         self.impression_agreement = bool(decoding.get("impression_agreement", False))
+        # joint "filter": veto each region's candidates before taking their consensus, so a region whose
+        # consensus contradicts the classifier keeps a candidate that agrees instead of losing its sentence
+        self.filter_candidates = bool(decoding.get("filter_candidates", False))
         # Findings sentences no region owns (bones, edema): written from all regions at once.
         self.global_sentences = bool(config.get("global_sentences", True))
         self.joint_mode = str(config.get("joint", "condition"))
@@ -212,7 +215,7 @@ class RRGModel(nn.Module):
             raise ConfigError("this rrg model has no tokenizer: it was never trained (run `crrg train rrg`)")
         unknown = set(options) - {"num_beams", "do_sample", "top_p", "temperature", "max_new_tokens", "joint",
                                   "candidates", "beams", "sample", "consensus", "learned_order",
-                                  "impression_agreement"}
+                                  "impression_agreement", "filter_candidates"}
         if unknown:
             raise InputError(f"unknown option(s) for the rrg generator: {sorted(unknown)}")
         self.eval()
@@ -282,6 +285,13 @@ class RRGModel(nn.Module):
             if mode == "rerank":
                 texts = [joint.rerank(c, finding_probs, float(probs["abnormal"][r]), thresholds)
                          for c, r in zip(per_region, regions)]
+            elif mode == "filter" and candidates > 1 and options.get("filter_candidates", self.filter_candidates):
+                decisions = joint.finding_decisions(finding_probs, thresholds.findings)
+                texts = []
+                for c, r in zip(per_region, regions):
+                    local = self._speaks_for_itself(ANATOMICAL_REGIONS[r], bool(abnormal[r]))
+                    agreeing = [t for t, k in zip(c, joint.consistent_sentences(c, decisions, [local] * len(c))) if k]
+                    texts.append(chosen(agreeing or c))  # none agrees: the sentence is vetoed below
             else:
                 texts = [chosen(c) for c in per_region]
         timings["generate_ms"] = (time.perf_counter() - t0) * 1000
@@ -322,6 +332,13 @@ class RRGModel(nn.Module):
         return report
 
 
+    @staticmethod
+    def _speaks_for_itself(region: str, abnormal: bool) -> bool:
+        """Whether a sentence of ``region`` may call that region normal in a study the classifier calls
+        abnormal: outside the lung fields, for a normal-looking region ("No acute osseous abnormality.");
+        "The lungs are clear." beside an atelectasis may not."""
+        return region not in LUNG_FIELD_REGIONS and region != GLOBAL_REGION and not abnormal
+
     def _consistent_with_findings(self, pieces: list[RegionSentence], impression: str | None,
                                   finding_probs: torch.Tensor,
                                   thresholds: Thresholds | None = None,
@@ -336,9 +353,7 @@ class RRGModel(nn.Module):
         from crrg.text import split_sentences
 
         decisions = joint.finding_decisions(finding_probs, (thresholds or self.thresholds).findings)
-        # outside the lung fields a normal-looking region may call itself normal in an abnormal study
-        # ("No acute osseous abnormality."); "The lungs are clear." beside an atelectasis may not
-        local = [p.region not in LUNG_FIELD_REGIONS and p.region != GLOBAL_REGION and not p.abnormal for p in pieces]
+        local = [self._speaks_for_itself(p.region, p.abnormal) for p in pieces]
         keep = joint.consistent_sentences([p.text for p in pieces], decisions, local=local)
         pieces = [p for p, k in zip(pieces, keep) if k]
 

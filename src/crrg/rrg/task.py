@@ -8,7 +8,9 @@ Stages, each started from the previous stage's exported model (``model.init``):
 ``pretrain``     GPT-2 as a plain language model on report text (IU X-Ray reports + the training
                  split's reports and region sentences); trains the tokenizer when the model has none.
 ``language``     GPT-2 with the region prefix on (region feature, region sentence) pairs,
-                 conditioned on the finding head's probabilities (what it will see at inference).
+                 conditioned on the finding probabilities it will see at inference: the attached
+                 classifier's (:mod:`crrg.rrg.joint`) where the model has one, else the finding head's
+                 (``loss.condition_on_classifier: false`` keeps the head's).
 ``joint``        projector, heads and decoder fine-tuned together (heads loss + sentence loss).
 
 The detector is frozen after its stage, so the stages after it read its RoI features from a cache
@@ -324,11 +326,48 @@ def compute_features(model, records: list[StudyRecord], cache_dir: Path | None, 
     return out
 
 
-class StudyFeatureDataset(Dataset):
-    """Per study: cached RoI features, region / finding targets and the region sentences."""
+def classifier_conditions(model, records: list[StudyRecord], cache_dir: Path | None, tag: str) -> torch.Tensor | None:
+    """(N, 14) finding probabilities the model's attached classifier (:mod:`crrg.rrg.joint`) gives each
+    record, NaN where it gives none; None without an attached classifier. At inference the decoder is
+    conditioned on these, not on the rrg finding head, so the language stages train on them too."""
+    from crrg.image import load_image
+    from crrg.io import atomic_save_file
+    from crrg.reporting import StudyInput
 
-    def __init__(self, records: list[StudyRecord], features: torch.Tensor):
-        self.records, self.features = records, features
+    source = getattr(model, "finding_source", None)
+    if source is None:
+        return None
+    key = hashlib.sha1(f"conditions-{tag}".encode())
+    for r in records:
+        key.update(r.id.encode())
+        key.update(r.images[frontal_index(r)].path.encode())
+    weights = getattr(getattr(source, "classifier", source), "state_dict", None)
+    for name, p in (weights() if weights else {}).items():
+        key.update(name.encode())
+        key.update(p.float().sum().item().hex().encode() if p.numel() else b"")
+    path = cache_dir / f"rrg-conditions-{key.hexdigest()[:16]}.pt" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        return torch.load(path)
+    out = torch.full((len(records), len(CHEXPERT_14)), float("nan"))
+    for i, r in enumerate(records):
+        image = r.images[frontal_index(r)]
+        given = source.predict_proba(StudyInput(images=[load_image(image.path)], views=[image.view], id=r.id))
+        for j, name in enumerate(CHEXPERT_14):
+            if name in given:
+                out[i, j] = float(given[name])
+        if (i + 1) % 500 == 0:
+            log.info("rrg: classifier conditions %d/%d", i + 1, len(records))
+    if path is not None:
+        atomic_save_file(path, lambda tmp: torch.save(out, tmp))
+    return out
+
+
+class StudyFeatureDataset(Dataset):
+    """Per study: cached RoI features, region / finding targets, the region sentences and, with an
+    attached classifier, its finding probabilities (``conditions``, NaN for the findings it lacks)."""
+
+    def __init__(self, records: list[StudyRecord], features: torch.Tensor, conditions: torch.Tensor | None = None):
+        self.records, self.features, self.conditions = records, features, conditions
 
     def __len__(self) -> int:
         return len(self.records)
@@ -342,6 +381,8 @@ class StudyFeatureDataset(Dataset):
         has_abnormal = bool((item["abnormal"] * item["known"]).sum() > 0)
         item["impression"] = record.impression.strip() if has_abnormal and record.impression.strip() else None
         item["global"] = global_findings(record)
+        if self.conditions is not None:
+            item["conditions"] = self.conditions[i].float()
         return item
 
 
@@ -355,6 +396,8 @@ def global_findings(record: StudyRecord) -> str:
 
 def collate_studies(batch: list[dict]) -> dict[str, Any]:
     out = {k: torch.stack([b[k] for b in batch]) for k in ("features", "selected", "abnormal", "known", "findings")}
+    if all("conditions" in b for b in batch):
+        out["conditions"] = torch.stack([b["conditions"] for b in batch])
     out["sentences"] = [(row, region, text) for row, b in enumerate(batch) for region, text in b["sentences"]]
     out["impressions"] = [(row, b["impression"]) for row, b in enumerate(batch) if b.get("impression")]
     out["globals"] = [(row, b["global"]) for row, b in enumerate(batch) if b.get("global") is not None]
@@ -402,9 +445,15 @@ class RRGDataModule(L.LightningDataModule):
             model = build_rrg(self.config).eval()
             cache = _cache_dir(self.config)
             train = with_regions(train)
-            self.train_set = StudyFeatureDataset(train, compute_features(model, train, cache, "train"))
             val = with_regions(val) if val else []
-            self.val_set = StudyFeatureDataset(val, compute_features(model, val, cache, "val")) if val else None
+            use = self.stage_name != "classifiers" and bool(_section(self.config, "loss").get("condition_on_classifier", True))
+
+            def dataset(records: list[StudyRecord], tag: str) -> StudyFeatureDataset:
+                conditions = classifier_conditions(model, records, cache, tag) if use else None
+                return StudyFeatureDataset(records, compute_features(model, records, cache, tag), conditions)
+
+            self.train_set = dataset(train, "train")
+            self.val_set = dataset(val, "val") if val else None
         self._ready = True
 
     def _collate(self):
@@ -523,6 +572,9 @@ class RRGModule(L.LightningModule):
                                      self.model.lang_cfg.n_positions - self.model.lang_cfg.prefix_length - 1)
         ids, mask = ids.to(self.device), mask.to(self.device)
         cond = finding_probs[rows]
+        if "conditions" in batch:  # the attached classifier's probabilities, the head's where it has none
+            given = batch["conditions"][rows].to(cond)
+            cond = torch.where(torch.isnan(given), cond, given)
         if self.training and self.condition_dropout > 0:
             keep = (torch.rand(len(rows), 1, device=cond.device) >= self.condition_dropout).to(cond.dtype)
             cond = cond * keep
