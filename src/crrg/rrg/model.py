@@ -10,7 +10,8 @@ Config keys (``src/crrg/models/configs/rrg-*.json``): ``detector`` (:class:`Dete
 (selection / abnormal / per-finding), ``assembly`` (``dedup_threshold``, ``embedder``,
 ``drop_restatements``, ``normal_impression``), ``decoding`` (``consensus``: beam candidates per
 sentence to take the consensus of, :mod:`crrg.rrg.consensus`; ``impression_agreement``: the IMPRESSION
-is the beam candidate that restates the FINDINGS), ``joint`` (the default joint mode of :meth:`RRGModel.generate_report`: ``off``, ``condition``, ``rerank`` or ``filter``).
+is the beam candidate that restates the FINDINGS; ``filter_candidates``: with joint "filter", a region's
+candidates that contradict the classifier are vetoed before their consensus is taken), ``joint`` (the default joint mode of :meth:`RRGModel.generate_report`: ``off``, ``condition``, ``rerank`` or ``filter``).
 The FINDINGS sentence order learned from the training reports (:mod:`crrg.rrg.ordering`) is the
 model folder's ``sentence_order.json``; without it sentences stay in anatomical order.
 A finding classifier attached for the joint design (:func:`crrg.rrg.joint.attach_classifier`) is saved
@@ -208,7 +209,10 @@ class RRGModel(nn.Module):
         "rerank" re-ranks its candidates instead), learned_order (False: FINDINGS in anatomical order even
         when the model has learned a sentence order, :mod:`crrg.rrg.ordering`), impression_agreement (the
         IMPRESSION is the beam candidate that best restates the FINDINGS; default: the config's
-        ``decoding.impression_agreement``; needs candidates, i.e. consensus or beams > 1)."""
+        ``decoding.impression_agreement``; needs candidates, i.e. consensus or beams > 1), filter_candidates
+        (joint "filter" with candidates: the consensus of a region's candidates that agree with the
+        classifier, the region's sentence vetoed only when none does; default: the config's
+        ``decoding.filter_candidates``)."""
         from crrg.rrg import joint
 
         if self.tokenizer is None:
@@ -275,6 +279,16 @@ class RRGModel(nn.Module):
             # the impression's candidates scored lower on val (CIDEr 1.010 -> 0.982)
             impression_candidates = candidates_of(query, study_cond)[0]
             impression = impression_candidates[0]
+        vetting = mode == "filter" and candidates > 1 and options.get("filter_candidates", self.filter_candidates)
+        decisions = joint.finding_decisions(finding_probs, thresholds.findings) if vetting else {}
+
+        def agreeing(texts_: list[str], local: bool) -> list[str]:
+            """A region's candidates the joint filter would keep (all of them when it would keep none):
+            the filter then vetoes the region's sentence only when no candidate agrees with the
+            classifier. The global findings are not vetted so (val CIDEr 1.147 -> 1.129 when they were)."""
+            kept = [t for t, k in zip(texts_, joint.consistent_sentences(texts_, decisions, [local] * len(texts_))) if k]
+            return kept or texts_
+
         global_text = ""
         if self.global_sentences:
             query = self.global_query(feats.unsqueeze(0), torch.ones(1, NUM_REGIONS))
@@ -285,13 +299,9 @@ class RRGModel(nn.Module):
             if mode == "rerank":
                 texts = [joint.rerank(c, finding_probs, float(probs["abnormal"][r]), thresholds)
                          for c, r in zip(per_region, regions)]
-            elif mode == "filter" and candidates > 1 and options.get("filter_candidates", self.filter_candidates):
-                decisions = joint.finding_decisions(finding_probs, thresholds.findings)
-                texts = []
-                for c, r in zip(per_region, regions):
-                    local = self._speaks_for_itself(ANATOMICAL_REGIONS[r], bool(abnormal[r]))
-                    agreeing = [t for t, k in zip(c, joint.consistent_sentences(c, decisions, [local] * len(c))) if k]
-                    texts.append(chosen(agreeing or c))  # none agrees: the sentence is vetoed below
+            elif vetting:
+                texts = [chosen(agreeing(c, self._speaks_for_itself(ANATOMICAL_REGIONS[r], bool(abnormal[r]))))
+                         for c, r in zip(per_region, regions)]
             else:
                 texts = [chosen(c) for c in per_region]
         timings["generate_ms"] = (time.perf_counter() - t0) * 1000
