@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/export_default_model.py /work/runs/rrg5k/joint/model [--version 0.2.0] [--joint filter] [--drop-restatements] [--classifier CLF]
         [--consensus 4] [--normal-impression-from MANIFEST.jsonl] [--sentence-order-from MANIFEST.jsonl]
-        [--impression-agreement]
+        [--impression-agreement] [--filter-candidates]
 
 The model folder may be the bundled one itself (to change only its settings).
 
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="manifest whose train split gives the normal IMPRESSION (consensus of its normal impressions)")
     parser.add_argument("--impression-agreement", action="store_true",
                         help="the IMPRESSION is the beam candidate that best restates the FINDINGS (crrg.rrg.joint.agreeing_impression)")
+    parser.add_argument("--filter-candidates", action="store_true",
+                        help="joint filter: veto a region's candidates before their consensus (decoding.filter_candidates)")
     parser.add_argument("--sentence-order-from", type=Path, default=None,
                         help="manifest whose train split's FINDINGS teach the sentence order (crrg.rrg.ordering)")
     args = parser.parse_args(argv)
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             log.info("normal impression: %s", learned)
     if args.impression_agreement:
         model.crrg_config.setdefault("decoding", {})["impression_agreement"] = model.impression_agreement = True
+    if args.filter_candidates:
+        model.crrg_config.setdefault("decoding", {})["filter_candidates"] = model.filter_candidates = True
     if args.sentence_order_from:
         from crrg.records import read_manifest
         from crrg.rrg.ordering import SentenceOrder
