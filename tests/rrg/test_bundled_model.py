@@ -21,8 +21,10 @@ def test_default_model_is_bundled_small_and_versioned():
     folder = bundled_models_dir() / DEFAULT_MODEL
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert size <= LIMIT_BYTES, f"{folder} is {size / 2**20:.1f} MB"
-    assert json.loads((folder / "config.json").read_text())["version"] == "0.5.0"
+    version = json.loads((folder / "config.json").read_text())["version"]
+    assert version == "0.6.0"
     card = (folder / "MODEL_CARD.md").read_text()
+    assert card.startswith(f"# crrg-default {version}:"), "the model card describes another version"
     assert "NOT FOR CLINICAL USE" in card
 
 

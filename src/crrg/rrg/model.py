@@ -341,7 +341,6 @@ class RRGModel(nn.Module):
         report.timings_ms = {k: round(v, 1) for k, v in timings.items()}
         return report
 
-
     @staticmethod
     def _speaks_for_itself(region: str, abnormal: bool) -> bool:
         """Whether a sentence of ``region`` may call that region normal in a study the classifier calls
