@@ -11,7 +11,9 @@ Config keys (``src/crrg/models/configs/rrg-*.json``): ``detector`` (:class:`Dete
 ``drop_restatements``, ``normal_impression``), ``decoding`` (``consensus``: beam candidates per
 sentence to take the consensus of, :mod:`crrg.rrg.consensus`; ``impression_agreement``: the IMPRESSION
 is the beam candidate that restates the FINDINGS; ``filter_candidates``: with joint "filter", a region's
-candidates that contradict the classifier are vetoed before their consensus is taken), ``joint`` (the default joint mode of :meth:`RRGModel.generate_report`: ``off``, ``condition``, ``rerank`` or ``filter``).
+candidates that contradict the classifier are vetoed before their consensus is taken), ``joint`` (the default joint mode of :meth:`RRGModel.generate_report`: ``off``, ``condition``, ``rerank`` or ``filter``),
+``region_context`` (optional, :class:`crrg.rrg.region_context.RegionContextConfig`: each region's
+feature also carries the attached classifier's tower pooled inside the region box).
 The FINDINGS sentence order learned from the training reports (:mod:`crrg.rrg.ordering`) is the
 model folder's ``sentence_order.json``; without it sentences stay in anatomical order.
 A finding classifier attached for the joint design (:func:`crrg.rrg.joint.attach_classifier`) is saved
@@ -108,6 +110,18 @@ class RRGModel(nn.Module):
         from crrg.rrg.region_features import RegionFeatureProjector
 
         self.projector = RegionFeatureProjector(self.detector.feature_size, width)
+        from crrg.rrg.region_context import RegionContext, RegionContextConfig
+
+        self.context_cfg = RegionContextConfig.from_dict(config.get("region_context"))
+        self.context = RegionContext(self.context_cfg) if self.context_cfg else None
+        self.context_projector = None
+        if self.context_cfg:
+            # added to the projected detector feature; zero at first, so a model warm-started without
+            # context writes exactly what it wrote before until training moves it
+            self.context_projector = nn.Sequential(nn.LayerNorm(self.context_cfg.channels),
+                                                   nn.Linear(self.context_cfg.channels, width))
+            nn.init.zeros_(self.context_projector[1].weight)
+            nn.init.zeros_(self.context_projector[1].bias)
         self.selection = RegionBinaryClassifier(width, heads.get("region_hidden", 128))
         self.abnormality = RegionBinaryClassifier(width, heads.get("region_hidden", 128))
         self.findings = StudyFindingClassifier(width, heads.get("finding_hidden", 256))
@@ -144,8 +158,34 @@ class RRGModel(nn.Module):
         self.finding_source = None  # joint design: an external classifier (crrg.rrg.joint)
 
     # ----- pieces used by training and inference -----
+    @property
+    def input_width(self) -> int:
+        """Width of what :meth:`region_features` takes: detector features, then the region context."""
+        return self.detector.feature_size + (self.context_cfg.channels if self.context_cfg else 0)
+
     def region_features(self, roi_features: torch.Tensor) -> torch.Tensor:
-        return self.projector(roi_features)
+        """(..., 29, input_width) -> (..., 29, width); with region context the input is the detector's
+        features followed by the context (:meth:`region_inputs`)."""
+        if roi_features.shape[-1] != self.input_width:
+            raise ValueError(f"region inputs are {roi_features.shape[-1]} wide; this model takes {self.input_width} "
+                             f"(detector {self.detector.feature_size}"
+                             + (f" + region context {self.context_cfg.channels})" if self.context_cfg else ")"))
+        size = self.detector.feature_size
+        out = self.projector(roi_features[..., :size])
+        if self.context_projector is not None:
+            out = out + self.context_projector(roi_features[..., size:])
+        return out
+
+    def region_inputs(self, images: list, detections: list[Detections]) -> torch.Tensor:
+        """(B, 29, input_width): each image's detector features, with the region context appended when
+        the config asks for it. ``images`` are the (H, W) arrays the detections were made on."""
+        feats = torch.stack([d.features.float() for d in detections])
+        if self.context is None:
+            return feats
+        from crrg.rrg.region_context import tower_of
+
+        context = self.context(tower_of(self), list(images), [d.boxes for d in detections])
+        return torch.cat([feats, context.to(feats)], -1)
 
     def heads(self, region_features: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"selection": self.selection(region_features), "abnormal": self.abnormality(region_features),
@@ -197,7 +237,7 @@ class RRGModel(nn.Module):
     def analyse(self, image) -> tuple[Detections, torch.Tensor, dict[str, torch.Tensor]]:
         """Detector + heads on one (H, W) image: detections, region features (29, w), probabilities."""
         det = self.detector.detect([to_rgb_tensor(image)])[0]
-        feats = self.region_features(det.features.unsqueeze(0))
+        feats = self.region_features(self.region_inputs([image], [det]))
         probs = {k: torch.sigmoid(v)[0] for k, v in self.heads(feats).items()}
         return det, feats[0], probs
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import logging
 import math
 import os
@@ -69,7 +70,7 @@ def build_rrg(config: dict):
 
     model_cfg = _section(config, "model")
     if model_cfg.get("init"):
-        return load_stage_model(model_cfg["init"]).train()
+        return load_stage_model(model_cfg["init"], model_cfg.get("overrides")).train()
     if model_cfg.get("warm_start"):
         return warm_start_model(config, model_cfg["warm_start"]).train()
     return create_model(_base_model_config(config), **(model_cfg.get("overrides") or {}))
@@ -79,8 +80,6 @@ def warm_start_model(config: dict, folder: str | os.PathLike):
     """A fresh model of this config that takes every weight of a saved rrg model whose shape fits, and
     its tokenizer: a resized detector head or new heads start fresh while the backbone and the
     language model keep what an earlier (smaller) run learnt."""
-    import json
-
     from safetensors.torch import load_file
 
     from crrg.models.registry import CONFIG_FILE, WEIGHTS_FILE, _merge, build_model
@@ -107,21 +106,20 @@ def warm_start_model(config: dict, folder: str | os.PathLike):
 
 
 # Heads added to the model after a run's earlier stages were exported start from their initial values.
-NEW_HEAD_PREFIXES = ("impression_query.", "global_query.")
+NEW_HEAD_PREFIXES = ("impression_query.", "global_query.", "context_projector.")
 
 
-def load_stage_model(folder: str | os.PathLike):
-    """Load a previous stage's export; weights it lacks may only be those of :data:`NEW_HEAD_PREFIXES`."""
-    import json
-
+def load_stage_model(folder: str | os.PathLike, overrides: dict | None = None):
+    """Load a previous stage's export, with ``overrides`` (the config's ``model.overrides``) merged into
+    its config; weights it lacks may only be those of :data:`NEW_HEAD_PREFIXES`."""
     from safetensors.torch import load_file
 
-    from crrg.models.registry import CONFIG_FILE, WEIGHTS_FILE, build_model
+    from crrg.models.registry import CONFIG_FILE, WEIGHTS_FILE, _merge, build_model
 
     folder = Path(folder)
     if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
         raise InputError(f"model.init {folder} is not a saved rrg model ({CONFIG_FILE} + {WEIGHTS_FILE})")
-    model = build_model(json.loads((folder / CONFIG_FILE).read_text()))
+    model = build_model(_merge(json.loads((folder / CONFIG_FILE).read_text()), overrides or {}))
     missing, unexpected = model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)), strict=False)
     missing = [k for k in missing if not k.startswith(NEW_HEAD_PREFIXES)]
     if missing or unexpected:
@@ -223,10 +221,9 @@ def report_corpus(config: dict) -> list[str]:
     return texts[: int(limit)] if limit else texts
 
 
-def _load_frontal(record: StudyRecord, image_size: int) -> tuple[torch.Tensor, float, int]:
-    """The frontal image resized so its long side is ``image_size``, the scale used, and its index."""
+def _load_frontal_image(record: StudyRecord, image_size: int):
+    """The frontal (H, W) image resized so its long side is at most ``image_size``, the scale used, and its index."""
     from crrg.image import load_image, resize
-    from crrg.rrg.detector import to_rgb_tensor
 
     index = frontal_index(record)
     image = load_image(record.images[index].path)
@@ -236,6 +233,14 @@ def _load_frontal(record: StudyRecord, image_size: int) -> tuple[torch.Tensor, f
         image, _ = resize(image, max(1, round(h * scale)), max(1, round(w * scale)))
     else:
         scale = 1.0
+    return image, scale, index
+
+
+def _load_frontal(record: StudyRecord, image_size: int) -> tuple[torch.Tensor, float, int]:
+    """:func:`_load_frontal_image` as the detector's (3, H, W) tensor."""
+    from crrg.rrg.detector import to_rgb_tensor
+
+    image, scale, index = _load_frontal_image(record, image_size)
     return to_rgb_tensor(image), scale, index
 
 
@@ -295,19 +300,31 @@ def region_sentences(record: StudyRecord, index: int) -> list[tuple[int, str]]:
             if r.image == index and r.sentences]
 
 
+def _weights_key(key, module) -> None:
+    """Feed a module's weights into a cache key (a cheap fingerprint: name and sum per tensor)."""
+    for name, p in module.state_dict().items():
+        key.update(name.encode())
+        key.update(p.float().sum().item().hex().encode() if p.numel() else b"")
+
+
 @torch.no_grad()
 def compute_features(model, records: list[StudyRecord], cache_dir: Path | None, tag: str) -> torch.Tensor:
-    """RoI features (N, 29, rep) of the frozen detector for each record, cached on disk by content."""
+    """Region inputs (N, 29, input_width) of the frozen detector for each record (its RoI features, then
+    the region context when the model has one, :meth:`RRGModel.region_inputs`), cached on disk by content."""
     from crrg.io import atomic_save_file
+    from crrg.rrg.detector import to_rgb_tensor
 
     key = hashlib.sha1()
     key.update(tag.encode())
     for r in records:
         key.update(r.id.encode())
         key.update(r.images[frontal_index(r)].path.encode())
-    for name, p in model.detector.state_dict().items():
-        key.update(name.encode())
-        key.update(p.float().sum().item().hex().encode() if p.numel() else b"")
+    _weights_key(key, model.detector)
+    if model.context is not None:
+        from crrg.rrg.region_context import tower_of
+
+        key.update(json.dumps(model.context_cfg.to_dict(), sort_keys=True).encode())
+        _weights_key(key, tower_of(model).image_encoder)
     path = cache_dir / f"rrg-features-{key.hexdigest()[:16]}.pt" if cache_dir is not None else None
     if path is not None and path.is_file():
         return torch.load(path)
@@ -316,11 +333,13 @@ def compute_features(model, records: list[StudyRecord], cache_dir: Path | None, 
     feats = []
     batch = 8  # one backbone call per few images: fewer, larger matrix products on a CPU
     for start in range(0, len(records), batch):
-        images = [_load_frontal(r, image_size)[0] for r in records[start:start + batch]]
-        feats.extend(d.features.half() for d in model.detector.detect(images))
+        loaded = [_load_frontal_image(r, image_size) for r in records[start:start + batch]]
+        images = [im for im, _, _ in loaded]
+        detections = model.detector.detect([to_rgb_tensor(im) for im in images])
+        feats.extend(model.region_inputs(images, detections).half())
         if (start // batch + 1) % 25 == 0:
-            log.info("rrg: detector features %d/%d", len(feats), len(records))
-    out = torch.stack(feats) if feats else torch.zeros(0, len(ANATOMICAL_REGIONS), model.detector.feature_size)
+            log.info("rrg: region features %d/%d", len(feats), len(records))
+    out = torch.stack(feats) if feats else torch.zeros(0, len(ANATOMICAL_REGIONS), model.input_width)
     if path is not None:
         atomic_save_file(path, lambda tmp: torch.save(out, tmp))
     return out
@@ -341,10 +360,9 @@ def classifier_conditions(model, records: list[StudyRecord], cache_dir: Path | N
     for r in records:
         key.update(r.id.encode())
         key.update(r.images[frontal_index(r)].path.encode())
-    weights = getattr(getattr(source, "classifier", source), "state_dict", None)
-    for name, p in (weights() if weights else {}).items():
-        key.update(name.encode())
-        key.update(p.float().sum().item().hex().encode() if p.numel() else b"")
+    weighted = getattr(source, "classifier", source)
+    if isinstance(weighted, nn.Module):
+        _weights_key(key, weighted)
     path = cache_dir / f"rrg-conditions-{key.hexdigest()[:16]}.pt" if cache_dir is not None else None
     if path is not None and path.is_file():
         return torch.load(path)
@@ -473,8 +491,6 @@ class RRGDataModule(L.LightningDataModule):
 def _model_image_size(config: dict) -> int:
     model_cfg = _section(config, "model")
     if model_cfg.get("init"):
-        import json
-
         base = json.loads((Path(model_cfg["init"]) / "config.json").read_text())
     else:
         base = _base_model_config(config)
@@ -510,6 +526,10 @@ class RRGModule(L.LightningModule):
         # > 0: the detector stage also trains the region heads on its ground-truth-box features
         # (RegionDetector.losses_and_target_features), so those features learn to show disease.
         self.w_det_heads = float(loss.get("detector_heads", 0.0))
+        if self.stage_name == "detector" and self.w_det_heads > 0 and self.model.context is not None:
+            raise ConfigError("loss.detector_heads trains the region heads on the detector's features alone, but this "
+                              "model's region features also carry region_context: set loss.detector_heads to 0 for "
+                              "the detector stage (the classifiers stage trains the heads on both)")
         # About one region in nine is abnormal: without up-weighting them the head learns "normal".
         self.abnormal_pos_weight = float(loss.get("abnormal_pos_weight", 1.0))
         # Zeroing the finding probabilities for some sentences teaches the decoder to write without
@@ -519,14 +539,13 @@ class RRGModule(L.LightningModule):
 
     def _trainable(self) -> list[nn.Module]:
         m = self.model
-        heads = [m.projector, m.selection, m.abnormality, m.findings]
+        heads = [m.projector, m.selection, m.abnormality, m.findings] + ([m.context_projector] if m.context_projector else [])
         return {
             "detector": [m.detector] + (heads if self.w_det_heads > 0 else []),
             "classifiers": heads,
             "pretrain": [m.language.gpt2],
             "language": [m.language, m.impression_query, m.global_query],
-            "joint": [m.projector, m.selection, m.abnormality, m.findings, m.language, m.impression_query,
-                      m.global_query],
+            "joint": heads + [m.language, m.impression_query, m.global_query],
         }[self.stage_name]
 
     def _freeze(self) -> None:
