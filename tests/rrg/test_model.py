@@ -191,3 +191,20 @@ def test_normal_impression_is_the_consensus_of_the_training_impressions_that_sta
     records = [StudyRecord(id=str(i), impression=t) for i, t in enumerate(texts)]
     assert normal_impression(records) == "No acute cardiopulmonary process."
     assert normal_impression([StudyRecord(id="x", impression="Cardiomegaly.")]) is None
+
+
+def test_one_beam_search_writes_the_impression_the_whole_study_sentences_and_every_region(monkeypatch):
+    """On a CPU the decoder's step loop is most of a report's time, so a report runs it once."""
+    model = untrained_model()
+    model.thresholds.abnormal = 0.0  # every region abnormal: an impression is asked for too
+    calls = []
+    original = model.language.generate
+
+    def spy(inputs, cond=None, **kwargs):
+        calls.append(inputs.shape[0])
+        return original(inputs, cond, **kwargs)
+
+    monkeypatch.setattr(model.language, "generate", spy)
+    report = model.generate_report(_study(), consensus=2)
+    assert calls == [1 + 1 + len(ANATOMICAL_REGIONS)]  # impression, whole-study sentences, 29 regions
+    assert report.impression and report.sentences

@@ -114,3 +114,13 @@ def test_the_detector_stage_refuses_head_losses_that_would_skip_the_context(tiny
               "data": {"manifest": str(tiny_manifest)}, "loss": {"detector_heads": 1.0}}
     with pytest.raises(ConfigError, match="detector_heads"):
         RRGModule(config)
+
+
+def test_the_decoder_s_loss_also_shapes_the_context_projection(tiny_manifest, tiny_config):
+    from crrg.rrg.task import RRGModule
+
+    config = {"model": {"config": {**tiny_config, "region_context": dict(CONTEXT)}}, "stage": "language",
+              "data": {"manifest": str(tiny_manifest)}}
+    module = RRGModule(config)
+    assert all(p.requires_grad for p in module.model.context_projector.parameters())
+    assert not any(p.requires_grad for p in module.model.projector.parameters())

@@ -312,12 +312,29 @@ class RRGModel(nn.Module):
         finding_positive = any(float(finding_probs[j]) >= thresholds.finding(name)
                                for j, name in enumerate(CHEXPERT_14) if name not in NOT_ABNORMAL)
         study_cond = finding_probs.unsqueeze(0) if mode != "off" else None
+        # What the decoder writes, one beam search for all of it: on a CPU the decoder's step loop, not
+        # its arithmetic, is most of a report's time, and the searches of a batch do not interact.
+        queries: dict[str, torch.Tensor] = {}
         if bool(abnormal.any()) or finding_positive:
             mask = abnormal if bool(abnormal.any()) else probs["abnormal"] >= probs["abnormal"].max()
-            query = self.impression_query(feats.unsqueeze(0), mask.unsqueeze(0))
+            queries["impression"] = self.impression_query(feats.unsqueeze(0), mask.unsqueeze(0))
+        if self.global_sentences:
+            queries["global"] = self.global_query(feats.unsqueeze(0), torch.ones(1, NUM_REGIONS))
+        if regions:
+            queries["regions"] = feats[regions]
+        written: dict[str, list[list[str]]] = {}
+        if queries:
+            inputs = torch.cat(list(queries.values()))
+            cond = study_cond.expand(len(inputs), -1) if study_cond is not None else None
+            every = candidates_of(inputs, cond)
+            start_row = 0
+            for name, q in queries.items():
+                written[name] = every[start_row:start_row + len(q)]
+                start_row += len(q)
+        if "impression" in written:
             # the top beam, or the candidate that agrees with the FINDINGS (chosen below); the consensus of
             # the impression's candidates scored lower on val (CIDEr 1.010 -> 0.982)
-            impression_candidates = candidates_of(query, study_cond)[0]
+            impression_candidates = written["impression"][0]
             impression = impression_candidates[0]
         vetting = mode == "filter" and candidates > 1 and options.get("filter_candidates", self.filter_candidates)
         decisions = joint.finding_decisions(finding_probs, thresholds.findings) if vetting else {}
@@ -329,13 +346,9 @@ class RRGModel(nn.Module):
             kept = [t for t, k in zip(texts_, joint.consistent_sentences(texts_, decisions, [local] * len(texts_))) if k]
             return kept or texts_
 
-        global_text = ""
-        if self.global_sentences:
-            query = self.global_query(feats.unsqueeze(0), torch.ones(1, NUM_REGIONS))
-            global_text = chosen(candidates_of(query, study_cond)[0])
+        global_text = chosen(written["global"][0]) if "global" in written else ""
         if regions:
-            cond = study_cond.expand(len(regions), -1) if study_cond is not None else None
-            per_region = candidates_of(feats[regions], cond)
+            per_region = written["regions"]
             if mode == "rerank":
                 texts = [joint.rerank(c, finding_probs, float(probs["abnormal"][r]), thresholds)
                          for c, r in zip(per_region, regions)]

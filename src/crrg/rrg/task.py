@@ -544,7 +544,9 @@ class RRGModule(L.LightningModule):
             "detector": [m.detector] + (heads if self.w_det_heads > 0 else []),
             "classifiers": heads,
             "pretrain": [m.language.gpt2],
-            "language": [m.language, m.impression_query, m.global_query],
+            # the region context is what lets the decoder tell a mass from other opacities, so the
+            # decoder's own loss also shapes its projection (the joint stage then refits the heads to it)
+            "language": [m.language, m.impression_query, m.global_query] + ([m.context_projector] if m.context_projector else []),
             "joint": heads + [m.language, m.impression_query, m.global_query],
         }[self.stage_name]
 
