@@ -124,3 +124,23 @@ def test_the_decoder_s_loss_also_shapes_the_context_projection(tiny_manifest, ti
     module = RRGModule(config)
     assert all(p.requires_grad for p in module.model.context_projector.parameters())
     assert not any(p.requires_grad for p in module.model.projector.parameters())
+
+
+def test_cached_region_inputs_are_keyed_by_the_tower_so_a_new_classifier_recomputes_them(tiny_manifest, tmp_path):
+    from crrg.records import read_manifest
+    from crrg.rrg import joint
+    from crrg.rrg.task import compute_features
+
+    model = _with_context()
+    records = read_manifest(tiny_manifest, split="train")
+    first = compute_features(model, records, tmp_path, "train")
+    assert first.shape == (len(records), len(ANATOMICAL_REGIONS), model.input_width)
+    other = _classifier()
+    with torch.no_grad():
+        for p in other.image_encoder.parameters():
+            p.mul_(1.5)
+    joint.attach_classifier(model, joint.ImageClassifierFindings(other))
+    second = compute_features(model, records, tmp_path, "train")
+    assert len(list(tmp_path.glob("rrg-features-*.pt"))) == 2
+    size = model.detector.feature_size
+    assert torch.equal(first[..., :size], second[..., :size]) and not torch.equal(first[..., size:], second[..., size:])
