@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.crrg-installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test test-fast venv clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ demo: venv
 test: venv
 	@sh scripts/ensure_system_deps.sh java chromium
 	$(PY) -m pytest -q
+
+# The fast lane: everything but the tests marked `slow` (training, rendering, browser).
+test-fast: venv
+	@sh scripts/ensure_system_deps.sh java
+	$(PY) -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) build *.egg-info
