@@ -61,6 +61,15 @@ def test_prepare_csv(tmp_path: Path):
     assert read_manifest(out)[0].split == "test"
 
 
+def test_prepare_csv_one_line_report_keeps_impression(tmp_path: Path):
+    (tmp_path / "t.csv").write_text('image,report\na.png,"FINDINGS: Small effusion. IMPRESSION: Effusion."\n')
+    out = tmp_path / "m.jsonl"
+    result = runner.invoke(app, ["data", "prepare", "csv", str(tmp_path / "t.csv"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    (record,) = read_manifest(out)
+    assert (record.findings, record.impression) == ("Small effusion.", "Effusion.")
+
+
 def test_bad_input_is_one_line_and_exit_code_2(tmp_path: Path):
     (tmp_path / "t.csv").write_text("file\nx.png\n")
     proc = subprocess.run([sys.executable, "-m", "crrg", "data", "prepare", "csv", str(tmp_path / "t.csv"),

@@ -83,3 +83,16 @@ def test_round_trip_on_the_real_iu_xray_reports(shared_data):
         sections = {key: " ".join(getattr(record, key).split()) for key in MAIN_SECTIONS}
         text = "\n \n".join(f" {key.upper()}: {value}" for key, value in sections.items() if value)
         assert {k: v for k, v in extract_sections(text).items() if k in MAIN_SECTIONS} == sections, record.id
+
+
+def test_upper_case_headings_on_one_line_split_findings_and_impression():
+    # Issue 23 item 15: a one-line "FINDINGS: ... IMPRESSION: ..." left the impression empty.
+    s = extract_sections("FINDINGS: The lungs are clear. Heart size: normal. IMPRESSION: No acute disease.")
+    assert s["findings"] == "The lungs are clear. Heart size: normal."
+    assert s["impression"] == "No acute disease."
+    # Only the findings / impression split: other upper-case words before a colon stay in the text.
+    s = extract_sections("FINDINGS: Tube in place. NOTE: see prior. COMPARISON: none. IMPRESSION: Normal.")
+    assert s["findings"] == "Tube in place. NOTE: see prior. COMPARISON: none." and s["impression"] == "Normal."
+    # A section with its own line-start heading keeps a quoted inline heading in its text.
+    s = extract_sections("FINDINGS: Clear.\nIMPRESSION: Normal. IMPRESSION: Normal.")
+    assert s["impression"] == "Normal. IMPRESSION: Normal."

@@ -15,7 +15,9 @@ Rules, in the spirit of MIT-LCP's ``create_section_files.py`` for MIMIC-CXR:
   ("ADDENDUM:", "NOTE:") end the previous section and are kept under their own lower-cased key;
   when no upper-case FINDINGS / IMPRESSION heading exists, known names ("Findings:", "Impression:")
   are also recognised in any letter case and right after a sentence end on the same line, while
-  "Heart size: normal" is never a heading;
+  "Heart size: normal" is never a heading; a known upper-case heading right after a sentence end
+  ("FINDINGS: Clear. IMPRESSION: Normal." on one line) starts the findings or impression unless a
+  heading at the start of a line already does;
 * HISTORY / REASON FOR EXAM / CLINICAL INFORMATION fold into ``indication``; two such sections are
   joined in reading order;
 * "FINDINGS AND IMPRESSION:" goes to ``findings``;
@@ -68,6 +70,9 @@ _KNOWN_RE = re.compile(
     + "|".join(re.escape(name).replace(r"\ ", r"\s+") for name in sorted(_HEADINGS, key=len, reverse=True))
     + r")[ \t]*:"
 )
+# An upper-case heading right after a sentence end on the same line ("FINDINGS: Clear. IMPRESSION: Normal."),
+# as in one-line reports of user tables; kept only when it is a heading we know.
+_INLINE_UPPER_RE = re.compile(r"(?<=[.!?])[ \t]+([A-Z][A-Z0-9 /&(),\-]{1,60}?)[ \t]*:")
 _WS_RE = re.compile(r"\s+")
 _PARAGRAPH_RE = re.compile(r"\n[ \t]*\n")
 
@@ -92,8 +97,16 @@ def _find_headings(text: str) -> list[re.Match[str]]:
     """
     upper = list(_HEADING_RE.finditer(text))
     if any(_canonical(m.group(1)) in ("findings", "impression") for m in upper):
-        return upper
-    found = sorted([*upper, *_KNOWN_RE.finditer(text)], key=lambda m: (m.start(1), -m.end()))
+        # Inline headings only start the findings or impression when no line-start heading does: a report
+        # laid out one heading a line may quote "IMPRESSION:" or "COMPARISON :" inside its text (IU X-Ray
+        # CXR2415, CXR2800); a one-line report has nothing else to go by.
+        wanted = {"findings", "impression"} - {_canonical(m.group(1)) for m in upper}
+        inline = [m for m in _INLINE_UPPER_RE.finditer(text) if _canonical(m.group(1)) in wanted]
+        if not inline:
+            return upper
+        found = sorted([*upper, *inline], key=lambda m: (m.start(1), -m.end()))
+    else:
+        found = sorted([*upper, *_KNOWN_RE.finditer(text)], key=lambda m: (m.start(1), -m.end()))
     headings: list[re.Match[str]] = []
     for match in found:
         if headings and match.start(1) < headings[-1].end():
