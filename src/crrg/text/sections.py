@@ -101,7 +101,7 @@ def _find_headings(text: str) -> list[re.Match[str]]:
         # laid out one heading a line may quote "IMPRESSION:" or "COMPARISON :" inside its text (IU X-Ray
         # CXR2415, CXR2800); a one-line report has nothing else to go by.
         wanted = {"findings", "impression"} - {_canonical(m.group(1)) for m in upper}
-        inline = [m for m in _INLINE_UPPER_RE.finditer(text) if _canonical(m.group(1)) in wanted]
+        inline = [m for m in _INLINE_UPPER_RE.finditer(text) if _canonical(m.group(1)) in wanted] if wanted else []
         if not inline:
             return upper
         found = sorted([*upper, *inline], key=lambda m: (m.start(1), -m.end()))
