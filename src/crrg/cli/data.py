@@ -109,19 +109,27 @@ def prepare_mimic_cxr(
     root: Path = typer.Option(..., "--root", help="MIMIC-CXR-JPG folder with mimic-cxr-2.0.0-{split,metadata,chexpert}.csv.gz and files/."),
     out: Path = OUT,
     reports: Optional[Path] = typer.Option(None, "--reports", help="Folder holding the MIMIC-CXR report files/pNN/p<subject>/s<study>.txt, or mimic-cxr-reports.zip (default: --root)."),
+    imagenome: Optional[Path] = typer.Option(None, "--imagenome", help="Chest ImaGenome folder (silver_dataset/scene_graph/ or scene_graph.zip, gold_dataset/): adds the 29 regions' boxes, sentences and abnormal flags to each study."),
+    silver_only: bool = typer.Option(False, "--imagenome-silver-only", help="Ignore Chest ImaGenome's gold annotations (by default they replace silver for their 1,000 images)."),
+    clip_boxes: bool = typer.Option(False, "--clip-boxes", help="Clip region boxes to each JPG's size (opens every frontal JPG's header)."),
     views: Optional[str] = VIEWS,
     require_report: bool = WITH_REPORT,
     require_images: bool = WITH_IMAGES,
     assign_splits: Optional[str] = ASSIGN,
     seed: int = SEED,
 ) -> None:
-    """MIMIC-CXR-JPG tables and MIMIC-CXR report texts, one record per study."""
+    """MIMIC-CXR-JPG tables and MIMIC-CXR report texts, one record per study; with --imagenome, its regions."""
     from crrg.data.mimic_cxr import MimicCxrReader
 
     options = _check_options(ctx, out, views, require_report, require_images, assign_splits, seed)
     if not options.quiet:
         info("reading the MIMIC-CXR tables")
     reader = MimicCxrReader(root, reports=reports, manifest_dir=out.resolve().parent)
+    if imagenome is not None:
+        from crrg.data.imagenome import WithImaGenomeRegions
+
+        reader = WithImaGenomeRegions(reader, imagenome, use_gold=not silver_only, clip_to_images=clip_boxes,
+                                      manifest_dir=out.resolve().parent)
     _write(reader, out, "MIMIC-CXR", options)
 
 
