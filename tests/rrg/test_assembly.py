@@ -1,6 +1,6 @@
 import pytest
 
-from crrg.rrg.assembly import (NORMAL_IMPRESSION, RegionSentence, SentenceEmbedder, assemble_report,
+from crrg.rrg.assembly import (GLOBAL_REGION, NORMAL_IMPRESSION, RegionSentence, SentenceEmbedder, assemble_report,
                                normalise_sentence, tidy_sentence)
 
 
@@ -59,12 +59,12 @@ def test_restatements_of_a_finding_are_dropped_but_other_sides_and_new_negations
     parts = [RegionSentence("right lung", "Moderate right pneumothorax.", abnormal=True),
              RegionSentence("right apical zone", "Small right apical pneumothorax is present.", abnormal=True),
              RegionSentence("left lung", "Small left pneumothorax."),
-             RegionSentence("mediastinum", "No pleural effusion or pneumothorax."),
+             RegionSentence("mediastinum", "No pleural effusion or consolidation."),
              RegionSentence("cardiac silhouette", "No pleural effusions."),
              RegionSentence("spine", "The mediastinal contours are normal.")]
     kept = [s.text for s in assemble_report(parts, restatements=True).sentences]
     assert kept == ["Moderate right pneumothorax.", "Small left pneumothorax.",  # anatomical order: spine first
-                    "The mediastinal contours are normal.", "No pleural effusion or pneumothorax."]
+                    "The mediastinal contours are normal.", "No pleural effusion or consolidation."]
     # off by default: older models' reports stay as they were
     assert len(assemble_report(parts).sentences) == 6
 
@@ -99,3 +99,66 @@ def test_an_impression_that_only_negates_gives_way_to_the_abnormal_findings_or_t
     assert out.impression == "Small left pleural effusion."
     mixed = assemble_report(parts, impression="no pneumothorax. small left effusion.")
     assert mixed.impression == "Small left effusion."
+
+
+# ----- no self-contradicting report (issue 20, item 5c) -----
+from crrg.rrg.contradictions import blanket_scope, find_contradictions, report_contradictions  # noqa: E402
+
+ISSUE_REPORT = [RegionSentence("left upper lung zone", "Left upper lobe consolidation.", abnormal=True),
+                RegionSentence(GLOBAL_REGION, "There is moderate pulmonary edema."),
+                RegionSentence("right lung", "The lungs are clear.")]
+
+
+def test_the_contradiction_from_the_issue_is_found():
+    texts = ["Left upper lobe consolidation.", "There is moderate pulmonary edema.", "The lungs are clear."]
+    found = find_contradictions(texts)
+    assert {(c.first, c.second, c.observation) for c in found} == {(0, 2, "Consolidation"), (1, 2, "Edema")}
+    assert len(report_contradictions(" ".join(texts) + " No acute cardiopulmonary process.")) == 4
+
+
+def test_the_contradiction_from_the_issue_cannot_be_assembled():
+    out = assemble_report(ISSUE_REPORT, embedder=None)
+    assert out.findings == "Left upper lobe consolidation. There is moderate pulmonary edema."
+    # the normal impression would contradict the findings: it restates them instead
+    assert out.impression == "Left upper lobe consolidation. There is moderate pulmonary edema."
+    assert report_contradictions(f"{out.findings} {out.impression}") == []
+
+
+def test_the_classifier_decision_wins_over_the_abnormal_statement():
+    # the classifier calls consolidation absent and edema present: the consolidation sentence goes,
+    # and "the lungs are clear" still clashes with the edema, so it goes too
+    out = assemble_report(ISSUE_REPORT, embedder=None, decisions={"Consolidation": False, "Edema": True})
+    assert out.findings == "There is moderate pulmonary edema."
+    out = assemble_report(ISSUE_REPORT[::2], embedder=None, decisions={"Consolidation": False})
+    assert out.findings == "The lungs are clear." and out.impression == NORMAL_IMPRESSION
+
+
+def test_a_finding_and_its_negation_on_overlapping_sides_clash_and_other_sides_do_not():
+    assert find_contradictions(["Small left pleural effusion.", "No pleural effusion or pneumothorax."])
+    assert find_contradictions(["Possible pneumonia.", "No evidence of pneumonia."])
+    assert not find_contradictions(["No right pneumothorax.", "Small left pneumothorax."])
+    assert find_contradictions(["Bilateral pleural effusions.", "No left pleural effusion."])
+    parts = [RegionSentence("left costophrenic angle", "small left pleural effusion", abnormal=True),
+             RegionSentence(GLOBAL_REGION, "no pleural effusion or pneumothorax")]
+    assert assemble_report(parts).findings == "Small left pleural effusion."
+    assert assemble_report(parts, decisions={"Pleural Effusion": False}).findings == "No pleural effusion or pneumothorax."
+
+
+def test_blanket_statements_cover_only_what_they_are_about():
+    assert blanket_scope("No acute osseous abnormality.") == {"Fracture"}
+    assert "Cardiomegaly" not in blanket_scope("No acute cardiopulmonary process.")
+    assert "Edema" in blanket_scope("No acute cardiopulmonary process.")
+    assert not find_contradictions(["No acute osseous abnormality.", "Left upper lobe consolidation."])
+    assert not find_contradictions(["The heart is mildly enlarged.", "No acute cardiopulmonary process."])
+    assert not find_contradictions(["Right lower lobe opacity.", "The lungs are otherwise clear."])
+    assert not find_contradictions(["The left lung is clear.", "Right lower lobe consolidation."])
+    assert find_contradictions(["The right lung is clear.", "Right lower lobe consolidation."])
+    assert find_contradictions(["Normal cardiomediastinal silhouette.", "The heart is mildly enlarged."])
+
+
+def test_an_impression_that_denies_the_findings_is_replaced_by_them():
+    parts = [RegionSentence(GLOBAL_REGION, "moderate pulmonary edema")]
+    out = assemble_report(parts, impression="No acute cardiopulmonary process.")
+    assert out.impression == "Moderate pulmonary edema."
+    out = assemble_report(parts, impression="Pulmonary edema. The lungs are clear.")
+    assert out.impression == "Pulmonary edema."

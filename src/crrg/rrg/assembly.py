@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from crrg.observations import ANATOMICAL_REGIONS
+from crrg.rrg import contradictions
 
 if TYPE_CHECKING:
     from crrg.rrg.ordering import SentenceOrder
@@ -196,14 +197,20 @@ def only_negative(text: str) -> bool:
 def assemble_report(sentences: list[RegionSentence], embedder: SentenceEmbedder | None = None,
                     threshold: float = 0.9, impression: str | None = None,
                     restatements: bool = False, normal_impression: str = NORMAL_IMPRESSION,
-                    order: "SentenceOrder | None" = None) -> AssembledReport:
+                    order: "SentenceOrder | None" = None,
+                    decisions: dict[str, bool] | None = None) -> AssembledReport:
     """Order by anatomy, drop repeats (and, with ``restatements``, sentences that only restate earlier
     findings), write FINDINGS, in the learned ``order`` (:class:`crrg.rrg.ordering.SentenceOrder`) when
     given: it is applied after the repeats are gone, so that which of two repeats is kept (the first
     in anatomical order) does not depend on it. IMPRESSION: ``impression`` when the model wrote one from its abnormal
     regions, less its sentences that only negate (an impression sums up what is wrong; a decoder asked
     for one on a false alarm writes "No focal consolidation."), else the abnormal regions' sentences,
-    else ``normal_impression``."""
+    else the FINDINGS sentences that state an abnormality, else ``normal_impression``.
+
+    The report never contradicts itself (:mod:`crrg.rrg.contradictions`): where two sentences of
+    FINDINGS and IMPRESSION clash, the one against the finding classifier's ``decisions`` (present /
+    absent per CheXpert name), or without a decision the negation or blanket normal statement, is
+    dropped; an IMPRESSION left empty is rewritten from the FINDINGS as above."""
     from crrg.text import split_sentences
 
     kept = remove_repeats(anatomical_order(one_per_sentence(sentences)), embedder, threshold)
@@ -213,11 +220,20 @@ def assemble_report(sentences: list[RegionSentence], embedder: SentenceEmbedder 
         kept = order.arrange(kept)
     for s in kept:
         s.text = tidy_sentence(s.text)
-    findings = " ".join(s.text for s in kept)
+    parts: list[str] = []
     if impression is not None and impression.strip():
         parts = [tidy_sentence(p) for p in (split_sentences(impression) or [impression]) if not only_negative(p)]
-        if parts:
-            return AssembledReport(findings=findings, impression=" ".join(parts), sentences=kept)
-    abnormal = [s.text for s in kept if s.abnormal and not only_negative(s.text)]
+    keep = contradictions.resolve([s.text for s in kept] + parts, decisions)
+    kept, parts = [s for s, k in zip(kept, keep) if k], [p for p, k in zip(parts, keep[len(kept):]) if k]
+    findings = " ".join(s.text for s in kept)
+    if parts:
+        return AssembledReport(findings=findings, impression=" ".join(parts), sentences=kept)
+    abnormal = [s.text for s in kept if (s.abnormal or _states_abnormality(s.text)) and not only_negative(s.text)]
     impression = " ".join(abnormal) if abnormal else normal_impression
     return AssembledReport(findings=findings, impression=impression, sentences=kept)
+
+
+def _states_abnormality(text: str) -> bool:
+    """Whether a sentence states a finding present or possible (devices aside): such FINDINGS cannot
+    sit beside a normal IMPRESSION."""
+    return any(c.present and not c.blanket for c in contradictions.claims(text))
