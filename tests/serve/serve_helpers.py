@@ -56,14 +56,20 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """uvicorn in a background thread, stopped at teardown."""
+    """uvicorn in a background thread (with crrg's connection limits when given), stopped at teardown."""
 
-    def __init__(self, app):
+    def __init__(self, app, limits=None):
         import uvicorn
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        if limits is None:
+            config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        else:
+            from crrg.serve.server import uvicorn_config
+
+            config = uvicorn_config(app, "127.0.0.1", self.port, limits, log_level="warning")
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -78,3 +84,45 @@ class LiveServer:
     def __exit__(self, *exc):
         self.server.should_exit = True
         self.thread.join(timeout=10)
+
+
+def multipart_head(port: int, content_length: int, boundary: str = "crrgboundary", path: str = "/v1/report") -> bytes:
+    """Request line and headers of a multipart POST whose body the caller sends (or not) by hand."""
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {content_length}\r\n\r\n").encode()
+
+
+def multipart_body(data: bytes, boundary: str = "crrgboundary", name: str = "image") -> bytes:
+    return (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"x.png\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+
+
+def read_status(sock: socket.socket, timeout: float) -> int | None:
+    """The status code of the first answer on ``sock`` within ``timeout`` s; None when none came
+    (or the connection closed without one)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while b"\r\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return None
+            data += chunk
+    except (socket.timeout, ConnectionError):
+        return None
+    return int(data.split(b" ", 2)[1])
+
+
+def closed_within(sock: socket.socket, timeout: float) -> float | None:
+    """Seconds until the server closes ``sock`` (reading and dropping what it sends), None if still open."""
+    start = time.perf_counter()
+    sock.settimeout(0.1)
+    while time.perf_counter() - start < timeout:
+        try:
+            if not sock.recv(4096):
+                return time.perf_counter() - start
+        except socket.timeout:
+            continue
+        except ConnectionError:
+            return time.perf_counter() - start
+    return None

@@ -16,7 +16,7 @@ KEY = "k" * 8 + "secret-key-123456"
 
 
 def client_for(generator, **config) -> TestClient:
-    return TestClient(create_app(generator, "echo", "1.0", ServiceConfig(**config)))
+    return TestClient(create_app(generator, "echo", "1.0", ServiceConfig(**config)), base_url="http://localhost")
 
 
 def post(client, files, **kwargs):

@@ -1,10 +1,13 @@
 """The report service: one model loaded once, a bounded queue, timeouts, API keys, FHIR output.
 
-Request flow: body-size limit (ASGI middleware) -> API key -> queue slot (429 when full) -> decode
-images in a worker thread (decode timeout) -> ``generate_report`` in a worker thread (inference
-timeout) -> JSON or FHIR. Each request owns its inputs and its future, so concurrent requests never
-mix results. A slot is released when the worker actually finishes, not when a request times out,
-so a stuck model cannot be flooded with more work than ``max_queue``.
+Request flow: Host / cross-site checks and security headers (:mod:`crrg.serve.hardening`) ->
+declared body size (413) -> API key (401) -> a request slot (429 when every slot is taken, answered
+before a byte of the body is read) -> the multipart body, streamed under the size limit (413) and a
+body deadline (408) -> decode in a worker thread (decode timeout, 504) -> ``generate_report`` in a
+worker thread (inference timeout, 504) -> JSON or FHIR. Each request owns its inputs and its job,
+so concurrent requests never mix results. A slot is freed when its last job has really ended, not
+when the request times out (:mod:`crrg.serve.admission`), so ``/healthz`` ``busy`` counts work
+still running and a stuck model is never handed more than ``max_queue`` jobs.
 
 Logs carry a request id, image count, byte sizes, status and timings: never file names, DICOM
 patient fields or report text.
@@ -15,25 +18,32 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import io
 import logging
+import re
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from crrg import __version__
-from crrg.errors import CrrgError, ImageError, InputError
+from crrg.errors import CrrgError
 from crrg.reporting import GeneratedReport, StudyInput
+from crrg.serve.admission import Admission, QueueFull, Slot
+from crrg.serve.errors import http_status
 from crrg.serve.fhir import diagnostic_report
+from crrg.serve.hardening import LOCAL_HOSTS, WebGuardMiddleware, WebPolicy
 from crrg.serve.inputs import DecodedImage, decode_upload
+from crrg.serve.openapi import install_docs, install_openapi
 from crrg.serve.security import BodyLimitMiddleware, BodyTooLarge, key_is_valid, presented_key
 
 log = logging.getLogger("crrg.serve")
@@ -44,10 +54,16 @@ DISCLAIMER = "Machine-generated draft for research. Not for clinical use; a radi
 @dataclass
 class ServiceLimits:
     max_upload_bytes: int = 32 * 1024 * 1024
+    """Largest request body; checked against Content-Length first, then while the body streams in (413)."""
     max_images: int = 2
     decode_timeout_s: float = 15.0
     inference_timeout_s: float = 60.0
-    max_queue: int = 8  # requests decoding, waiting for or running inference
+    body_timeout_s: float = 20.0
+    """The whole request body must arrive within this many seconds of admission (408): a trickling upload
+    would otherwise hold its slot forever."""
+    max_queue: int = 8
+    """Requests in flight (uploading, decoding, waiting for or running inference, or timed out with their
+    job still running); one more is answered 429 at once."""
     workers: int = 1  # inference threads; torch already uses several cores per call
     max_pixels: int = 60_000_000
 
@@ -56,43 +72,22 @@ class ServiceLimits:
 class ServiceConfig:
     api_keys: frozenset[str] = frozenset()  # empty: no key required (only sensible on 127.0.0.1)
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = LOCAL_HOSTS
+    """Host header names this service answers to (DNS-rebinding guard); ("*",) accepts any."""
     limits: ServiceLimits = field(default_factory=ServiceLimits)
 
 
-class QueueFull(Exception):
-    pass
-
-
 class ReportService:
-    """Holds the shared model and the bounded worker pool."""
+    """Holds the shared model, the request slots and the worker pools."""
 
     def __init__(self, generator: Any, model_name: str, model_version: str, limits: ServiceLimits):
         self.generator = generator
         self.model_name = model_name
         self.model_version = model_version
         self.limits = limits
+        self.admission = Admission(limits.max_queue)
         self._decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crrg-decode")
         self._infer_pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="crrg-infer")
-        self._busy = 0  # touched only from the event loop thread
-
-    def acquire(self) -> None:
-        if self._busy >= self.limits.max_queue:
-            raise QueueFull()
-        self._busy += 1
-
-    def release_when_done(self, future: asyncio.Future | None) -> None:
-        """Free the slot when the work really ends (a timed-out thread keeps its slot until it stops)."""
-        if future is None or future.done():
-            self._busy -= 1
-        else:
-            future.add_done_callback(lambda _f: self._release())
-
-    def _release(self) -> None:
-        self._busy -= 1
-
-    async def run(self, pool: ThreadPoolExecutor, fn: Callable, timeout: float) -> tuple[Any, asyncio.Future]:
-        future = asyncio.get_running_loop().run_in_executor(pool, fn)
-        return await asyncio.wait_for(asyncio.shield(future), timeout), future
 
     def decode(self, uploads: list[tuple[bytes, str | None]]) -> list[DecodedImage]:
         return [decode_upload(data, view_hint, self.limits.max_pixels) for data, view_hint in uploads]
@@ -101,13 +96,70 @@ class ReportService:
         study = StudyInput(images=[im.pixels for im in images], views=[im.view for im in images], indication=indication)
         return self.generator.generate_report(study)
 
+    async def run_report(self, slot: Slot, uploads: list[tuple[bytes, str | None]], indication: str):
+        """Decode, then generate, each in its pool under its timeout; returns images, report and timings."""
+        t0 = time.perf_counter()
+        images = await slot.run(self._decode_pool, lambda: self.decode(uploads), self.limits.decode_timeout_s)
+        t1 = time.perf_counter()
+        result = await slot.run(self._infer_pool, lambda: self.infer(images, indication), self.limits.inference_timeout_s)
+        t2 = time.perf_counter()
+        return images, result, {"decode_ms": (t1 - t0) * 1e3, "inference_ms": (t2 - t1) * 1e3}
+
     def shutdown(self) -> None:
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
 
 
+class FormProblem(Exception):
+    """The multipart body is unusable; carries the status and message to answer with."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+async def read_uploads(request: Request, limits: ServiceLimits) -> tuple[list[tuple[bytes, str | None]], str]:
+    """The uploaded files (bytes, view hint) and the indication of a multipart request.
+
+    The body streams through the size limit (``BodyLimitMiddleware``) into the multipart parser, which
+    spools file parts to temporary files past 1 MB; at most ``max_images`` files are read into memory.
+    """
+    try:
+        async with request.form(max_files=limits.max_images + 1, max_fields=8) as form:
+            uploads: list[tuple[bytes, str | None]] = []
+            for field_name, hint in (("frontal", "frontal"), ("lateral", "lateral"), ("image", None)):
+                for item in form.getlist(field_name):
+                    if isinstance(item, str):
+                        raise FormProblem(400, f"field {field_name!r} must be a file upload, not text")
+                    uploads.append((await item.read(), hint))
+            indication = form.get("indication") or ""
+    except BodyTooLarge:
+        raise FormProblem(413, f"upload too large: the limit is {limits.max_upload_bytes} bytes") from None
+    except (FormProblem, asyncio.CancelledError):
+        raise
+    except Exception as exc:  # malformed multipart (starlette's or python-multipart's errors): the client's fault
+        raise FormProblem(400, f"could not parse the multipart body: {str(exc)[:200]}") from None
+    if not isinstance(indication, str):
+        raise FormProblem(400, "field 'indication' must be text")
+    if not uploads:
+        raise FormProblem(400, "no image: send a file in the 'image' field (or 'frontal' and 'lateral')")
+    if len(uploads) > limits.max_images:
+        raise FormProblem(400, f"at most {limits.max_images} images per study (a frontal and a lateral)")
+    if any(len(data) == 0 for data, _ in uploads):
+        raise FormProblem(400, "an uploaded file is empty")
+    return uploads, indication
+
+
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+def _page_csp(html: str) -> str:
+    """CSP of a page whose only script is inline: that script is allowed by its hash, nothing else runs."""
+    hashes = " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(m.encode()).digest()).decode()}'"
+                      for m in re.findall(r"<script>(.*?)</script>", html, flags=re.S))
+    return (f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; img-src 'self' data: blob:; "
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 
 
 def _preview_png(pixels: np.ndarray, max_side: int = 1024) -> tuple[str, float]:
@@ -136,9 +188,11 @@ def create_app(generator: Any, model_name: str, model_version: str = __version__
         yield
         service.shutdown()
 
-    app = FastAPI(title="crrg report service", version=__version__, lifespan=lifespan,
-                  description="Chest radiograph report generation. " + DISCLAIMER)
+    app = FastAPI(title="crrg report service", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None, description="Chest radiograph report generation. " + DISCLAIMER)
     app.state.service = service
+    install_openapi(app, keys_required=bool(config.api_keys))
+    install_docs(app)
     if config.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(config.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type"])
@@ -151,7 +205,8 @@ def create_app(generator: Any, model_name: str, model_version: str = __version__
 
     @app.get("/healthz", tags=["service"])
     async def healthz() -> dict:
-        return {"status": "ok", "model": model_name, "version": model_version, "busy": service._busy}
+        return {"status": "ok", "model": model_name, "version": model_version,
+                "busy": service.admission.busy, "max_queue": limits.max_queue}
 
     @app.get("/v1/models", tags=["service"])
     async def models(request: Request):
@@ -159,9 +214,12 @@ def create_app(generator: Any, model_name: str, model_version: str = __version__
             return denied
         return {"models": [{"name": model_name, "version": model_version, "default": True}]}
 
+    viewer_html = (resources.files("crrg.serve") / "static" / "index.html").read_text(encoding="utf-8")
+    viewer_headers = {"Content-Security-Policy": _page_csp(viewer_html)}
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def viewer() -> str:
-        return (resources.files("crrg.serve") / "static" / "index.html").read_text(encoding="utf-8")
+    async def viewer() -> HTMLResponse:
+        return HTMLResponse(viewer_html, headers=viewer_headers)
 
     report_body = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
         "type": "object",
@@ -184,57 +242,39 @@ def create_app(generator: Any, model_name: str, model_version: str = __version__
             return _error(400, f"format must be 'json' or 'fhir', not {format!r}")
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             return _error(415, "send the image(s) as multipart/form-data (fields 'image', or 'frontal' and 'lateral')")
-        try:
-            form = await request.form(max_files=limits.max_images + 1, max_fields=8)
-        except BodyTooLarge:
-            return _error(413, f"upload too large: the limit is {limits.max_upload_bytes} bytes")
-        except Exception as exc:  # malformed multipart: the client's fault
-            return _error(400, f"could not parse the multipart body: {exc}")
-        uploads: list[tuple[bytes, str | None]] = []
-        for field_name, hint in (("frontal", "frontal"), ("lateral", "lateral"), ("image", None)):
-            for item in form.getlist(field_name):
-                if isinstance(item, str):
-                    return _error(400, f"field {field_name!r} must be a file upload, not text")
-                uploads.append((await item.read(), hint))
-        indication = form.get("indication") or ""
-        if not isinstance(indication, str):
-            return _error(400, "field 'indication' must be text")
-        if not uploads:
-            return _error(400, "no image: send a file in the 'image' field (or 'frontal' and 'lateral')")
-        if len(uploads) > limits.max_images:
-            return _error(400, f"at most {limits.max_images} images per study (a frontal and a lateral)")
-        if any(len(data) == 0 for data, _ in uploads):
-            return _error(400, "an uploaded file is empty")
-        try:
-            service.acquire()
+        try:  # admission before the body: a refused upload is never read
+            slot = service.admission.admit()
         except QueueFull:
             log.info("request %s: 429 queue full", rid)
             return _error(429, "the service is busy; retry shortly", {"Retry-After": "1"})
-        future = None
         try:
-            t_decode = time.perf_counter()
-            images, future = await service.run(service._decode_pool, lambda: service.decode(uploads), limits.decode_timeout_s)
-            t_infer = time.perf_counter()
-            result, future = await service.run(service._infer_pool, lambda: service.infer(images, indication[:1000]),
-                                               limits.inference_timeout_s)
-            t_done = time.perf_counter()
-        except asyncio.TimeoutError:
-            log.warning("request %s: 504 timeout", rid)
-            return _error(504, "the request timed out while decoding or generating; try a smaller image or retry later")
-        except (ImageError, InputError) as exc:
-            log.info("request %s: 4xx bad input", rid)
-            status = 415 if "modality" in str(exc).lower() or "not an image" in str(exc).lower() else 400
-            return _error(status, str(exc))
-        except CrrgError as exc:
-            return _error(400, str(exc))
+            try:
+                uploads, indication = await asyncio.wait_for(read_uploads(request, limits), limits.body_timeout_s)
+            except asyncio.TimeoutError:
+                log.info("request %s: 408 body too slow", rid)
+                return _error(408, f"the request body did not arrive within {limits.body_timeout_s:g} s",
+                              {"Connection": "close"})
+            except FormProblem as problem:
+                log.info("request %s: %d bad form", rid, problem.status)
+                return _error(problem.status, str(problem))
+            try:
+                images, result, timings = await service.run_report(slot, uploads, indication[:1000])
+            except asyncio.TimeoutError:
+                log.warning("request %s: 504 timeout", rid)
+                return _error(504, "the request timed out while decoding or generating; try a smaller image or retry later")
+            except CrrgError as exc:
+                status = http_status(exc)
+                log.info("request %s: %d %s", rid, status, type(exc).__name__)
+                return _error(status, str(exc))
         finally:
-            service.release_when_done(future)
-        timings = {"decode_ms": (t_infer - t_decode) * 1e3, "inference_ms": (t_done - t_infer) * 1e3,
-                   "total_ms": (time.perf_counter() - t0) * 1e3}
+            slot.close()
+        timings["total_ms"] = (time.perf_counter() - t0) * 1e3
         log.info("request %s: 200, %d image(s), %d bytes, %.0f ms", rid, len(uploads),
                  sum(len(d) for d, _ in uploads), timings["total_ms"])
+        no_store = {"Cache-Control": "no-store"}
         if format == "fhir":
-            return JSONResponse(diagnostic_report(result, model_version), media_type="application/fhir+json")
+            return JSONResponse(diagnostic_report(result, model_version), media_type="application/fhir+json",
+                                headers=no_store)
         body = result.to_dict()
         body.update({"id": rid, "model": {"name": model_name, "version": model_version}, "timings_ms": timings,
                      "disclaimer": DISCLAIMER,
@@ -242,7 +282,7 @@ def create_app(generator: Any, model_name: str, model_version: str = __version__
         if preview:
             for entry, im in zip(body["images"], images):
                 entry["preview_png"], entry["preview_scale"] = _preview_png(im.pixels)
-        return body
+        return JSONResponse(jsonable_encoder(body), headers=no_store)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):  # a bug, not bad input: no details leak
@@ -250,4 +290,5 @@ def create_app(generator: Any, model_name: str, model_version: str = __version__
         return _error(500, "internal error")
 
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_upload_bytes)
+    app.add_middleware(WebGuardMiddleware, policy=WebPolicy(tuple(config.allowed_hosts), tuple(config.cors_origins)))
     return app

@@ -20,6 +20,10 @@ from crrg.observations import normalise_view
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
 
 
+class UnsupportedModality(ImageError):
+    """A DICOM of a modality other than a radiograph (the service answers 415)."""
+
+
 @dataclass
 class DecodedImage:
     pixels: np.ndarray  # float32 (H, W) in [0, 1]
@@ -46,7 +50,7 @@ def decode_upload(data: bytes, view_hint: str | None, max_pixels: int) -> Decode
     if is_dicom(data):
         view, modality = dicom_view_and_modality(data)
         if modality is not None and modality not in RADIOGRAPH_MODALITIES:
-            raise ImageError(f"uploaded DICOM has modality {modality}; only radiographs (CR, DX, DR) are accepted")
+            raise UnsupportedModality(f"uploaded DICOM has modality {modality}; only radiographs (CR, DX, DR) are accepted")
     if view_hint == "frontal" and view not in ("PA", "AP"):
         view = "PA"
     elif view_hint == "lateral":
