@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,43 @@ def prepare_csv(
     reader = GenericReader(table, image_columns=image_col, report_column=report_col, images_root=images_root,
                            manifest_dir=out.resolve().parent)
     _write(reader, out, Path(table).name, options)
+
+
+@data_app.command("enrich-regions")
+def enrich_regions(
+    ctx: typer.Context,
+    manifest: Path = typer.Argument(..., help="Manifest (JSONL) of studies with reports and frontal images but no region boxes (IU X-Ray, MIMIC-CXR)."),
+    out: Path = OUT,
+    model: str = typer.Option("crrg-default", "--model", help="Saved rrg model whose region detector gives the pseudo boxes (bundled name, folder or hub id)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace regions a study already has (default: keep them, e.g. Chest ImaGenome's)."),
+) -> None:
+    """Region supervision without boxes: each report sentence assigned to its anatomical regions, boxes from a detector."""
+    from crrg.data.region_assignment import PseudoBoxes, enrich_records
+    from crrg.errors import InputError
+    from crrg.records import iter_manifest, write_manifest
+
+    if out.is_dir():
+        raise InputError(f"--out {out} is a folder; give a file name such as {out / 'manifest.jsonl'}")
+    if out.resolve() == manifest.resolve():
+        raise InputError(f"--out {out} is the input manifest; write the enriched manifest to a new file")
+    boxes = PseudoBoxes(model)
+    out_dir = out.resolve().parent
+    notes: dict[str, int] = {}
+    records = iter_manifest(manifest)  # streamed: one study at a time
+    if not _quiet(ctx):
+        with open(manifest, encoding="utf-8") as handle:
+            total = sum(1 for _ in handle) - 1
+        records = progress(records, total=total, description="regions")
+
+    def relative(stream):
+        for record in stream:  # paths were resolved against the input manifest; store them relative to the output
+            for image in record.images:
+                image.path = os.path.relpath(image.path, out_dir)
+            yield record
+
+    written = write_manifest(out, relative(enrich_records(records, boxes, overwrite=overwrite, notes=notes)))
+    if not _quiet(ctx):
+        info(f"wrote {written} studies to {out}; " + ", ".join(f"{k}: {v}" for k, v in notes.items()))
 
 
 def _fmt(value: float | int | None, digits: int = 1) -> str:
