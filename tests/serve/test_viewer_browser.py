@@ -28,7 +28,7 @@ def test_viewer_upload_boxes_hover_report_and_bars(tmp_path):
         assert "Not for clinical use" in page.inner_text("#disclaimer")
         page.fill("#indication", "chest pain")
         page.set_input_files("#file", str(image))
-        page.wait_for_function("document.getElementById('report').value.length > 0", timeout=20_000)
+        page.wait_for_selector("#report:not(:placeholder-shown)", timeout=20_000)  # the page's CSP forbids eval-based waits
         report = page.input_value("#report")
         assert "FINDINGS: Indication echo: chest pain." in report and "IMPRESSION: Cardiomegaly." in report
         assert page.locator("#probs .bar").count() == 14
@@ -64,6 +64,27 @@ def test_viewer_shows_server_errors(tmp_path):
         page = browser.new_page()
         page.goto(server.url + "/")
         page.set_input_files("#file", str(bad))
-        page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=20_000)
+        page.wait_for_selector("#error:not(:empty)", timeout=20_000)
         assert page.inner_text("#error").startswith("400")
+        browser.close()
+
+
+def test_docs_render_from_local_assets_under_csp():
+    """Swagger UI comes from the service itself and runs under its Content-Security-Policy."""
+    pytest.importorskip("swagger_ui")
+    app = create_app(EchoGenerator(), "echo", "1.0", ServiceConfig())
+    with LiveServer(app) as server, playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        page = browser.new_page()
+        errors, foreign = [], []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("request", lambda r: foreign.append(r.url) if not r.url.startswith(server.url) else None)
+        page.goto(server.url + "/docs")
+        page.wait_for_selector(".opblock-summary-path", timeout=20_000)
+        assert "/v1/report" in page.inner_text("#swagger-ui")
+        assert foreign == []  # nothing from a CDN
+        assert not [e for e in errors if "Content Security Policy" in e], errors
+        page.goto(server.url + "/")
+        page.wait_for_timeout(300)
+        assert not [e for e in errors if "Content Security Policy" in e], errors
         browser.close()

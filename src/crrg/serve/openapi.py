@@ -2,7 +2,7 @@
 
 FastAPI's stock ``/docs`` page loads Swagger UI from a CDN with no integrity check: whoever controls
 that CDN (or the network path to it) runs script in the service's origin. Here the Swagger UI files
-come from the ``swagger-ui-bundle`` package and are served by the service itself under a strict
+come from the ``swagger-ui-py`` package (Swagger UI 5, which reads OpenAPI 3.1) and are served by the service itself under a strict
 Content-Security-Policy; without that package ``/docs`` is off and ``/openapi.json`` stays.
 
 The document declares what clients must know: the API-key schemes (bearer token or ``X-API-Key``)
@@ -41,12 +41,12 @@ SECURED_PATHS = ("/v1/report", "/v1/models")
 
 
 def swagger_assets_dir() -> Path | None:
-    """The Swagger UI files of the ``swagger-ui-bundle`` package, or None when it is not installed."""
+    """The Swagger UI files of the ``swagger-ui-py`` package, or None when it is not installed."""
     try:
-        import swagger_ui_bundle
+        import swagger_ui
     except ImportError:
         return None
-    folder = Path(swagger_ui_bundle.swagger_ui_path)
+    folder = Path(swagger_ui.__file__).parent / "static"
     return folder if all((folder / name).is_file() for name in DOCS_ASSETS) else None
 
 
