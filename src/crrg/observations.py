@@ -40,6 +40,21 @@ VIEWS: tuple[str, ...] = ("PA", "AP", "LATERAL", "LL", "unknown")
 FRONTAL_VIEWS = frozenset({"PA", "AP"})
 LATERAL_VIEWS = frozenset({"LATERAL", "LL"})
 
+
+def frontal_index(views, fallback: int | None = None) -> int | None:
+    """The one rule for which image of a study is "the frontal one" (the image region-guided models,
+    classifiers and retrieval read): the first PA/AP image, else the first image whose view is not
+    lateral (an unlabelled film is more often frontal than not), else ``fallback`` (None: the study has
+    only lateral films, which no frontal-view model may read as frontal)."""
+    views = list(views)
+    for i, view in enumerate(views):
+        if view in FRONTAL_VIEWS:
+            return i
+    for i, view in enumerate(views):
+        if view not in LATERAL_VIEWS:
+            return i
+    return fallback
+
 # The 29 anatomical regions of Chest ImaGenome, in the order RGRG uses for its detector classes.
 ANATOMICAL_REGIONS: tuple[str, ...] = (
     "right lung",

@@ -1,8 +1,9 @@
 """The one output format of report generation, shared by every generator, the CLI and the service.
 
 A generator model (region-guided ``rrg``, ``blip``, retrieval baselines) implements
-``generate_report(study: StudyInput, **options) -> GeneratedReport``. ``crrg report`` and
-``crrg serve`` only know this protocol, so both generators produce the same JSON.
+``generate_report(study: StudyInput, **options) -> GeneratedReport``; :mod:`crrg.generation` wraps it
+in an engine (device, decoding options, one error class) that ``crrg report``, ``crrg serve`` and batch
+runs use, so every generator produces the same JSON, with the same :data:`TIMING_KEYS`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+# The keys of GeneratedReport.timings_ms, the same for every generator: reading the images (detector,
+# image tower, retrieval embedding), writing the text (decoding, index search), putting the report
+# together (assembly, labelling), and the whole call.
+TIMING_KEYS = ("encode_ms", "generate_ms", "assemble_ms", "total_ms")
+
+
+def timings(encode_s: float = 0.0, generate_s: float = 0.0, assemble_s: float = 0.0,
+            total_s: float | None = None) -> dict[str, float]:
+    """Durations in seconds -> the :data:`TIMING_KEYS` dict in milliseconds (total: the sum when not given)."""
+    total = encode_s + generate_s + assemble_s if total_s is None else total_s
+    return {k: round(v * 1000.0, 1) for k, v in zip(TIMING_KEYS, (encode_s, generate_s, assemble_s, total))}
 
 
 @dataclass
@@ -21,6 +34,19 @@ class StudyInput:
     views: list[str]  # one of crrg.observations.VIEWS per image
     indication: str = ""
     id: str = ""
+
+    def frontal_index(self, required: bool = True) -> int:
+        """Index of the frontal image (:func:`crrg.observations.frontal_index`, the one rule). A study of
+        lateral films only is refused when ``required``, else its first image is used."""
+        from crrg.errors import InputError
+        from crrg.observations import frontal_index
+
+        if not self.images:
+            raise InputError("the study has no images")
+        index = frontal_index(self.views, fallback=None if required else 0)
+        if index is None:
+            raise InputError("the study has only lateral images; a frontal (PA/AP) image is needed")
+        return index
 
 
 @dataclass

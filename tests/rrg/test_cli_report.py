@@ -58,7 +58,7 @@ def test_bad_input_is_one_line_error(saved_tiny_model, tmp_path):
 
 
 def test_consensus_option_reaches_the_generator(saved_tiny_model, tmp_path, monkeypatch):
-    import crrg.rrg.model as rrg_model
+    import crrg.rrg.decoding as rrg_model
 
     calls = []
     original = rrg_model.consensus
@@ -74,12 +74,13 @@ def test_consensus_option_reaches_the_generator(saved_tiny_model, tmp_path, monk
 
 
 def test_anatomical_order_option_turns_the_learned_order_off(saved_tiny_model, tmp_path, monkeypatch):
-    import crrg.rrg.model as rrg_model
+    import crrg.rrg.decoding as rrg_model
+    import crrg.rrg.model as rrg_model_module
 
     orders = []
     original = rrg_model.assemble_report
     monkeypatch.setattr(rrg_model, "assemble_report", lambda *a, **kw: orders.append(kw["order"]) or original(*a, **kw))
-    monkeypatch.setattr(rrg_model.SentenceOrder, "load", classmethod(lambda cls, folder: cls({("a", "b"): 1})))
+    monkeypatch.setattr(rrg_model_module.SentenceOrder, "load", classmethod(lambda cls, folder: cls({("a", "b"): 1})))
     frontal = _png(tmp_path / "f.png")
     for flag in ([], ["--anatomical-order"]):
         out = runner.invoke(app, ["-q", "report", str(frontal), "--model", str(saved_tiny_model)] + flag)

@@ -11,7 +11,7 @@ from crrg.errors import ConfigError, InputError
 from crrg.models.registry import build_model
 from crrg.observations import CHEXPERT_14
 from crrg.reporting import StudyInput
-from crrg.rrg import joint
+from crrg.rrg import decoding, joint
 from crrg.rrg.assembly import NORMAL_IMPRESSION, RegionSentence
 
 CONTRADICTION = ["No pleural effusion or pneumothorax.", "Small pleural effusions are present bilaterally.",
@@ -57,7 +57,7 @@ def test_a_normal_region_may_call_itself_normal_in_an_abnormal_study():
     pieces = [RegionSentence("spine", texts[0]), RegionSentence("mediastinum", "Normal chest.", abnormal=True),
               RegionSentence("(whole study)", texts[2]), RegionSentence("right costophrenic angle", "Small right effusion."),
               RegionSentence("left lung", "The lungs are clear.")]  # the lung fields are where the effusion is
-    kept, _ = model._consistent_with_findings(pieces, None, _probs(Pleural_Effusion=0.9))
+    kept, _ = decoding.consistent_with_findings(model, pieces, None, _probs(Pleural_Effusion=0.9))
     assert [p.text for p in kept] == [texts[0], "Small right effusion."]
 
 
@@ -74,15 +74,15 @@ def test_filtered_report_and_impression_agree_with_the_head():
     pieces = [RegionSentence("right lung", CONTRADICTION[0]), RegionSentence("left lung", CONTRADICTION[1]),
               RegionSentence("cardiac silhouette", "Heart size is normal.")]
     effusion = _probs(Pleural_Effusion=0.9)
-    kept, impression = model._consistent_with_findings(pieces, "Bilateral pleural effusions. No acute abnormality.",
+    kept, impression = decoding.consistent_with_findings(model, pieces, "Bilateral pleural effusions. No acute abnormality.",
                                                        effusion)
     assert [p.text for p in kept] == [CONTRADICTION[1], "Heart size is normal."]
     assert impression == "Bilateral pleural effusions."
     # the impression contradicts the head entirely: rewritten from the kept findings that state something
-    kept, impression = model._consistent_with_findings(pieces, "No acute cardiopulmonary abnormality.", effusion)
+    kept, impression = decoding.consistent_with_findings(model, pieces, "No acute cardiopulmonary abnormality.", effusion)
     assert impression == CONTRADICTION[1]
     # nothing abnormal left: the normal statement, never a leftover "effusion" impression
-    kept, impression = model._consistent_with_findings(pieces, "Bilateral pleural effusions.", _probs(No_Finding=0.9))
+    kept, impression = decoding.consistent_with_findings(model, pieces, "Bilateral pleural effusions.", _probs(No_Finding=0.9))
     assert [p.text for p in kept] == [CONTRADICTION[0], "Heart size is normal."]
     assert impression == NORMAL_IMPRESSION
 
@@ -97,21 +97,21 @@ def test_the_config_sets_the_default_joint_mode(monkeypatch):
     cfg["joint"] = "filter"
     model = untrained_model(cfg)
     calls = []
-    original = model._consistent_with_findings
+    original = decoding.consistent_with_findings
 
-    def spy(pieces, impression, probs, thresholds=None, candidates=None):
+    def spy(model_, pieces, impression, probs, thresholds=None, candidates=None):
         calls.append(len(pieces))
-        return original(pieces, impression, probs, thresholds, candidates)
+        return original(model_, pieces, impression, probs, thresholds, candidates)
 
-    monkeypatch.setattr(model, "_consistent_with_findings", spy)
+    monkeypatch.setattr(decoding, "consistent_with_findings", spy)
     model.generate_report(_study())
     assert len(calls) == 1
     model.generate_report(_study(), joint="condition")
     assert len(calls) == 1
-    with pytest.raises(InputError, match="unknown joint mode"):
+    with pytest.raises(ConfigError, match="joint='veto' is not one of off, condition"):
         model.generate_report(_study(), joint="veto")
     cfg["joint"] = "veto"
-    with pytest.raises(ConfigError, match="unknown joint mode"):
+    with pytest.raises(ConfigError, match="joint='veto'"):
         build_model(cfg)
 
 
@@ -131,15 +131,15 @@ def test_filter_mode_chooses_among_the_filtered_impression_candidates():
               RegionSentence("cardiac silhouette", "The heart is moderately enlarged.")]
     probs = _probs(Pleural_Effusion=0.9, Cardiomegaly=0.9)
     # the best-agreeing candidate also claims a pneumothorax the head rules out: that sentence goes first
-    _, impression = model._consistent_with_findings(pieces, "Right effusion.", probs, None,
+    _, impression = decoding.consistent_with_findings(model, pieces, "Right effusion.", probs, None,
                                                     ["Right effusion.", "Cardiomegaly. Right effusion. Pneumothorax."])
     assert impression == "Cardiomegaly. Right effusion."
-    _, impression = model._consistent_with_findings(pieces, "Right effusion.", probs)
+    _, impression = decoding.consistent_with_findings(model, pieces, "Right effusion.", probs)
     assert impression == "Right effusion."
 
 
 def test_filter_candidates_keeps_a_candidate_that_agrees_instead_of_losing_the_sentence(monkeypatch):
-    import crrg.rrg.model as rrg_model
+    import crrg.rrg.decoding as rrg_model
 
     cfg = copy.deepcopy(TINY_CONFIG)
     cfg["joint"] = "filter"
@@ -159,5 +159,5 @@ def test_filter_candidates_keeps_a_candidate_that_agrees_instead_of_losing_the_s
     assert "effusion" not in vetoed.findings.lower()  # the consensus contradicts the head: dropped
     kept = model.generate_report(_study(), filter_candidates=True)
     assert "No pleural effusion." in kept.findings
-    model.filter_candidates = True  # decoding.filter_candidates in the config
+    model.decoding = model.decoding.replace(filter_candidates=True)  # the model's decoding.json
     assert model.generate_report(_study()).findings == kept.findings

@@ -16,7 +16,7 @@ def _study(views=("PA", "LATERAL"), seed=0):
 
 def test_report_has_a_sentence_per_selected_region_with_region_and_box():
     model = untrained_model()
-    report = model.generate_report(_study(), num_beams=2)
+    report = model.generate_report(_study(), beams=2)
     assert len(report.regions) == len(ANATOMICAL_REGIONS)
     assert all(r.selected for r in report.regions)  # selection threshold 0 in this fixture
     assert report.sentences and all(s.region in ANATOMICAL_REGIONS and len(s.box) == 4 for s in report.sentences)
@@ -57,7 +57,7 @@ def test_user_errors_are_crrg_errors():
         model.generate_report(_study(views=("LATERAL",)))
     with pytest.raises(InputError, match="no images"):
         model.generate_report(StudyInput(images=[], views=[]))
-    with pytest.raises(InputError, match="unknown option"):
+    with pytest.raises(ConfigError, match="unknown decoding option.*beam_size"):
         model.generate_report(_study(), beam_size=3)
     with pytest.raises(ConfigError, match="never trained"):
         build_model(dict(TINY_CONFIG)).generate_report(_study())
@@ -108,7 +108,7 @@ def test_a_positive_finding_asks_for_an_impression_from_the_likeliest_abnormal_r
 
 
 def test_consensus_decoding_writes_one_of_the_beam_candidates(monkeypatch):
-    import crrg.rrg.model as rrg_model
+    import crrg.rrg.decoding as rrg_model
 
     model = untrained_model()
     chosen = []
@@ -124,7 +124,7 @@ def test_consensus_decoding_writes_one_of_the_beam_candidates(monkeypatch):
     assert chosen and all(len(c) == 3 and out in c for c, out in chosen)
     assert report.sentences
     chosen.clear()
-    model.consensus_candidates = 3  # the config's decoding.consensus
+    model.decoding = model.decoding.replace(consensus=3)  # the model's decoding.json
     model.generate_report(_study())
     assert chosen
     chosen.clear()
@@ -135,15 +135,15 @@ def test_consensus_decoding_writes_one_of_the_beam_candidates(monkeypatch):
 def test_normal_impression_and_consensus_come_from_the_config_and_survive_saving(tmp_path):
     config = dict(TINY_CONFIG, assembly={"normal_impression": "No active disease."}, decoding={"consensus": 2})
     model = build_model(config)
-    assert model.normal_impression == "No active disease." and model.consensus_candidates == 2
+    assert model.normal_impression == "No active disease." and model.decoding.consensus == 2
     save_pretrained(model, tmp_path / "m")
     loaded = load_pretrained(tmp_path / "m")
-    assert loaded.normal_impression == "No active disease." and loaded.consensus_candidates == 2
+    assert loaded.normal_impression == "No active disease." and loaded.decoding.consensus == 2
     assert build_model(dict(TINY_CONFIG)).normal_impression == "No acute cardiopulmonary abnormality."
 
 
 def test_learned_sentence_order_survives_saving_and_can_be_turned_off(tmp_path, monkeypatch):
-    from crrg.rrg import model as rrg_model
+    from crrg.rrg import decoding as rrg_model
     from crrg.rrg.ordering import ORDER_FILE, SentenceOrder
 
     model = untrained_model()
@@ -168,7 +168,7 @@ def test_impression_agreement_comes_from_the_config_and_picks_among_the_impressi
 
     config = dict(TINY_CONFIG, decoding={"consensus": 3, "impression_agreement": True})
     save_pretrained(build_model(config), tmp_path / "m")
-    assert load_pretrained(tmp_path / "m").impression_agreement
+    assert load_pretrained(tmp_path / "m").decoding.impression.value == "agreement"
     model = untrained_model(config)
     model.thresholds.abnormal = 0.0  # every region abnormal: an IMPRESSION is written
     calls = []
@@ -177,7 +177,7 @@ def test_impression_agreement_comes_from_the_config_and_picks_among_the_impressi
     model.generate_report(_study(), joint="condition")
     assert len(calls) == 1 and len(calls[0]) == 3
     calls.clear()
-    model.generate_report(_study(), joint="condition", impression_agreement=False)
+    model.generate_report(_study(), joint="condition", impression="top")
     assert not calls
 
 

@@ -50,20 +50,37 @@ def load_study(paths: list[Path], views: list[str] | None = None, indication: st
     return StudyInput(images=images, views=chosen, indication=indication, id=study_id)
 
 
-def load_generator(model: str):
-    """A saved model folder (or hub id) whose model can write reports."""
-    from crrg.models.registry import load_pretrained
+def load_generator(model: str = DEFAULT_MODEL, device: str = "auto"):
+    """A saved model (bundled name, folder or hub id) ready to write reports on ``device``: a
+    :class:`crrg.generation.ReportEngine` (:func:`crrg.generation.load_generator`)."""
+    from crrg.generation import load_generator as load
 
-    generator = load_pretrained(model)
-    if not hasattr(generator, "generate_report"):
-        raise InputError(f"model {model} ({type(generator).__name__}) does not generate reports")
-    return generator
+    return load(model, device=device)
 
 
 def report_study(generator, study, **options: Any):
-    """One study -> :class:`crrg.reporting.GeneratedReport` (no option given means the model's default)."""
+    """One study -> :class:`crrg.reporting.GeneratedReport` (an option left None means the model's default)."""
     options = {k: v for k, v in options.items() if v is not None}
+    if hasattr(generator, "generate"):
+        return generator.generate(study, options)
     return generator.generate_report(study, **options)
+
+
+def decoding_overrides(beams, sample, top_p, temperature, consensus, joint, impression, anatomical_order,
+                       filter_candidates, max_new_tokens) -> dict[str, Any]:
+    """The decoding flags the user gave, as :class:`crrg.generation.DecodingOptions` overrides, checked now
+    (a typo fails before any model is loaded)."""
+    from crrg.generation import DecodingOptions
+
+    if (top_p is not None or temperature is not None) and not sample:
+        raise InputError("--top-p and --temperature only apply with --sample")
+    given = {"beams": beams, "sample": True if sample else None, "top_p": top_p, "temperature": temperature,
+             "consensus": consensus, "joint": joint, "impression": impression,
+             "learned_order": False if anatomical_order else None, "filter_candidates": filter_candidates,
+             "max_new_tokens": max_new_tokens}
+    given = {k: v for k, v in given.items() if v is not None}
+    DecodingOptions().replace(given)
+    return given
 
 
 def format_text(report) -> str:
@@ -93,7 +110,7 @@ def is_batch_input(items: list[str]) -> bool:
 
 
 def run_batch_command(items: list[str], model: str, out: Path, resume: bool, workers: int,
-                      split: Optional[str], options: dict[str, Any]) -> None:
+                      split: Optional[str], options: dict[str, Any], device: str = "auto") -> int:
     """Batch mode, sharded across ranks when started by torchrun (RANK / WORLD_SIZE set)."""
     from crrg.cli.common import info, progress
     from crrg.inference.batch import DistributedContext, collect_jobs, ids_in, merge_parts, part_path, run_batch, shard
@@ -104,7 +121,7 @@ def run_batch_command(items: list[str], model: str, out: Path, resume: bool, wor
         raise InputError("no studies to report on")
     dist.init()
     try:
-        generator = load_generator(model)
+        generator = load_generator(model, device=device)
         if dist.active:
             if out.exists() and not resume:
                 raise InputError(f"{out} exists; pass --resume to continue it or choose another --out")
@@ -128,6 +145,10 @@ def run_batch_command(items: list[str], model: str, out: Path, resume: bool, wor
          f"{report['failed']} failed, {report['seconds']} s ({report['studies_per_second']} studies/s)")
     for failure in summary.failures[:5]:
         info(f"  failed {failure['id']}: {failure['error']}")
+    if summary.failed:
+        info(f"{prefix}{summary.failed} stud{'y' if summary.failed == 1 else 'ies'} failed; fix them and run again "
+             "with --resume (failed studies are retried)")
+    return 1 if summary.failed else 0
 
 
 def register(app: typer.Typer) -> None:
@@ -139,16 +160,28 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("text", "--format", "-f", help="text or json (one study)."),
         indication: str = typer.Option("", "--indication", help="Clinical indication, for models that use it."),
         view: Optional[list[str]] = typer.Option(None, "--view", help="View of each image (PA, AP, LATERAL, LL), in order."),
-        beams: Optional[int] = typer.Option(None, "--beams", min=1, help="Beam-search width."),
+        beams: Optional[int] = typer.Option(None, "--beams", min=1, help="Beam-search width (default: the model's)."),
         sample: bool = typer.Option(False, "--sample", help="Nucleus sampling instead of beam search."),
+        top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0, help="Sampling: nucleus mass."),
+        temperature: Optional[float] = typer.Option(None, "--temperature", min=0.01, help="Sampling temperature."),
         consensus: Optional[int] = typer.Option(None, "--consensus", min=0,
                                                 help="Region-guided models: write each sentence as the consensus of this many "
                                                      "beam (or sampled) candidates; 0 = off (default: the model's setting)."),
+        joint: Optional[str] = typer.Option(None, "--joint", help="Region-guided models: how the finding classifier and the "
+                                                                  "writer work together: off, condition, rerank or filter "
+                                                                  "(default: the model's setting)."),
+        impression: Optional[str] = typer.Option(None, "--impression", help="Region-guided models: IMPRESSION candidate kept: "
+                                                                            "top (best beam) or agreement (the one that "
+                                                                            "restates the FINDINGS)."),
+        filter_candidates: Optional[bool] = typer.Option(None, "--filter-candidates/--no-filter-candidates",
+                                                         help="Joint filter: vet each region's candidates before their "
+                                                              "consensus (default: the model's setting)."),
         anatomical_order: bool = typer.Option(False, "--anatomical-order",
                                               help="Region-guided models: FINDINGS in anatomical order, not the sentence "
                                                    "order the model learned from its training reports."),
-        top_p: Optional[float] = typer.Option(None, "--top-p", min=0.0, max=1.0, help="Sampling: nucleus mass."),
-        temperature: Optional[float] = typer.Option(None, "--temperature", min=0.01, help="Sampling temperature."),
+        max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", min=1, help="Longest sentence or report in tokens."),
+        device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto (a GPU when there is one; "
+                                                            "under torchrun each rank its LOCAL_RANK's GPU)."),
         out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file (atomic for one study; JSONL written as it goes in batch mode)."),
         resume: bool = typer.Option(False, "--resume", help="Batch mode: skip studies already in --out."),
         workers: int = typer.Option(1, "--workers", min=0, help="Batch mode: image-decoding worker processes."),
@@ -164,23 +197,20 @@ def register(app: typer.Typer) -> None:
 
         if fmt not in FORMATS:
             raise InputError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
-        if (top_p is not None or temperature is not None) and not sample:
-            raise InputError("--top-p and --temperature only apply with --sample")
-        options: dict[str, Any] = {"num_beams": beams, "consensus": consensus,
-                                   "learned_order": False if anatomical_order else None}
-        if sample:
-            options.update(do_sample=True, top_p=top_p, temperature=temperature)
-        options = {k: v for k, v in options.items() if v is not None}
+        options = decoding_overrides(beams, sample, top_p, temperature, consensus, joint, impression,
+                                     anatomical_order, filter_candidates, max_new_tokens)
         if is_batch_input(images) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             if out is None:
                 raise InputError("batch mode (folders, globs, manifests or torchrun) needs --out FILE.jsonl")
             if view or indication:
                 raise InputError("--view and --indication apply to one study; a manifest carries them in batch mode")
-            run_batch_command(images, model, out, resume, workers, split, options)
+            code = run_batch_command(images, model, out, resume, workers, split, options, device)
+            if code:
+                raise typer.Exit(code)
             return
         study = load_study([Path(i) for i in images], view, indication, study_id=Path(images[0]).stem)
         info(f"loading model {model}")
-        generator = load_generator(model)
+        generator = load_generator(model, device=device)
         result = report_study(generator, study, **options)
         if fmt == "json":
             payload = result.to_dict()

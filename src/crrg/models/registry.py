@@ -5,9 +5,12 @@ registered with :func:`register_family`. A *model name* (``clip-resnet18-minilm`
 ``crrg/models/configs/`` holding ``{"family": ..., ...config}``. Choosing a model never means editing
 code: ``create_model(name, pretrained=PATH_OR_HUB_ID)``.
 
-A saved model is a folder with ``config.json`` (the full config, including ``family``) and
-``model.safetensors``. :func:`load_pretrained` accepts such a folder, the name of a model bundled in
-``crrg/models/pretrained/``, or a Hugging Face hub repo id holding the same two files (downloaded with ``huggingface_hub`` for users with internet).
+A saved model is a folder with ``config.json`` (the full config, including ``family``, and
+``files``: every other file the model needs, e.g. ``tokenizer/``, ``thresholds.json``,
+``decoding.json``, ``classifier/``) and ``model.safetensors``. :func:`load_pretrained` accepts such a
+folder, the name of a model bundled in ``crrg/models/pretrained/``, or a Hugging Face hub repo id
+holding the same files (``huggingface_hub`` downloads config.json first, then every file it lists).
+Loading a folder and loading from the hub therefore fetch the same set. No config runs code.
 
 Every model built here carries its config as ``model.crrg_config`` so it can be saved again as-is.
 """
@@ -22,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-from crrg.errors import ConfigError, InputError
+from crrg.errors import ConfigError, CrrgError, InputError
 from crrg.io import atomic_save_file, atomic_write_json
 
 # The trained model shipped in crrg/models/pretrained/ that commands use when no --model is given.
@@ -136,18 +139,56 @@ def _locate(path_or_id: str | os.PathLike) -> Path:
     text = str(path_or_id)
     if text.count("/") != 1 or text.startswith((".", "/")):
         raise InputError(f"model {text!r} is neither a local folder nor a hub id of the form owner/name")
+    return _download(text)
+
+
+def _download(repo_id: str) -> Path:
+    """A hub model: config.json first, then the weights and every file its ``files`` list names (a
+    folder saved before that list existed: every file of the repository)."""
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(repo_id=text, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE]))
+        first = Path(snapshot_download(repo_id=repo_id, allow_patterns=[CONFIG_FILE]))
+        listed = read_config(first / CONFIG_FILE).get("files")
+        patterns = None if listed is None else [CONFIG_FILE, WEIGHTS_FILE, *listed]
+        return Path(snapshot_download(repo_id=repo_id, allow_patterns=patterns))
+    except CrrgError:
+        raise
     except Exception as exc:  # network, auth, missing repo: all user-facing
-        raise InputError(f"could not download model {text!r} from the Hugging Face hub: {exc}") from None
+        raise InputError(f"could not download model {repo_id!r} from the Hugging Face hub: {exc}") from None
+
+
+def read_config(path: Path) -> dict:
+    """A saved model's config.json, or one clear line on what is wrong with it."""
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path} is not valid JSON ({exc}); the saved model is damaged, copy or download it again") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path} holds a JSON {type(config).__name__}, not a model config object")
+    return config
+
+
+def _check_files(folder: Path, config: dict) -> None:
+    """Every file config.json lists must be there: a half-copied or half-downloaded folder fails here,
+    by name, not later inside a tokenizer or a child model."""
+    missing = [f for f in config.get("files") or [] if not (folder / f).exists()]
+    if missing:
+        raise InputError(f"{folder} lacks {len(missing)} file(s) its config.json lists (e.g. {missing[:3]}); "
+                         "copy or download the whole model folder again")
 
 
 def _load_state(folder: Path) -> dict:
     from safetensors.torch import load_file
 
-    return load_file(str(folder / WEIGHTS_FILE))
+    path = folder / WEIGHTS_FILE
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # truncated or corrupt: safetensors raises its own error types
+        raise InputError(f"{path} is damaged or truncated ({str(exc).splitlines()[0][:160]}); "
+                         "copy or download the model again") from None
 
 
 def _load_into(model, state: dict, source: str) -> None:
@@ -159,22 +200,30 @@ def _load_into(model, state: dict, source: str) -> None:
         )
 
 
-def load_pretrained(path_or_id: str | os.PathLike, map_location: str = "cpu"):
-    """Load a saved model (bundled name, folder or hub id): build it from config.json, then load weights."""
+def load_pretrained(path_or_id: str | os.PathLike, map_location: str | None = "cpu"):
+    """Load a saved model (bundled name, folder or hub id): build it from config.json, then load weights.
+
+    ``map_location`` is the device the model ends on (None: leave it where it was built)."""
     folder = _locate(path_or_id)
-    config = json.loads((folder / CONFIG_FILE).read_text())
+    config = read_config(folder / CONFIG_FILE)
+    _check_files(folder, config)
     model = build_model(config)
     _load_into(model, _load_state(folder), str(path_or_id))
     if hasattr(model, "on_loaded"):
-        model.on_loaded(folder)  # families with extra files (tokenizer, thresholds) read them here
-    return model.to(map_location).eval()
+        model.on_loaded(folder)  # families with extra files (tokenizer, thresholds, children) read them here
+    if map_location is not None:
+        model = model.to(map_location)
+    return model.eval()
 
 
 def save_pretrained(model, out_dir: str | os.PathLike, config: dict | None = None, dtype=None) -> Path:
-    """Save ``model`` as config.json + model.safetensors (atomically) in ``out_dir``.
+    """Save ``model`` as one declared artifact in ``out_dir``: model.safetensors, the extra files the
+    model writes (``on_saved``: tokenizer, thresholds, decoding defaults, children's folders) and last
+    config.json, which lists them all (``files``). Each file is written atomically.
 
     ``dtype`` (e.g. ``torch.float16``) stores the floating-point tensors in that type to halve a
-    shipped model; loading into float32 parameters casts them back.
+    shipped model; loading into float32 parameters casts them back. Children saved in their own
+    folders (``model.weights_apart()``) are left out of model.safetensors.
     """
     from safetensors.torch import save_file
 
@@ -183,12 +232,19 @@ def save_pretrained(model, out_dir: str | os.PathLike, config: dict | None = Non
     config = config if config is not None else getattr(model, "crrg_config", None)
     if config is None:
         raise ConfigError("model has no crrg_config; pass config= to save_pretrained")
+    apart = tuple(getattr(model, "weights_apart", lambda: ())())
     # safetensors refuses shared storage (tied embeddings): store contiguous copies.
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()
+             if not (apart and k.startswith(apart))}
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     atomic_save_file(out / WEIGHTS_FILE, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     atomic_write_json(out / CONFIG_FILE, config)
     if hasattr(model, "on_saved"):
         model.on_saved(out, dtype=dtype)  # extra files; a model saved inside this one gets the same dtype
+    final = read_config(out / CONFIG_FILE)  # on_saved may have rewritten it (a portable config)
+    final.update(getattr(model, "artifact_config", lambda: {})())
+    final["files"] = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
+                            if p.is_file() and p != out / CONFIG_FILE)
+    atomic_write_json(out / CONFIG_FILE, final)
     return out

@@ -147,7 +147,7 @@ class RegionDetector(nn.Module):
         grid = self.cfg.region_descriptor_grid
         thumbs = roi_align(images[:, :1], boxes, output_size=(grid, grid), spatial_scale=1.0, sampling_ratio=2,
                            aligned=True).flatten(1)
-        geometry = torch.cat([b / torch.tensor([w, h, w, h], dtype=b.dtype) for b, (h, w) in zip(boxes, sizes)])
+        geometry = torch.cat([b / torch.tensor([w, h, w, h], dtype=b.dtype, device=b.device) for b, (h, w) in zip(boxes, sizes)])
         return torch.cat([thumbs, geometry], 1)
 
     def _loss_mode(self, update_statistics: bool) -> None:
@@ -215,7 +215,7 @@ class RegionDetector(nn.Module):
             boxes = box_ops.clip_boxes_to_image(boxes, size)
             scores = scores[:, 1:]  # drop background
             idx = scores.argmax(0)  # best proposal for each region class
-            cls = torch.arange(NUM_REGIONS)
+            cls = torch.arange(NUM_REGIONS, device=boxes.device)
             chosen = boxes[idx, cls + 1]
             # A degenerate box would give an empty RoI; give it at least one pixel.
             chosen[:, 2:] = torch.maximum(chosen[:, 2:], chosen[:, :2] + 1.0)
@@ -226,7 +226,7 @@ class RegionDetector(nn.Module):
         for i, (boxes, scores) in enumerate(zip(best_boxes, best_scores)):
             scale_h = original_sizes[i][0] / image_list.image_sizes[i][0]
             scale_w = original_sizes[i][1] / image_list.image_sizes[i][1]
-            scale = torch.tensor([scale_w, scale_h, scale_w, scale_h])
+            scale = torch.tensor([scale_w, scale_h, scale_w, scale_h], device=boxes.device)
             out.append(Detections(boxes=boxes * scale, scores=scores,
                                   features=region_feats[i * NUM_REGIONS:(i + 1) * NUM_REGIONS]))
         return out

@@ -37,9 +37,40 @@ class FindingSource(Protocol):
     def predict_proba(self, study: StudyInput) -> dict[str, float]: ...
 
 
-def attach_classifier(rrg_model, classifier) -> None:
-    """Use ``classifier`` (a :class:`FindingSource`) instead of the rrg model's own finding head."""
-    rrg_model.finding_source = classifier
+def attach_classifier(rrg_model, classifier, context: bool = True) -> None:
+    """Use ``classifier`` instead of the rrg model's own finding head (None detaches it).
+
+    An ``nn.Module`` (the CLIP classifier, or one wrapped in :class:`ImageClassifierFindings`) becomes
+    the model's ``finding_classifier`` child, frozen and in eval mode; with ``context`` and a model that
+    has region context, it is also its ``context_encoder`` (as in crrg-default: one module, two roles).
+    Anything else with ``predict_proba`` (a stand-in, a remote service) is kept as a plain source."""
+    from torch import nn
+
+    module = getattr(classifier, "classifier", classifier)
+    if classifier is None or isinstance(module, nn.Module):
+        rrg_model._plain_source = None
+        if module is not None:
+            module.requires_grad_(False).eval()
+        rrg_model.finding_classifier = module
+        if context and rrg_model.context is not None:
+            rrg_model.context_encoder = module
+        return
+    rrg_model.finding_classifier = None
+    rrg_model._plain_source = classifier
+    if context and rrg_model.context is not None and hasattr(module, "image_encoder"):
+        rrg_model.context_encoder = module
+
+
+def as_finding_source(module: Any) -> FindingSource:
+    """A classifier module -> :class:`FindingSource` (itself when it has ``predict_proba``)."""
+    if hasattr(module, "predict_proba"):
+        return module
+    if hasattr(module, "probabilities") and hasattr(module, "labels"):
+        return ImageClassifierFindings(module)
+    from crrg.errors import InputError
+
+    raise InputError(f"{type(module).__name__} gives no finding probabilities (it needs predict_proba, or "
+                     "probabilities and labels)")
 
 
 class ImageClassifierFindings:
@@ -54,9 +85,7 @@ class ImageClassifierFindings:
         return dict(getattr(self.classifier, "thresholds", None) or {})
 
     def predict_proba(self, study: StudyInput) -> dict[str, float]:
-        from crrg.observations import FRONTAL_VIEWS
-
-        frontal = next((im for im, v in zip(study.images, study.views) if v in FRONTAL_VIEWS), study.images[0])
+        frontal = study.images[study.frontal_index(required=False)]
         row = self.classifier.probabilities([frontal])[0]
         return {name: float(p) for name, p in zip(self.classifier.labels, row)}
 
@@ -65,14 +94,7 @@ def load_finding_source(path: str) -> FindingSource:
     """A saved classifier folder -> :class:`FindingSource` for :func:`attach_classifier`."""
     from crrg.models.registry import load_pretrained
 
-    model = load_pretrained(path)
-    if hasattr(model, "predict_proba"):
-        return model
-    if hasattr(model, "probabilities") and hasattr(model, "labels"):
-        return ImageClassifierFindings(model)
-    from crrg.errors import InputError
-
-    raise InputError(f"model {path} ({type(model).__name__}) gives no finding probabilities")
+    return as_finding_source(load_pretrained(path))
 
 
 def merge_external(source: Any, study: StudyInput, own_probs: torch.Tensor,

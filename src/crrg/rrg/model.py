@@ -4,53 +4,54 @@
 image), finds the 29 regions on the frontal image, decides which regions get a sentence, writes each
 selected region's sentence with the prefix-conditioned GPT-2, and assembles FINDINGS and IMPRESSION.
 The lateral image is accepted but not used by this model (the region ground truth is frontal only).
+How it decodes (beams, consensus, joint mode, impression policy, sentence order) is a
+:class:`crrg.generation.DecodingOptions` run step by step by :mod:`crrg.rrg.decoding`; the model's
+defaults are ``decoding.json`` in its folder, apart from its architecture.
 
-Config keys (``src/crrg/models/configs/rrg-*.json``): ``detector`` (:class:`DetectorConfig`),
-``feature_width``, ``language`` (:class:`LanguageConfig`), ``heads`` (hidden sizes), ``thresholds``
-(selection / abnormal / per-finding), ``assembly`` (``dedup_threshold``, ``embedder``,
-``drop_restatements``, ``normal_impression``), ``decoding`` (``consensus``: beam candidates per
-sentence to take the consensus of, :mod:`crrg.rrg.consensus`; ``impression_agreement``: the IMPRESSION
-is the beam candidate that restates the FINDINGS; ``filter_candidates``: with joint "filter", a region's
-candidates that contradict the classifier are vetoed before their consensus is taken), ``joint`` (the default joint mode of :meth:`RRGModel.generate_report`: ``off``, ``condition``, ``rerank`` or ``filter``),
-``region_context`` (optional, :class:`crrg.rrg.region_context.RegionContextConfig`: each region's
-feature also carries the attached classifier's tower pooled inside the region box).
-The FINDINGS sentence order learned from the training reports (:mod:`crrg.rrg.ordering`) is the
-model folder's ``sentence_order.json``; without it sentences stay in anatomical order.
-A finding classifier attached for the joint design (:func:`crrg.rrg.joint.attach_classifier`) is saved
-in the model folder's ``classifier/`` and attached again on load.
+Config keys (``src/crrg/models/configs/rrg-*.json``, typed in :class:`crrg.models.schema.RRGConfig`):
+``detector`` (:class:`DetectorConfig`), ``feature_width``, ``language`` (:class:`LanguageConfig`),
+``heads`` (hidden sizes), ``thresholds`` (selection / abnormal / per-finding), ``assembly``
+(``dedup_threshold``, ``embedder``, ``drop_restatements``, ``normal_impression``), ``region_context``
+(optional, :class:`crrg.rrg.region_context.RegionContextConfig`: each region's feature also carries an
+image tower pooled inside the region box). Folders saved before ``decoding.json`` existed keep their
+``joint`` and ``decoding`` keys in config.json, and are read as before.
+
+Two optional children, both ``nn.Module`` children (seen by ``.to()``, ``state_dict()``, ``eval()``)
+and saved in the model folder apart from its own weights (:data:`CHILD_DIRS`):
+``finding_classifier`` (the joint design's classifier, :mod:`crrg.rrg.joint`) and ``context_encoder``
+(the image tower of the region context). In crrg-default both are the same CLIP classifier, stored
+once in ``classifier/``. The FINDINGS sentence order learned from the training reports
+(:mod:`crrg.rrg.ordering`) is the folder's ``sentence_order.json``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from crrg.errors import ConfigError, InputError
+from crrg.generation.options import DECODING_FILE, DecodingOptions
 from crrg.io import atomic_write_json
 from crrg.models.registry import register_family
-from crrg.observations import ANATOMICAL_REGIONS, CHEXPERT_14, FRONTAL_VIEWS, LATERAL_VIEWS, LUNG_FIELD_REGIONS
-from crrg.reporting import GeneratedReport, RegionOut, SentenceOut, StudyInput
-from crrg.rrg.assembly import GLOBAL_REGION, NORMAL_IMPRESSION, RegionSentence, SentenceEmbedder, assemble_report
-from crrg.rrg.ordering import ORDER_FILE, SentenceOrder
-from crrg.rrg.consensus import consensus
+from crrg.reporting import GeneratedReport, StudyInput
+from crrg.rrg.assembly import NORMAL_IMPRESSION, SentenceEmbedder
 from crrg.rrg.classifiers import RegionBinaryClassifier, StudyFindingClassifier
-from crrg.rrg.detector import NUM_REGIONS, DetectorConfig, Detections, RegionDetector, to_rgb_tensor
-from crrg.rrg.language import (LanguageConfig, RegionLanguageModel, decode, load_tokenizer, save_tokenizer,
-                               special_ids)
+from crrg.rrg.detector import DetectorConfig, Detections, RegionDetector, to_rgb_tensor
+from crrg.rrg.language import LanguageConfig, RegionLanguageModel, load_tokenizer, save_tokenizer
+from crrg.rrg.ordering import ORDER_FILE, SentenceOrder
 
 log = logging.getLogger(__name__)
 THRESHOLDS_FILE = "thresholds.json"
-CLASSIFIER_DIR = "classifier"  # an attached finding classifier (crrg.rrg.joint), saved inside the model
-# Findings that do not make a study abnormal (they do not call for an IMPRESSION of their own).
-NOT_ABNORMAL = ("No Finding", "Support Devices")
-JOINT_MODES = ("off", "condition", "rerank", "filter")
+CLASSIFIER_DIR = "classifier"  # the finding classifier (and, when it is the same module, the context encoder)
+CONTEXT_DIR = "context_encoder"  # a context encoder that is not the finding classifier
+CHILDREN = ("finding_classifier", "context_encoder")
 
 
 @dataclass
@@ -68,19 +69,6 @@ class Thresholds:
 
     def to_dict(self) -> dict:
         return {"selection": self.selection, "abnormal": self.abnormal, "findings": self.findings}
-
-
-def choose_frontal(study: StudyInput) -> int:
-    """Index of the image the regions are read from: the first frontal, else the first non-lateral."""
-    if not study.images:
-        raise InputError("the study has no images")
-    for i, view in enumerate(study.views):
-        if view in FRONTAL_VIEWS:
-            return i
-    for i, view in enumerate(study.views):
-        if view not in LATERAL_VIEWS:
-            return i
-    raise InputError("the study has only lateral images; the region-guided generator needs a frontal (PA/AP) image")
 
 
 class SummaryQuery(nn.Module):
@@ -102,16 +90,15 @@ class SummaryQuery(nn.Module):
 class RRGModel(nn.Module):
     def __init__(self, config: dict):
         super().__init__()
+        from crrg.rrg.region_context import RegionContext, RegionContextConfig
+        from crrg.rrg.region_features import RegionFeatureProjector
+
         self.det_cfg = DetectorConfig.from_dict(config.get("detector"))
         self.lang_cfg = LanguageConfig.from_dict(config.get("language"))
         width = int(config.get("feature_width", 256))
         heads = config.get("heads", {})
         self.detector = RegionDetector(self.det_cfg)
-        from crrg.rrg.region_features import RegionFeatureProjector
-
         self.projector = RegionFeatureProjector(self.detector.feature_size, width)
-        from crrg.rrg.region_context import RegionContext, RegionContextConfig
-
         self.context_cfg = RegionContextConfig.from_dict(config.get("region_context"))
         self.context = RegionContext(self.context_cfg) if self.context_cfg else None
         self.context_projector = None
@@ -125,12 +112,10 @@ class RRGModel(nn.Module):
         self.selection = RegionBinaryClassifier(width, heads.get("region_hidden", 128))
         self.abnormality = RegionBinaryClassifier(width, heads.get("region_hidden", 128))
         self.findings = StudyFindingClassifier(width, heads.get("finding_hidden", 256))
-        ids = config.get("special_ids")
-        self.language = RegionLanguageModel(self.lang_cfg, width, ids)
+        self.language = RegionLanguageModel(self.lang_cfg, width, config.get("special_ids"))
         self.impression_query = SummaryQuery(width)
         self.global_query = SummaryQuery(width)
-        t = config.get("thresholds", {})
-        self.thresholds = Thresholds.from_dict(t)
+        self.thresholds = Thresholds.from_dict(config.get("thresholds", {}))
         assembly = config.get("assembly", {})
         self.dedup_threshold = float(assembly.get("dedup_threshold", 0.9))
         # Also drop sentences that only restate findings an earlier sentence stated (crrg.rrg.assembly).
@@ -139,23 +124,51 @@ class RRGModel(nn.Module):
         # The IMPRESSION of a study with nothing abnormal (a bundled model's is the consensus of its
         # training reports' normal impressions, crrg.rrg.consensus).
         self.normal_impression = str(assembly.get("normal_impression") or NORMAL_IMPRESSION)
-        decoding = config.get("decoding", {})
-        self.consensus_candidates = int(decoding.get("consensus", 0))
-        # IMPRESSION: the beam candidate that restates the FINDINGS (crrg.rrg.joint.agreeing_impression)
-        self.impression_agreement = bool(decoding.get("impression_agreement", False))
-        # joint "filter": veto each region's candidates before taking their consensus, so a region whose
-        # consensus contradicts the classifier keeps a candidate that agrees instead of losing its sentence
-        self.filter_candidates = bool(decoding.get("filter_candidates", False))
         # Findings sentences no region owns (bones, edema): written from all regions at once.
         self.global_sentences = bool(config.get("global_sentences", True))
-        self.joint_mode = str(config.get("joint", "condition"))
-        if self.joint_mode not in JOINT_MODES:
-            raise ConfigError(f"unknown joint mode {self.joint_mode!r} in the rrg config; one of {JOINT_MODES}")
+        # How reports are decoded by default: decoding.json of a saved folder (read in on_loaded), or
+        # the joint/decoding keys of a config written before that file existed.
+        from crrg.generation.options import from_legacy_config
+
+        self.decoding: DecodingOptions = from_legacy_config(config)
         self.tokenizer = None
         self._embedder: SentenceEmbedder | None = None
         # FINDINGS order learned from the training reports (crrg.rrg.ordering); anatomical without one
         self.sentence_order = None
-        self.finding_source = None  # joint design: an external classifier (crrg.rrg.joint)
+        self.finding_classifier: nn.Module | None = None
+        self.context_encoder: nn.Module | None = None
+        self._plain_source = None  # a finding source that is not a module (a stand-in, a remote service)
+
+    # ----- the optional children -----
+    @property
+    def finding_source(self):
+        """The joint design's finding source (:class:`crrg.rrg.joint.FindingSource`), or None."""
+        if self._plain_source is not None:
+            return self._plain_source
+        if self.finding_classifier is None:
+            return None
+        from crrg.rrg.joint import as_finding_source
+
+        return as_finding_source(self.finding_classifier)
+
+    @finding_source.setter
+    def finding_source(self, source) -> None:
+        from crrg.rrg.joint import attach_classifier
+
+        attach_classifier(self, source, context=False)
+
+    def train(self, mode: bool = True) -> "RRGModel":
+        """Like ``nn.Module.train``; the children (trained apart, frozen here) stay in eval mode."""
+        super().train(mode)
+        for name in CHILDREN:
+            child = getattr(self, name)
+            if child is not None:
+                child.eval()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.impression_query.query.device
 
     # ----- pieces used by training and inference -----
     @property
@@ -197,243 +210,102 @@ class RRGModel(nn.Module):
             self._embedder = SentenceEmbedder()
         return self._embedder
 
-    # ----- save / load of what is not a tensor -----
+    # ----- saving: one declared artifact -----
+    def child_dirs(self) -> dict[str, str]:
+        """Which sub-folder each present child is saved in (a module shared by both is saved once)."""
+        dirs = {}
+        if self.finding_classifier is not None:
+            dirs["finding_classifier"] = CLASSIFIER_DIR
+        if self.context_encoder is not None:
+            shared = self.context_encoder is self.finding_classifier
+            dirs["context_encoder"] = CLASSIFIER_DIR if shared else CONTEXT_DIR
+        return dirs
+
+    def weights_apart(self) -> tuple[str, ...]:
+        """State-dict prefixes saved in the children's own folders, not in model.safetensors."""
+        return tuple(f"{name}." for name in self.child_dirs())
+
+    def artifact_config(self) -> dict[str, Any]:
+        """What config.json records beyond the architecture: the children's folders."""
+        return {"children": self.child_dirs()}
+
     def on_saved(self, folder: Path, dtype=None) -> None:
+        from crrg.models.registry import save_pretrained
+
+        folder = Path(folder)
         if self.tokenizer is not None:
-            save_tokenizer(self.tokenizer, Path(folder))
-        atomic_write_json(Path(folder) / THRESHOLDS_FILE, self.thresholds.to_dict())
+            save_tokenizer(self.tokenizer, folder)
+        atomic_write_json(folder / THRESHOLDS_FILE, self.thresholds.to_dict())
+        self.decoding.save(folder)
         if self.sentence_order:
             self.sentence_order.save(folder)
-        elif (Path(folder) / ORDER_FILE).exists():
-            (Path(folder) / ORDER_FILE).unlink()
-        # An attached image classifier (joint design) travels with the model, in the model's dtype, so
-        # that loading the folder gives the same reports; without one, a classifier left in the folder
-        # by an earlier save must go, or loading would attach it.
-        attached = getattr(self.finding_source, "classifier", None)
-        if attached is not None and getattr(attached, "crrg_config", None) is not None:
-            from crrg.models.registry import save_pretrained
+        elif (folder / ORDER_FILE).exists():
+            (folder / ORDER_FILE).unlink()
+        # Each child travels with the model, in the model's dtype, so that loading the folder gives the
+        # same reports; a child folder left by an earlier save must go, or loading would attach it.
+        dirs = self.child_dirs()
+        for name, sub in dirs.items():
+            child = getattr(self, name)
+            if getattr(child, "crrg_config", None) is None:
+                raise ConfigError(f"the rrg model's {name} ({type(child).__name__}) has no crrg_config and cannot be "
+                                  "saved; build it with crrg.models.create_model or load_pretrained")
+            if name == "context_encoder" and sub == CLASSIFIER_DIR:
+                continue  # the same module as the finding classifier, saved once
+            save_pretrained(child, folder / sub, dtype=dtype)
+        for sub in (CLASSIFIER_DIR, CONTEXT_DIR):
+            if sub not in dirs.values() and (folder / sub).exists():
+                shutil.rmtree(folder / sub)
 
-            save_pretrained(attached, Path(folder) / CLASSIFIER_DIR, dtype=dtype)
-        elif (Path(folder) / CLASSIFIER_DIR).exists():
-            import shutil
+    def on_loaded(self, folder: Path, config: Mapping[str, Any] | None = None) -> None:
+        from crrg.models.registry import load_pretrained
 
-            shutil.rmtree(Path(folder) / CLASSIFIER_DIR)
-
-    def on_loaded(self, folder: Path) -> None:
         folder = Path(folder)
+        config = config if config is not None else getattr(self, "crrg_config", {})
         if (folder / "tokenizer").is_dir():
             self.tokenizer = load_tokenizer(folder)
-        if (folder / CLASSIFIER_DIR / "config.json").is_file():
-            from crrg.rrg import joint
-
-            joint.attach_classifier(self, joint.load_finding_source(str(folder / CLASSIFIER_DIR)))
+        dirs = dict(config.get("children") or {})
+        if "children" not in config and (folder / CLASSIFIER_DIR / "config.json").is_file():
+            dirs = {"finding_classifier": CLASSIFIER_DIR}  # saved before children were declared
+        if self.context is not None and "context_encoder" not in dirs and "finding_classifier" in dirs:
+            # region context added to a model with a classifier (or a folder from before children were
+            # declared): the tower is the finding classifier's, as it always was
+            dirs["context_encoder"] = dirs["finding_classifier"]
+        loaded: dict[str, nn.Module] = {}
+        for name, sub in dirs.items():
+            if name not in CHILDREN:
+                raise ConfigError(f"{folder}/config.json names an unknown child {name!r}; known: {list(CHILDREN)}")
+            if sub not in loaded:
+                loaded[sub] = load_pretrained(folder / sub).requires_grad_(False)
+            setattr(self, name, loaded[sub])
         self.sentence_order = SentenceOrder.load(folder)
         if (folder / THRESHOLDS_FILE).is_file():
-            t = json.loads((folder / THRESHOLDS_FILE).read_text())
-            self.thresholds = Thresholds.from_dict(t)
+            self.thresholds = Thresholds.from_dict(json.loads((folder / THRESHOLDS_FILE).read_text()))
+        if (folder / DECODING_FILE).is_file():
+            self.decoding = DecodingOptions.load(folder)
 
     # ----- inference -----
     @torch.no_grad()
     def analyse(self, image) -> tuple[Detections, torch.Tensor, dict[str, torch.Tensor]]:
         """Detector + heads on one (H, W) image: detections, region features (29, w), probabilities."""
-        det = self.detector.detect([to_rgb_tensor(image)])[0]
+        det = self.detector.detect([to_rgb_tensor(image).to(self.device)])[0]
         feats = self.region_features(self.region_inputs([image], [det]))
         probs = {k: torch.sigmoid(v)[0] for k, v in self.heads(feats).items()}
         return det, feats[0], probs
 
-    def generate_report(self, study: StudyInput, **options: Any) -> GeneratedReport:
-        """Options: num_beams, do_sample, top_p, temperature, max_new_tokens, joint ("off" | "condition" |
-        "rerank" | "filter"; default: the config's ``joint``), candidates (sentences per region for re-ranking),
-        consensus (write each sentence as the consensus of this many beam or sampled candidates,
-        :mod:`crrg.rrg.consensus`; 0 or 1 = off; default: the config's ``decoding.consensus``; joint
-        "rerank" re-ranks its candidates instead), learned_order (False: FINDINGS in anatomical order even
-        when the model has learned a sentence order, :mod:`crrg.rrg.ordering`), impression_agreement (the
-        IMPRESSION is the beam candidate that best restates the FINDINGS; default: the config's
-        ``decoding.impression_agreement``; needs candidates, i.e. consensus or beams > 1), filter_candidates
-        (joint "filter" with candidates: the consensus of a region's candidates that agree with the
-        classifier, the region's sentence vetoed only when none does; default: the config's
-        ``decoding.filter_candidates``)."""
-        from crrg.rrg import joint
+    @torch.no_grad()
+    def generate_report(self, study: StudyInput, options: DecodingOptions | Mapping[str, Any] | None = None,
+                        **overrides: Any) -> GeneratedReport:
+        """The report of one study, decoded with ``options`` (default: the model's own,
+        :attr:`decoding`) with ``overrides`` (field names of :class:`DecodingOptions`) applied on top."""
+        from crrg.rrg.decoding import decode_study
 
         if self.tokenizer is None:
             raise ConfigError("this rrg model has no tokenizer: it was never trained (run `crrg train rrg`)")
-        unknown = set(options) - {"num_beams", "do_sample", "top_p", "temperature", "max_new_tokens", "joint",
-                                  "candidates", "beams", "sample", "consensus", "learned_order",
-                                  "impression_agreement", "filter_candidates"}
-        if unknown:
-            raise InputError(f"unknown option(s) for the rrg generator: {sorted(unknown)}")
+        if options is None or isinstance(options, Mapping):
+            options = self.decoding.replace(options)
+        options = options.replace(overrides)
         self.eval()
-        timings: dict[str, float] = {}
-        start = time.perf_counter()
-        index = choose_frontal(study)
-        det, feats, probs = self.analyse(study.images[index])
-        timings["detect_ms"] = (time.perf_counter() - start) * 1000
-
-        mode = options.get("joint") or self.joint_mode
-        if mode not in JOINT_MODES:
-            raise InputError(f"unknown joint mode {mode!r}; one of {', '.join(JOINT_MODES)}")
-        finding_probs, finding_thresholds = probs["findings"], dict(self.thresholds.findings or {})
-        if self.finding_source is not None:
-            finding_probs, finding_thresholds = joint.merge_external(self.finding_source, study, finding_probs,
-                                                                     finding_thresholds)
-        thresholds = Thresholds(self.thresholds.selection, self.thresholds.abnormal, finding_thresholds)
-        selected = (probs["selection"] >= self.thresholds.selection) | (probs["abnormal"] >= self.thresholds.abnormal)
-        regions = [i for i in range(NUM_REGIONS) if bool(selected[i])]
-
-        t0 = time.perf_counter()
-        num_beams = int(options.get("num_beams", options.get("beams", 1)) or 1)
-        do_sample = bool(options.get("do_sample", options.get("sample", False)))
-        consensus_k = int(options.get("consensus", self.consensus_candidates) or 0)
-        if consensus_k > 1 and mode != "rerank":
-            candidates = consensus_k
-        else:
-            candidates = int(options.get("candidates", 1 if mode != "rerank" else max(num_beams, 3)))
-        if (mode == "rerank" or candidates > 1) and not do_sample:
-            num_beams = max(num_beams, candidates)
-        texts: list[str] = []
-        abnormal = probs["abnormal"] >= self.thresholds.abnormal
-        gen_kwargs = dict(num_beams=num_beams, do_sample=do_sample, top_p=float(options.get("top_p", 0.9)),
-                          temperature=float(options.get("temperature", 1.0)), max_new_tokens=options.get("max_new_tokens"))
-        impression = None
-        impression_candidates: list[str] = []
-        agreement = bool(options.get("impression_agreement", self.impression_agreement))
-
-        def candidates_of(inputs: torch.Tensor, cond: torch.Tensor | None) -> list[list[str]]:
-            ids = self.language.generate(inputs, cond, num_return_sequences=candidates, **gen_kwargs)
-            decoded = decode(self.tokenizer, ids)
-            return [decoded[k * candidates:(k + 1) * candidates] for k in range(inputs.shape[0])]
-
-        def chosen(texts_: list[str]) -> str:
-            return consensus(texts_) if consensus_k > 1 else texts_[0]
-
-        # The study-level finding head sees all regions at once and is often surer than any one
-        # region's abnormality score: a positive finding also asks for an IMPRESSION, written from
-        # the region most likely abnormal when no region passed its own threshold.
-        finding_positive = any(float(finding_probs[j]) >= thresholds.finding(name)
-                               for j, name in enumerate(CHEXPERT_14) if name not in NOT_ABNORMAL)
-        study_cond = finding_probs.unsqueeze(0) if mode != "off" else None
-        # What the decoder writes, one beam search for all of it: on a CPU the decoder's step loop, not
-        # its arithmetic, is most of a report's time, and the searches of a batch do not interact.
-        queries: dict[str, torch.Tensor] = {}
-        if bool(abnormal.any()) or finding_positive:
-            mask = abnormal if bool(abnormal.any()) else probs["abnormal"] >= probs["abnormal"].max()
-            queries["impression"] = self.impression_query(feats.unsqueeze(0), mask.unsqueeze(0))
-        if self.global_sentences:
-            queries["global"] = self.global_query(feats.unsqueeze(0), torch.ones(1, NUM_REGIONS))
-        if regions:
-            queries["regions"] = feats[regions]
-        written: dict[str, list[list[str]]] = {}
-        if queries:
-            inputs = torch.cat(list(queries.values()))
-            cond = study_cond.expand(len(inputs), -1) if study_cond is not None else None
-            every = candidates_of(inputs, cond)
-            start_row = 0
-            for name, q in queries.items():
-                written[name] = every[start_row:start_row + len(q)]
-                start_row += len(q)
-        if "impression" in written:
-            # the top beam, or the candidate that agrees with the FINDINGS (chosen below); the consensus of
-            # the impression's candidates scored lower on val (CIDEr 1.010 -> 0.982)
-            impression_candidates = written["impression"][0]
-            impression = impression_candidates[0]
-        vetting = mode == "filter" and candidates > 1 and options.get("filter_candidates", self.filter_candidates)
-        decisions = joint.finding_decisions(finding_probs, thresholds.findings) if vetting else {}
-
-        def agreeing(texts_: list[str], local: bool) -> list[str]:
-            """A region's candidates the joint filter would keep (all of them when it would keep none):
-            the filter then vetoes the region's sentence only when no candidate agrees with the
-            classifier. The global findings are not vetted so (val CIDEr 1.147 -> 1.129 when they were)."""
-            kept = [t for t, k in zip(texts_, joint.consistent_sentences(texts_, decisions, [local] * len(texts_))) if k]
-            return kept or texts_
-
-        global_text = chosen(written["global"][0]) if "global" in written else ""
-        if regions:
-            per_region = written["regions"]
-            if mode == "rerank":
-                texts = [joint.rerank(c, finding_probs, float(probs["abnormal"][r]), thresholds)
-                         for c, r in zip(per_region, regions)]
-            elif vetting:
-                texts = [chosen(agreeing(c, self._speaks_for_itself(ANATOMICAL_REGIONS[r], bool(abnormal[r]))))
-                         for c, r in zip(per_region, regions)]
-            else:
-                texts = [chosen(c) for c in per_region]
-        timings["generate_ms"] = (time.perf_counter() - t0) * 1000
-
-        t0 = time.perf_counter()
-        boxes = det.boxes.tolist()
-        pieces = [RegionSentence(ANATOMICAL_REGIONS[r], text, index, [round(v, 1) for v in boxes[r]],
-                                 bool(probs["abnormal"][r] >= self.thresholds.abnormal))
-                  for r, text in zip(regions, texts)]
-        if global_text:
-            from crrg.text import split_sentences
-
-            pieces += [RegionSentence(GLOBAL_REGION, t, index) for t in split_sentences(global_text)]
-        if mode == "filter":
-            pieces, impression = self._consistent_with_findings(pieces, impression, finding_probs, thresholds,
-                                                                impression_candidates if agreement else None)
-        elif agreement and len(impression_candidates) > 1:
-            impression = joint.agreeing_impression(impression_candidates, [p.text for p in pieces])
-        assembled = assemble_report(pieces, self.embedder if len(pieces) > 1 else None, self.dedup_threshold,
-                                    impression=impression, restatements=self.drop_restatements,
-                                    normal_impression=self.normal_impression,
-                                    order=self.sentence_order if options.get("learned_order", True) else None)
-        timings["assemble_ms"] = (time.perf_counter() - t0) * 1000
-        probabilities = {name: round(float(p), 4) for name, p in zip(CHEXPERT_14, finding_probs)}
-        report = GeneratedReport(
-            findings=assembled.findings,
-            impression=assembled.impression,
-            sentences=[SentenceOut(s.text, None if s.region == GLOBAL_REGION else s.region, s.image, s.box)
-                       for s in assembled.sentences],
-            regions=[RegionOut(name, index, [round(v, 1) for v in boxes[i]], round(float(probs["abnormal"][i]), 4),
-                               bool(selected[i])) for i, name in enumerate(ANATOMICAL_REGIONS)],
-            probabilities=probabilities,
-            labels={name: int(probabilities[name] >= thresholds.finding(name)) for name in CHEXPERT_14},
-            model="rrg",
-        )
-        timings["total_ms"] = (time.perf_counter() - start) * 1000
-        report.timings_ms = {k: round(v, 1) for k, v in timings.items()}
-        return report
-
-    @staticmethod
-    def _speaks_for_itself(region: str, abnormal: bool) -> bool:
-        """Whether a sentence of ``region`` may call that region normal in a study the classifier calls
-        abnormal: outside the lung fields, for a normal-looking region ("No acute osseous abnormality.");
-        "The lungs are clear." beside an atelectasis may not."""
-        return region not in LUNG_FIELD_REGIONS and region != GLOBAL_REGION and not abnormal
-
-    def _consistent_with_findings(self, pieces: list[RegionSentence], impression: str | None,
-                                  finding_probs: torch.Tensor,
-                                  thresholds: Thresholds | None = None,
-                                  impression_candidates: list[str] | None = None) -> tuple[list[RegionSentence], str | None]:
-        """The "filter" joint mode: drop FINDINGS and IMPRESSION sentences that contradict the finding
-        head's decisions, then make the IMPRESSION agree with what is left: the kept impression
-        sentences (of the candidate, when several are given, that best restates the kept FINDINGS,
-        :func:`crrg.rrg.joint.agreeing_impression`), else the kept findings that state an
-        abnormality, else the normal statement."""
-        from crrg.labeler import label_report
-        from crrg.rrg import joint
-        from crrg.text import split_sentences
-
-        decisions = joint.finding_decisions(finding_probs, (thresholds or self.thresholds).findings)
-        local = [self._speaks_for_itself(p.region, p.abnormal) for p in pieces]
-        keep = joint.consistent_sentences([p.text for p in pieces], decisions, local=local)
-        pieces = [p for p, k in zip(pieces, keep) if k]
-
-        def consistent(text: str) -> str:
-            parts = split_sentences(text) or [text]
-            return " ".join(t for t, k in zip(parts, joint.consistent_sentences(parts, decisions)) if k)
-
-        if impression_candidates and len(impression_candidates) > 1:
-            filtered = [t for t in map(consistent, impression_candidates) if t]
-            if filtered:
-                return pieces, joint.agreeing_impression(filtered, [p.text for p in pieces])
-        if impression is not None and impression.strip():
-            kept = consistent(impression)
-            if kept:
-                return pieces, kept
-        stating = [p.text for p in pieces
-                   if any(v in (1, -1) for name, v in label_report(p.text).items() if name not in NOT_ABNORMAL)]
-        return pieces, " ".join(stating) if stating else self.normal_impression
+        return decode_study(self, study, options)
 
 
 @register_family("rrg")

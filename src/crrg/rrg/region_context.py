@@ -47,8 +47,9 @@ class RegionContextConfig:
 
 
 def tower_of(rrg_model):
-    """The attached classifier whose image tower gives the context, or a clear error."""
-    classifier = getattr(getattr(rrg_model, "finding_source", None), "classifier", None)
+    """The model's ``context_encoder`` child (the attached classifier, whose image tower gives the
+    context), or a clear error."""
+    classifier = getattr(rrg_model, "context_encoder", None)
     if classifier is None or not hasattr(classifier, "image_encoder"):
         raise ConfigError("this rrg model reads region context from its attached CLIP classifier "
                           "(region_context in its config), but none is attached: keep the classifier/ folder "
