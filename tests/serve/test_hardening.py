@@ -144,7 +144,7 @@ def test_wrong_modality_class_is_415_whatever_its_text():
 
 
 def test_serve_without_model_serves_the_bundled_default(monkeypatch):
-    import crrg.cli.report
+    import crrg.generation
     import crrg.serve.server
     from crrg.cli.main import app
     from crrg.models.registry import DEFAULT_MODEL
@@ -154,8 +154,28 @@ def test_serve_without_model_serves_the_bundled_default(monkeypatch):
     class Stub(EchoGenerator):
         crrg_config = {"version": "9.9"}
 
-    monkeypatch.setattr(crrg.cli.report, "load_generator", lambda name: loaded.append(name) or Stub())
+    monkeypatch.setattr(crrg.generation, "load_generator", lambda name, device: loaded.append((name, device)) or Stub())
     monkeypatch.setattr(crrg.serve.server, "serve", lambda application, host, port, limits=None: served.append(host))
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 0, result.output
-    assert loaded == [DEFAULT_MODEL] and served == ["127.0.0.1"]
+    assert loaded == [(DEFAULT_MODEL, "auto")] and served == ["127.0.0.1"]
+
+
+class OptionsEcho(EchoGenerator):
+    def generate_report(self, study, **options):
+        report = super().generate_report(study)
+        report.findings += f" Options {sorted(options.items())}."
+        return report
+
+
+def test_decoding_options_as_query_parameters(echo):
+    client = client_for(OptionsEcho())
+    r = client.post("/v1/report", files=FILES, params={"beams": "4", "learned_order": "false", "joint": "filter"})
+    assert r.status_code == 200, r.text
+    assert "('beams', 4)" in r.json()["findings"] and "('learned_order', False)" in r.json()["findings"]
+    assert "Options []" in client.post("/v1/report", files=FILES).json()["findings"]  # the model's defaults
+    for bad in ({"beams": "many"}, {"bogus": "1"}, {"beams": "0"}, {"beams": "64"}, {"max_new_tokens": "100000"}):
+        r = client.post("/v1/report", files=FILES, params=bad)
+        assert r.status_code == 422 and r.json()["detail"], bad
+    names = {p["name"] for p in client.get("/openapi.json").json()["paths"]["/v1/report"]["post"]["parameters"]}
+    assert {"format", "preview", "beams", "consensus", "joint"} <= names

@@ -27,10 +27,12 @@ def register(app: typer.Typer) -> None:
         body_timeout: float = typer.Option(20.0, help="Seconds a request body may take to arrive (408 after)."),
         header_timeout: float = typer.Option(10.0, help="Seconds a client may take to send a request's headers before it is disconnected."),
         max_connections: int = typer.Option(512, help="Open connections at most (503 beyond)."),
+        device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto (a GPU when there is one, else the CPU)."),
     ) -> None:
-        """Serve POST /v1/report (JSON or ?format=fhir), GET /healthz, GET /v1/models and the web viewer at /."""
-        from crrg.cli.report import load_generator
+        """Serve POST /v1/report (JSON or ?format=fhir; decoding options as query parameters, e.g. ?beams=4),
+        GET /healthz, GET /v1/models, the API docs at /docs and the web viewer at /."""
         from crrg.errors import ConfigError
+        from crrg.generation import load_generator
         from crrg.serve.app import ServiceConfig, ServiceLimits, create_app
         from crrg.serve.hardening import allowed_hosts_for
         from crrg.serve.security import read_api_keys
@@ -41,7 +43,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"refusing to bind {host} without --api-key-file: anyone on the network could get reports")
         if min(max_queue, max_connections) < 1 or min(timeout, body_timeout, header_timeout, max_upload_mb) <= 0:
             raise ConfigError("--max-queue, --max-connections, the timeouts and --max-upload-mb must be positive")
-        generator = load_generator(model)
+        generator = load_generator(model, device=device)
         version = str(generator.crrg_config.get("version", "unversioned"))
         limits = ServiceLimits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_queue=max_queue,
                                inference_timeout_s=timeout, body_timeout_s=body_timeout)

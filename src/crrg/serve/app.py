@@ -43,11 +43,12 @@ from crrg.serve.errors import http_status
 from crrg.serve.fhir import diagnostic_report
 from crrg.serve.hardening import LOCAL_HOSTS, WebGuardMiddleware, WebPolicy
 from crrg.serve.inputs import DecodedImage, decode_upload
-from crrg.serve.openapi import install_docs, install_openapi
+from crrg.serve.openapi import decoding_parameters, install_docs, install_openapi
 from crrg.serve.security import BodyLimitMiddleware, BodyTooLarge, key_is_valid, presented_key
 
 log = logging.getLogger("crrg.serve")
 
+OWN_PARAMS = ("format", "preview")  # every other query parameter is a decoding option
 DISCLAIMER = "Machine-generated draft for research. Not for clinical use; a radiologist must review every report."
 
 
@@ -66,6 +67,11 @@ class ServiceLimits:
     job still running); one more is answered 429 at once."""
     workers: int = 1  # inference threads; torch already uses several cores per call
     max_pixels: int = 60_000_000
+    max_search: int = 8
+    """Largest ``beams``, ``consensus`` and ``candidates`` a request may ask for (422 beyond): one request
+    must not buy minutes of compute."""
+    max_new_tokens: int = 256
+    """Largest ``max_new_tokens`` a request may ask for."""
 
 
 @dataclass
@@ -92,16 +98,35 @@ class ReportService:
     def decode(self, uploads: list[tuple[bytes, str | None]]) -> list[DecodedImage]:
         return [decode_upload(data, view_hint, self.limits.max_pixels) for data, view_hint in uploads]
 
-    def infer(self, images: list[DecodedImage], indication: str) -> GeneratedReport:
+    def infer(self, images: list[DecodedImage], indication: str, options: dict[str, Any]) -> GeneratedReport:
         study = StudyInput(images=[im.pixels for im in images], views=[im.view for im in images], indication=indication)
-        return self.generator.generate_report(study)
+        # no options: the generator's own defaults (a bare model's generate_report may take no keywords)
+        return self.generator.generate_report(study, **options) if options else self.generator.generate_report(study)
 
-    async def run_report(self, slot: Slot, uploads: list[tuple[bytes, str | None]], indication: str):
+    def decoding_options(self, query: dict[str, str]) -> dict[str, Any]:
+        """Query parameters -> checked decoding overrides (``GenerationError`` names a bad one: 422)."""
+        if not query:
+            return {}
+        from crrg.generation import GenerationError, options_from_query
+
+        options = options_from_query(query)
+        limits = self.limits
+        too_big = [f"{key}={options[key]} (at most {limits.max_search})" for key in ("beams", "consensus", "candidates")
+                   if (options.get(key) or 0) > limits.max_search]
+        if (options.get("max_new_tokens") or 0) > limits.max_new_tokens:
+            too_big.append(f"max_new_tokens={options['max_new_tokens']} (at most {limits.max_new_tokens})")
+        if too_big:
+            raise GenerationError("this service limits decoding: " + ", ".join(too_big))
+        return options
+
+    async def run_report(self, slot: Slot, uploads: list[tuple[bytes, str | None]], indication: str,
+                         options: dict[str, Any]):
         """Decode, then generate, each in its pool under its timeout; returns images, report and timings."""
         t0 = time.perf_counter()
         images = await slot.run(self._decode_pool, lambda: self.decode(uploads), self.limits.decode_timeout_s)
         t1 = time.perf_counter()
-        result = await slot.run(self._infer_pool, lambda: self.infer(images, indication), self.limits.inference_timeout_s)
+        result = await slot.run(self._infer_pool, lambda: self.infer(images, indication, options),
+                                self.limits.inference_timeout_s)
         t2 = time.perf_counter()
         return images, result, {"decode_ms": (t1 - t0) * 1e3, "inference_ms": (t2 - t1) * 1e3}
 
@@ -231,6 +256,8 @@ def create_app(generator: Any, model_name: str, model_version: str = __version__
             "indication": {"type": "string", "description": "optional clinical indication"},
         }}}}}}
 
+    report_body["parameters"] = decoding_parameters()
+
     @app.post("/v1/report", tags=["report"], openapi_extra=report_body)
     async def report(request: Request, format: str = "json", preview: bool = False):
         t0 = time.perf_counter()
@@ -240,6 +267,10 @@ def create_app(generator: Any, model_name: str, model_version: str = __version__
             return denied
         if format not in ("json", "fhir"):
             return _error(400, f"format must be 'json' or 'fhir', not {format!r}")
+        try:
+            options = service.decoding_options({k: v for k, v in request.query_params.items() if k not in OWN_PARAMS})
+        except CrrgError as exc:
+            return _error(422, str(exc))
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             return _error(415, "send the image(s) as multipart/form-data (fields 'image', or 'frontal' and 'lateral')")
         try:  # admission before the body: a refused upload is never read
@@ -258,7 +289,7 @@ def create_app(generator: Any, model_name: str, model_version: str = __version__
                 log.info("request %s: %d bad form", rid, problem.status)
                 return _error(problem.status, str(problem))
             try:
-                images, result, timings = await service.run_report(slot, uploads, indication[:1000])
+                images, result, timings = await service.run_report(slot, uploads, indication[:1000], options)
             except asyncio.TimeoutError:
                 log.warning("request %s: 504 timeout", rid)
                 return _error(504, "the request timed out while decoding or generating; try a smaller image or retry later")

@@ -7,10 +7,12 @@ the client's fault and a 400. Errors that are not ``CrrgError`` are bugs: 500, w
 from __future__ import annotations
 
 from crrg.errors import CrrgError, ImageError, InputError
+from crrg.generation import GenerationError
 from crrg.serve.inputs import UnsupportedModality
 
 STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (UnsupportedModality, 415),  # a DICOM of another modality (CT, MR, US...)
+    (GenerationError, 422),  # a decoding option the generator cannot honour
     (ImageError, 400),
     (InputError, 400),
     (CrrgError, 400),

@@ -50,6 +50,30 @@ def swagger_assets_dir() -> Path | None:
     return folder if all((folder / name).is_file() for name in DOCS_ASSETS) else None
 
 
+def decoding_parameters() -> list[dict[str, Any]]:
+    """The decoding options (:class:`crrg.generation.DecodingOptions`) as optional query parameters."""
+    from dataclasses import MISSING, fields
+    from enum import Enum
+
+    from crrg.generation import DecodingOptions
+
+    out = []
+    for f in fields(DecodingOptions):
+        default = f.default if f.default is not MISSING else None
+        kind = str(f.type)
+        if isinstance(default, Enum):
+            schema: dict[str, Any] = {"type": "string", "enum": [m.value for m in type(default)], "default": default.value}
+        elif "bool" in kind:
+            schema = {"type": "boolean", "default": default}
+        elif "int" in kind:
+            schema = {"type": "integer"} if default is None else {"type": "integer", "default": default}
+        else:
+            schema = {"type": "number", "default": default}
+        out.append({"name": f.name, "in": "query", "required": False, "schema": schema,
+                    "description": "decoding option (crrg.generation.DecodingOptions); absent: the model's default"})
+    return out
+
+
 def install_openapi(app: FastAPI, keys_required: bool) -> None:
     """Replace ``app.openapi`` by one that adds security schemes and the error responses."""
 
