@@ -4,6 +4,7 @@ Hospital systems ingest reports as FHIR resources. The report text goes into ``p
 (base64 plain text), the impression into ``conclusion``, and every finding the model calls positive
 into ``conclusionCode`` (SNOMED CT where a well-known concept exists, text otherwise). The status is
 ``preliminary``: a machine-written report is a draft for a radiologist, never a final result.
+The film's OOD score (:mod:`crrg.ood`) travels as extensions; an unreliable report's warning opens its text.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from crrg.reporting import GeneratedReport
 
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
+EXTENSIONS = "https://github.com/crrg/crrg/fhir/StructureDefinition"
 
 # SNOMED CT concepts for the CheXpert observations that have an unambiguous one.
 SNOMED_CODES: dict[str, tuple[str, str]] = {
@@ -37,7 +39,7 @@ def _finding_concept(observation: str, probability: float | None) -> dict:
         concept["coding"] = [{"system": SNOMED, "code": code, "display": display}]
     if probability is not None:
         concept["extension"] = [{
-            "url": "https://github.com/crrg/crrg/fhir/StructureDefinition/finding-probability",
+            "url": f"{EXTENSIONS}/finding-probability",
             "valueDecimal": round(float(probability), 4),
         }]
     return concept
@@ -49,8 +51,10 @@ def diagnostic_report(report: GeneratedReport, model_version: str, issued: datet
     text = report.report
     if report.findings and report.impression:
         text = f"FINDINGS: {report.findings.strip()}\n\nIMPRESSION: {report.impression.strip()}"
+    if report.warnings:  # an unreliable report says so before anything else (crrg.ood)
+        text = "WARNING: " + " ".join(report.warnings) + "\n\n" + text
     positives = [obs for obs, value in report.labels.items() if value == 1 and obs != "No Finding"]
-    return {
+    resource = {
         "resourceType": "DiagnosticReport",
         "id": str(uuid.uuid4()),
         "status": "preliminary",
@@ -70,3 +74,10 @@ def diagnostic_report(report: GeneratedReport, model_version: str, issued: datet
             "data": base64.b64encode(text.encode("utf-8")).decode("ascii"),
         }],
     }
+    if report.ood is not None:
+        resource["extension"] = [
+            {"url": f"{EXTENSIONS}/ood-score", "valueDecimal": round(float(report.ood["score"]), 4)},
+            {"url": f"{EXTENSIONS}/ood-threshold", "valueDecimal": round(float(report.ood["threshold"]), 4)},
+            {"url": f"{EXTENSIONS}/ood-unreliable", "valueBoolean": bool(report.ood["unreliable"])},
+        ]
+    return resource

@@ -1,0 +1,3 @@
+from crrg.ood.fit import main
+
+main()

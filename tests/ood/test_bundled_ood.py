@@ -1,0 +1,36 @@
+"""The OOD statistics shipped with crrg-default (fitted by ``python -m crrg.ood fit``)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from crrg.models.registry import bundled_models_dir
+from crrg.ood import OOD_FILE, FeatureStats
+
+FOLDER = bundled_models_dir() / "crrg-default"
+
+
+def test_default_model_ships_small_calibrated_statistics():
+    path = FOLDER / OOD_FILE
+    assert path.is_file() and path.stat().st_size < 1_000_000
+    stats = FeatureStats.load(FOLDER)
+    assert np.isfinite(stats.threshold) and stats.meta["percentile"] == 99.0
+    assert stats.meta["n_fit"] >= 1000 and stats.meta["n_val"] >= 100
+    # held-out training-distribution films score about 1; the threshold sits in their far tail
+    assert 0.5 < stats.meta["val_median"] < 2.0 < stats.threshold
+
+
+@pytest.mark.slow
+def test_default_model_calls_noise_and_a_real_film_less_like_its_training_films(shared_data):
+    from crrg.image import load_image
+    from crrg.models.registry import load_pretrained
+    from crrg.ood import OODScorer
+
+    scorer = OODScorer.for_model(load_pretrained("crrg-default"), FOLDER)
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    synthetic = scorer.assess(load_image(examples / "normal_frontal.png"))
+    real = scorer.assess(load_image(shared_data / "real_cxr_samples" / "nih_sample_0.png"))
+    noise = scorer.assess(np.random.default_rng(0).random((256, 256)).astype(np.float32))
+    assert not synthetic.unreliable and noise.unreliable
+    assert synthetic.score < real.score < noise.score
