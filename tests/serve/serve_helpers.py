@@ -49,6 +49,18 @@ def png_bytes(value: int = 128, size: tuple[int, int] = (64, 48), mode: str = "L
     return buffer.getvalue()
 
 
+def png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose IHDR declares ``width`` x ``height`` (a would-be bomb; the pixel data is tiny)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,14 +10,13 @@ from __future__ import annotations
 import io
 import random
 import struct
-import zlib
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from crrg.serve.app import ServiceConfig, ServiceLimits, create_app
-from tests.serve.serve_helpers import EchoGenerator
+from tests.serve.serve_helpers import EchoGenerator, png_declaring
 from tests.serve.test_app import dicom_bytes
 
 CASES = 360
@@ -45,13 +44,6 @@ def _jpeg(rng: random.Random) -> bytes:
     Image.fromarray(pixels, "L").convert(rng.choice(["L", "RGB", "CMYK"])).save(
         buffer, format="JPEG", quality=rng.randint(10, 95), progressive=rng.random() < 0.3)
     return buffer.getvalue()
-
-
-def _png_with_header(width: int, height: int) -> bytes:
-    """A PNG whose IHDR declares ``width`` x ``height`` (a would-be bomb; the pixel data is tiny)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 def _mutate(data: bytes, rng: random.Random) -> bytes:
@@ -88,7 +80,7 @@ def _case(i: int) -> tuple[str, bytes]:
             data = rng.choice([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"\0" * 128 + b"DICM"]) + data
         return kind, data
     if kind == "bomb":
-        return kind, _png_with_header(rng.choice([1, 600, 4000, 70_000, 1 << 24]), rng.choice([1, 10, 7000, 1 << 20]))
+        return kind, png_declaring(rng.choice([1, 600, 4000, 70_000, 1 << 24]), rng.choice([1, 10, 7000, 1 << 20]))
     base = {"png": _png, "jpeg": _jpeg}[kind](rng) if kind != "dicom" else dicom_bytes(
         modality=rng.choice(["DX", "CR", "CT", ""]))
     return kind, base if rng.random() < 0.1 else _mutate(base, rng)

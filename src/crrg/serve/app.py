@@ -37,6 +37,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from crrg import __version__
 from crrg.errors import CrrgError
+from crrg.image import DEFAULT_MAX_PIXELS
 from crrg.reporting import GeneratedReport, StudyInput
 from crrg.serve.admission import Admission, QueueFull, Slot
 from crrg.serve.errors import http_status
@@ -66,7 +67,7 @@ class ServiceLimits:
     """Requests in flight (uploading, decoding, waiting for or running inference, or timed out with their
     job still running); one more is answered 429 at once."""
     workers: int = 1  # inference threads; torch already uses several cores per call
-    max_pixels: int = 60_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS  # the image loader's limit (what the models can use)
     max_search: int = 8
     """Largest ``beams``, ``consensus`` and ``candidates`` a request may ask for (422 beyond): one request
     must not buy minutes of compute."""
