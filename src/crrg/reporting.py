@@ -76,6 +76,10 @@ class GeneratedReport:
     labels: dict[str, int | None] = field(default_factory=dict)  # thresholded / labeler output
     model: str = ""
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # How unlike the model's training films the study's film is (crrg.ood, docs/ood.md): score,
+    # threshold, unreliable, percentile; None for a model without OOD statistics.
+    ood: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)  # what the reader must know (an unreliable report)
 
     @property
     def report(self) -> str:
