@@ -3,8 +3,8 @@
 Used by ``bench_imagenome.py`` to time ``crrg data prepare mimic-cxr --imagenome`` at the real size
 (243,324 silver scene graphs, one per frontal image; 227,835 studies) without the credentialed data.
 Each graph is shaped like a real one: 36 objects (the 29 regions crrg uses and 7 it does not) with
-224-space and original-pixel boxes and the same keys, 3-9 described regions with 1-3 phrases each
-and their ``category|yes/no|name`` attribute lists, a few relationships; written as compact JSON
+224-space and original-pixel boxes and the same keys, 2-5 report sentences related to their
+regions (:data:`PHRASES`) with ``category|yes/no|name`` attribute lists, a few relationships; written as compact JSON
 (the real files are indented, which changes only their size on disk). The MIMIC-CXR side is the
 split and metadata tables (frontal images with graphs, plus a lateral for 60 % of the studies);
 no reports and no images are written, so prepare counts the reports as missing.
@@ -30,10 +30,35 @@ REGIONS = ("right lung", "right upper lung zone", "right mid lung zone", "right 
            "right atrium", "carina", "abdomen")
 EXTRA = ("right cardiophrenic angle", "left cardiophrenic angle", "left cardiac silhouette", "right cardiac silhouette",
          "left upper abdomen", "right upper abdomen", "left arm")
-PHRASES = ["There is a small right pleural effusion.", "Patchy opacity at the left base may reflect atelectasis.",
-           "The heart size is mildly enlarged.", "The lungs are clear.", "No pneumothorax is seen.",
-           "Mediastinal contours are normal.", "A right IJ catheter terminates in the mid SVC.",
-           "Mild pulmonary vascular congestion.", "Hilar contours are unremarkable.", "The aortic knob is calcified."]
+# MIMIC-style sentences with the regions a Chest ImaGenome scene graph relates them to, hand-labelled in
+# the dataset's style (the named anatomy, the default site of a finding named without anatomy, and the
+# parent lung of a lung zone). Written for this fixture: these are not pairs copied from the dataset.
+PHRASES: list[tuple[str, tuple[str, ...]]] = [
+    ("There is a small right pleural effusion.", ("right costophrenic angle", "right lung")),
+    ("Small bilateral pleural effusions are unchanged.", ("right costophrenic angle", "left costophrenic angle", "right lung", "left lung")),
+    ("Patchy opacity at the left base may reflect atelectasis.", ("left lower lung zone", "left lung")),
+    ("Bibasilar atelectasis.", ("right lower lung zone", "left lower lung zone", "right lung", "left lung")),
+    ("Right lower lobe consolidation concerning for pneumonia.", ("right lower lung zone", "right lung")),
+    ("Left upper lobe opacity.", ("left upper lung zone", "left lung")),
+    ("The heart size is mildly enlarged.", ("cardiac silhouette",)),
+    ("Heart size is normal.", ("cardiac silhouette",)),
+    ("The cardiomediastinal silhouette is within normal limits.", ("cardiac silhouette", "mediastinum")),
+    ("Mediastinal contours are normal.", ("mediastinum",)),
+    ("The lungs are clear.", ("right lung", "left lung")),
+    ("No pneumothorax is seen.", ("right lung", "left lung", "right apical zone", "left apical zone")),
+    ("Small left apical pneumothorax.", ("left apical zone", "left lung")),
+    ("Mild pulmonary vascular congestion.", ("right hilar structures", "left hilar structures", "right lung", "left lung")),
+    ("Hilar contours are unremarkable.", ("right hilar structures", "left hilar structures")),
+    ("The aortic knob is calcified.", ("aortic arch",)),
+    ("A right IJ catheter terminates in the mid SVC.", ("svc",)),
+    ("Endotracheal tube tip is 4 cm above the carina.", ("trachea", "carina")),
+    ("Degenerative changes of the thoracic spine.", ("spine",)),
+    ("Blunting of the left costophrenic angle.", ("left costophrenic angle", "left lung")),
+    ("Elevation of the right hemidiaphragm.", ("right hemidiaphragm",)),
+    ("Widening of the upper mediastinum.", ("upper mediastinum", "mediastinum")),
+    ("No free air below the diaphragm.", ("abdomen", "right hemidiaphragm", "left hemidiaphragm")),
+    ("Old fracture of the left clavicle.", ("left clavicle",)),
+]
 ATTRS = [["anatomicalfinding|yes|pleural effusion", "nlp|yes|abnormal"], ["anatomicalfinding|yes|atelectasis",
          "anatomicalfinding|yes|lung opacity", "nlp|yes|abnormal"], ["nlp|yes|normal"],
          ["anatomicalfinding|no|pneumothorax", "nlp|yes|normal"], ["tubesandlines|yes|picc", "nlp|yes|abnormal"]]
@@ -52,10 +77,15 @@ def scene_graph(dicom: str, study: int, subject: int, rng: random.Random) -> dic
                         "synsets": ["C0000000"], "name": name.title(), "original_x1": round(x1), "original_y1": round(y1),
                         "original_x2": round(x2), "original_y2": round(y2), "original_width": round(x2 - x1),
                         "original_height": round(y2 - y1)})
+    by_region: dict[str, list[str]] = {}
+    for phrase, names in rng.sample(PHRASES, rng.randint(2, 5)):
+        for name in names:
+            by_region.setdefault(name, []).append(phrase)
+    if rng.random() < 0.3:  # a description of an object crrg has no region for
+        by_region.setdefault(rng.choice(EXTRA), []).append("Left breast implant.")
     attributes = []
-    for name in rng.sample(REGIONS + EXTRA, rng.randint(3, 9)):
-        n = rng.randint(1, 3)
-        phrases = rng.sample(PHRASES, n)
+    for name, phrases in by_region.items():
+        n = len(phrases)
         attrs = [rng.choice(ATTRS) for _ in range(n)]
         attributes.append({name: True, "bbox_name": name, "synsets": ["C0000000"], "name": name.title(),
                            "attributes": attrs, "attributes_ids": [["C0000000"] * len(a) for a in attrs],
@@ -65,7 +95,7 @@ def scene_graph(dicom: str, study: int, subject: int, rng: random.Random) -> dic
                            "texture_cues": [[] for _ in range(n)], "object_id": f"{dicom}_{name}"})
     relationships = [{"relationship_id": f"{dicom}_{study}_{i}", "predicate": "['No status change']",
                       "synsets": ["C0000000"], "relationship_names": ["comparison|yes|no change"],
-                      "relationship_contexts": [1.0], "phrase": rng.choice(PHRASES), "attributes": [],
+                      "relationship_contexts": [1.0], "phrase": rng.choice(PHRASES)[0], "attributes": [],
                       "bbox_name": rng.choice(REGIONS), "subject_id": f"{dicom}_x", "object_id": f"{dicom}_y"}
                      for i in range(rng.randint(0, 3))]
     return {"image_id": dicom, "viewpoint": rng.choice(["PA", "AP"]), "patient_id": subject, "study_id": study,

@@ -67,6 +67,7 @@ _SINGLE: list[tuple[str, tuple[str, ...]]] = [
     (r"spine|spinal|vertebra\w*|thoracic spine|kyphosis|scoliosis|spondyl\w*", ("spine",)),
     (r"abdomen|abdominal|subdiaphragmatic|free air|bowel|stomach|gastric|upper quadrant", ("abdomen",)),
     (r"osseous|bony|bones|skeletal", ("spine", "right clavicle", "left clavicle")),
+    (r"sternotomy|sternal wires?", ("mediastinum",)),
 ]
 # Findings named without anatomy, read where they usually are (applied only when the sentence named
 # no region of that kind).
@@ -74,6 +75,8 @@ _FINDING_SITES: list[tuple[str, tuple[str, ...]]] = [
     (r"effusions?", ("{s} costophrenic angle", "{s} lung")),
     (r"pneumothora(?:x|ces)", ("{s} apical zone", "{s} lung")),
     (r"edema|congestion|vascular", ("{s} hilar structures", "{s} lung")),
+    (r"consolidation\w*|opacit\w*|atelectas\w*|pneumonia|infiltrat\w*|nodul\w*|mass(?:es)?|granulom\w*|emphysema\w*|"
+     r"scar\w*|fibros\w*", ("{s} lung",)),
 ]
 _PARENT = re.compile(r"^(right|left) (upper lung zone|mid lung zone|lower lung zone|apical zone|hilar structures|costophrenic angle)$")
 _SIDE_RE = re.compile(r"\b(right|left|bilateral(?:ly)?|both|bibasilar|bibasal|biapical|bilaterally)\b")
