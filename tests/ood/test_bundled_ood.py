@@ -34,3 +34,20 @@ def test_default_model_calls_noise_and_a_real_film_less_like_its_training_films(
     noise = scorer.assess(np.random.default_rng(0).random((256, 256)).astype(np.float32))
     assert not synthetic.unreliable and noise.unreliable
     assert synthetic.score < real.score < noise.score
+
+
+@pytest.mark.slow
+def test_every_report_of_the_default_model_carries_its_ood_score_and_an_unlike_film_a_warning():
+    from crrg.image import load_image
+    from crrg.models.registry import load_pretrained
+    from crrg.reporting import StudyInput
+
+    model = load_pretrained("crrg-default")
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    like = model.generate_report(StudyInput([load_image(examples / "normal_frontal.png")], ["PA"]))
+    assert like.ood is not None and not like.ood["unreliable"] and like.warnings == []
+    noise = np.random.default_rng(0).random((256, 256)).astype(np.float32)
+    unlike = model.generate_report(StudyInput([noise], ["PA"]))
+    assert unlike.ood["unreliable"] and unlike.ood["score"] > unlike.ood["threshold"]
+    assert any("unreliable" in w for w in unlike.warnings)
+    assert unlike.to_dict()["ood"] == unlike.ood

@@ -237,7 +237,9 @@ def assemble(model, analysis: Analysis, written: dict[str, list[list[str]]], tex
     assembled = assemble_report(pieces, model.embedder if len(pieces) > 1 else None, model.dedup_threshold,
                                 impression=impression, restatements=model.drop_restatements,
                                 normal_impression=model.normal_impression,
-                                order=model.sentence_order if options.learned_order else None)
+                                order=model.sentence_order if options.learned_order else None,
+                                # no self-contradiction: the classifier's decision settles a clash
+                                decisions=joint.finding_decisions(analysis.finding_probs, analysis.thresholds.findings))
     probabilities = {name: round(float(p), 4) for name, p in zip(CHEXPERT_14, analysis.finding_probs.tolist())}
     return GeneratedReport(
         findings=assembled.findings,

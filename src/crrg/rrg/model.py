@@ -282,6 +282,9 @@ class RRGModel(nn.Module):
             self.thresholds = Thresholds.from_dict(json.loads((folder / THRESHOLDS_FILE).read_text()))
         if (folder / DECODING_FILE).is_file():
             self.decoding = DecodingOptions.load(folder)
+        from crrg.ood import OODScorer
+
+        self.ood = OODScorer.for_model(self, folder)  # None without the folder's ood.safetensors
 
     # ----- inference -----
     @torch.no_grad()
@@ -305,7 +308,14 @@ class RRGModel(nn.Module):
             options = self.decoding.replace(options)
         options = options.replace(overrides)
         self.eval()
-        return decode_study(self, study, options)
+        report = decode_study(self, study, options)
+        ood = getattr(self, "ood", None)
+        if ood is not None:  # how unlike the model's training films this film is (crrg.ood, docs/ood.md)
+            assessment = ood.assess(study.images[study.frontal_index()])
+            report.ood = assessment.to_dict()
+            if assessment.warning:
+                report.warnings.append(assessment.warning)
+        return report
 
 
 @register_family("rrg")
