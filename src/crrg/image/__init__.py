@@ -4,12 +4,16 @@
 (letterbox resize, crop) return an :class:`Affine` so boxes follow the pixels both ways.
 """
 
-from crrg.image.loading import DEFAULT_MAX_PIXELS, ImageInfo, load_image, load_image_with_info
+from crrg.image.loading import DEFAULT_MAX_PIXELS, MAX_FILE_BYTES, ImageInfo, load_image, load_image_with_info
+from crrg.image.dicom import DicomHeader, read_dicom_header
 from crrg.image import transforms
 from crrg.image.transforms import Affine, Preprocess, center_crop, clip_boxes, crop, letterbox, resize, to_tensor
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "MAX_FILE_BYTES",
+    "DicomHeader",
+    "read_dicom_header",
     "ImageInfo",
     "load_image",
     "load_image_with_info",

@@ -27,6 +27,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+import stat
+import struct
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,17 +37,21 @@ from typing import BinaryIO, Union
 import numpy as np
 
 from crrg.errors import ImageError
-from crrg.observations import normalise_view
 
 log = logging.getLogger(__name__)
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 
-# 8192 x 8192: far above any chest radiograph (large CR plates are about 4300 x 3500) yet small
-# enough that a decompression bomb is refused before it takes the machine's memory.
-DEFAULT_MAX_PIXELS = 8192 * 8192
+# 5000 x 5000 = 25 megapixels: the largest chest detectors are 43 x 43 cm at 100 um (4300 x 4300 =
+# 18.5 MP), and every crrg model looks at 512 px or less, so nothing a model can use is lost. The old
+# limit (8192 x 8192 = 67 MP) let a 116 KB PNG of 60 MP cost +2.3 GB; now such a file is refused from
+# its header, before a byte of it is decoded.
+DEFAULT_MAX_PIXELS = 5000 * 5000
+# No radiograph file comes near this (a 25 MP 16-bit DICOM is 50 MB); it bounds what a path, a
+# stream or an inflated DICOM may make the loader read into memory.
+MAX_FILE_BYTES = 256 * 1024 * 1024
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
-_RGB_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+_RGB_WEIGHTS = (0.299, 0.587, 0.114)
 
 
 @dataclass
@@ -54,7 +60,7 @@ class ImageInfo:
 
     name: str
     format: str  # "PNG", "JPEG", "DICOM", ... (PIL format names, or DICOM)
-    original_size: tuple[int, int]  # (height, width) of the decoded image
+    original_size: tuple[int, int]  # (height, width) of the stored image
     mode: str  # PIL mode, or the DICOM photometric interpretation
     bits: int  # bits per sample of the stored data
     view: str = "unknown"  # one of crrg.observations.VIEWS (DICOM ViewPosition)
@@ -62,24 +68,33 @@ class ImageInfo:
     voi: str = "none"  # "lut", "window" or "none": which DICOM display transform was applied
     frames: int = 1  # DICOM frames (only the first is returned)
     transfer_syntax: str | None = None  # DICOM only
+    modality: str | None = None  # DICOM Modality (CR, DX, CT, ...), None for other formats or when absent
+    scale: float = 1.0  # returned size / original size (< 1 only when max_side asked for a reduced decode)
+    chroma: float = 0.0  # mean colour saturation in [0, 1] before the reduction to gray (0 for gray images)
 
 
-def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None) -> np.ndarray:
+def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None,
+               max_side: int | None = None) -> np.ndarray:
     """Decode a radiograph into ``float32 (H, W)`` in ``[0, 1]`` with 0 = black; see the module docstring."""
-    return load_image_with_info(source, max_pixels=max_pixels, name=name)[0]
+    return load_image_with_info(source, max_pixels=max_pixels, name=name, max_side=max_side)[0]
 
 
 def load_image_with_info(
-    source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None
+    source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: str | None = None, max_side: int | None = None
 ) -> tuple[np.ndarray, ImageInfo]:
-    """Like :func:`load_image`, also returning the :class:`ImageInfo` of the file."""
+    """Like :func:`load_image`, also returning the :class:`ImageInfo` of the file.
+
+    ``max_side``: decode at a reduced resolution (an integer factor, so that the longer side is at
+    most about ``max_side``) where the format allows it cheaply (JPEG DCT scaling, PIL ``reduce``);
+    ``info.scale`` says by how much. ``None`` (default) keeps the stored resolution.
+    """
     data, label, suffix = _read_source(source, name)
     if not data:
         raise ImageError(f"{label}: the file is empty")
     if _looks_like_dicom(data, suffix):
         image, info = _load_dicom(data, label, max_pixels)
     else:
-        image, info = _load_pil(data, label, max_pixels, suffix)
+        image, info = _load_pil(data, label, max_pixels, max_side)
     if not np.all(np.isfinite(image)):
         raise ImageError(f"{label}: the decoded pixels contain NaN or infinite values")
     log.debug("loaded %s: %s %s %dx%d view=%s", label, info.format, info.mode, info.original_size[1],
@@ -88,48 +103,82 @@ def load_image_with_info(
 
 
 def _read_source(source: ImageSource, name: str | None) -> tuple[bytes, str, str]:
-    """Bytes, a label for messages, and the lower-case suffix (may be empty)."""
+    """Bytes (at most MAX_FILE_BYTES), a label for messages, and the lower-case suffix (may be empty).
+
+    Paths must be regular files: a FIFO would block for ever and ``/dev/zero`` would never end, so both
+    are refused from ``stat`` before anything is opened.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         label = name or "<uploaded image>"
+        if len(source) > MAX_FILE_BYTES:
+            raise ImageError(f"{label}: {len(source):,} bytes is larger than any radiograph "
+                             f"(limit {MAX_FILE_BYTES:,}); refused")
         return bytes(source), label, Path(label).suffix.lower()
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         label = name or str(path)
-        if not path.exists():
-            raise ImageError(f"{label}: no such file")
-        if path.is_dir():
-            raise ImageError(f"{label}: is a folder, not an image file")
-        try:
-            return path.read_bytes(), label, path.suffix.lower()
-        except OSError as exc:
-            raise ImageError(f"{label}: cannot be read ({exc.strerror or exc})") from None
+        return _read_path(path, label), label, path.suffix.lower()
     if hasattr(source, "read"):
         label = name or str(getattr(source, "name", "<image stream>"))
-        data = source.read()
+        try:
+            data = source.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ImageError(f"{label}: cannot be read ({exc.strerror or exc})") from None
         if not isinstance(data, (bytes, bytearray)):
             raise ImageError(f"{label}: the stream must be opened in binary mode")
+        _check_length(label, len(data))
         return bytes(data), label, Path(label).suffix.lower()
     raise ImageError(f"cannot load an image from a {type(source).__name__}; give a path, bytes or a binary file")
+
+
+def _read_path(path: Path, label: str) -> bytes:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageError(f"{label}: no such file") from None
+    except OSError as exc:
+        raise ImageError(f"{label}: cannot be read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError(f"{label}: is a folder, not an image file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise ImageError(f"{label}: is {kind}, not an image file; give the path of a PNG, JPEG or DICOM file")
+    _check_length(label, st.st_size)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ImageError(f"{label}: cannot be read ({exc.strerror or exc})") from None
+    _check_length(label, len(data))
+    return data
+
+
+def _check_length(label: str, size: int) -> None:
+    if size > MAX_FILE_BYTES:
+        raise ImageError(f"{label}: the file is larger than any radiograph ({MAX_FILE_BYTES:,} bytes at most); refused")
 
 
 def _looks_like_dicom(data: bytes, suffix: str) -> bool:
     return data[128:132] == b"DICM" or suffix in DICOM_SUFFIXES
 
 
-def _check_size(label: str, height: int, width: int, max_pixels: int) -> None:
+def check_size(label: str, height: int, width: int, max_pixels: int) -> None:
+    """Refuse an image with no pixels or more than ``max_pixels``, from its header, before decoding."""
     if height <= 0 or width <= 0:
         raise ImageError(f"{label}: the image has no pixels ({width}x{height})")
     if height * width > max_pixels:
         raise ImageError(
             f"{label}: {width}x{height} = {height * width:,} pixels exceeds the limit of {max_pixels:,} "
-            "(a decompression bomb or not a radiograph; raise max_pixels if the file is genuine)"
+            "(larger than any chest radiograph: a decompression bomb or not a radiograph; raise max_pixels if "
+            "the file is genuine)"
         )
 
 
 # ----------------------------------------------------------------------------------------- PIL
 
 
-def _load_pil(data: bytes, label: str, max_pixels: int, suffix: str) -> tuple[np.ndarray, ImageInfo]:
+def _load_pil(data: bytes, label: str, max_pixels: int, max_side: int | None) -> tuple[np.ndarray, ImageInfo]:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -140,47 +189,87 @@ def _load_pil(data: bytes, label: str, max_pixels: int, suffix: str) -> tuple[np
         raise ImageError(f"{label}: the image is absurdly large (decompression bomb); refused") from None
     except UnidentifiedImageError:
         raise ImageError(f"{label}: not a PNG, JPEG, DICOM or other known image format") from None
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, KeyError, struct.error) as exc:
         raise ImageError(f"{label}: corrupt image header ({exc})") from None
     with im:
         width, height = im.size
-        _check_size(label, height, width, max_pixels)
+        check_size(label, height, width, max_pixels)
         fmt = im.format or "unknown"
-        try:
-            im.seek(0)
-            im.load()
-        except (OSError, ValueError, SyntaxError, EOFError) as exc:
-            raise ImageError(f"{label}: corrupt or truncated {fmt} data ({exc})") from None
         mode = im.mode
+        factor = _reduction(width, height, max_side)
         try:
-            pixels, bits = _pil_to_gray(im)
-        except (OSError, ValueError) as exc:
-            raise ImageError(f"{label}: cannot convert {fmt} mode {mode} to gray ({exc})") from None
-    info = ImageInfo(name=label, format=fmt, original_size=(height, width), mode=mode, bits=bits)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im.seek(0)
+                if factor > 1 and fmt == "JPEG":
+                    im.draft(im.mode, (width // factor, height // factor))  # DCT scaling: decoded small
+                im.load()
+                if im.size != (width, height) and fmt != "JPEG":
+                    raise ImageError(f"{label}: the decoded size {im.size} differs from the header's {(width, height)}")
+                pixels, bits = _pil_to_gray(im, factor)
+                chroma = _chroma(im)
+        except ImageError:
+            raise
+        except (OSError, ValueError, SyntaxError, EOFError, TypeError, IndexError, KeyError, struct.error,
+                Image.DecompressionBombError, MemoryError) as exc:
+            raise ImageError(f"{label}: corrupt or truncated {fmt} data ({exc})") from None
+    scale = pixels.shape[1] / width
+    info = ImageInfo(name=label, format=fmt, original_size=(height, width), mode=mode, bits=bits, scale=scale,
+                     chroma=chroma)
     return pixels, info
 
 
-def _pil_to_gray(im) -> tuple[np.ndarray, int]:
-    """Gray float32 in [0, 1] from any PIL mode, and the bits per sample of the source."""
+def _chroma(im) -> float:
+    """Mean (max - min) over R, G, B of a 64 px thumbnail: ~0 for a gray film saved as RGB, large for a photo."""
+    if im.mode in ("1", "L", "LA", "La", "I", "F") or im.mode.startswith("I;16"):
+        return 0.0
+    small = im.copy()
+    small.thumbnail((64, 64))
+    rgb = np.asarray(small.convert("RGB"), dtype=np.int16)
+    return float((rgb.max(-1) - rgb.min(-1)).mean() / 255.0)
+
+
+def _reduction(width: int, height: int, max_side: int | None) -> int:
+    """The integer factor that brings the longer side to at most ~max_side (1 = full resolution)."""
+    if not max_side or max(width, height) <= max_side:
+        return 1
+    return max(1, max(width, height) // max_side)
+
+
+def _pil_to_gray(im, factor: int = 1) -> tuple[np.ndarray, int]:
+    """Gray float32 in [0, 1] from any PIL mode, and the bits per sample of the source.
+
+    Works in float32 (exact for 16-bit data) on one plane at a time: a float64 (H, W, 3) copy of a
+    large colour image cost 24 bytes per pixel.
+    """
     mode = im.mode
-    if mode == "1":
+    if factor > 1 and im.size[0] // factor >= 1 and im.size[1] // factor >= 1:
+        if mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV") or mode.startswith("I;16"):
+            im = im.convert("I" if mode.startswith("I;16") else "RGBA" if "A" in mode else "RGB" if mode != "1" else "L")
+        im = im.reduce(factor)
+    if im.mode == "1":
         return np.asarray(im, dtype=np.float32), 1
-    if mode == "L":
-        return np.asarray(im, dtype=np.float32) / 255.0, 8
-    if mode.startswith("I;16") or mode == "I":
-        arr = np.asarray(im).astype(np.float64)
+    if im.mode == "L":
+        return np.asarray(im, dtype=np.float32) / np.float32(255.0), 8
+    if im.mode.startswith("I;16") or im.mode == "I":
+        arr = np.asarray(im)
+        bits = 16 if mode.startswith("I;16") else 32
         if arr.min() < 0:
-            return _min_max(arr), 32
-        return (arr / _bit_range(arr)).astype(np.float32), 16 if mode.startswith("I;16") else 32
-    if mode == "F":
-        return _min_max(np.asarray(im, dtype=np.float64)), 32
-    if mode in ("LA", "La", "PA"):
-        im = im.convert("LA") if mode != "LA" else im
-        return np.asarray(im, dtype=np.float32)[..., 0] / 255.0, 8
-    if mode != "RGB":
-        im = im.convert("RGBA" if "A" in mode or "transparency" in im.info else "RGB")
-    rgb = np.asarray(im, dtype=np.float64)[..., :3]
-    return (rgb @ _RGB_WEIGHTS / 255.0).astype(np.float32), 8
+            return _min_max(arr.astype(np.float64)), bits
+        if arr.max() < 2**24:  # exact in float32
+            return arr.astype(np.float32) / np.float32(_bit_range(arr)), bits
+        return (arr.astype(np.float64) / _bit_range(arr)).astype(np.float32), bits
+    if im.mode == "F":
+        return _min_max(np.asarray(im, dtype=np.float32)), 32
+    if im.mode in ("LA", "La", "PA"):
+        im = im.convert("LA") if im.mode != "LA" else im
+        return np.asarray(im.getchannel(0), dtype=np.float32) / np.float32(255.0), 8
+    if im.mode not in ("RGB", "RGBA"):
+        im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")
+    gray = np.zeros((im.size[1], im.size[0]), np.float32)
+    for band, weight in enumerate(_RGB_WEIGHTS):
+        gray += np.asarray(im.getchannel(band), dtype=np.float32) * np.float32(weight / 255.0)
+    return gray, 8
 
 
 def _bit_range(arr: np.ndarray) -> float:
@@ -195,8 +284,9 @@ def _bit_range(arr: np.ndarray) -> float:
 
 
 def _min_max(arr: np.ndarray) -> np.ndarray:
+    """Stretch to [0, 1] by the array's own range (signed or float data without a stated scale)."""
     lo, hi = float(arr.min()), float(arr.max())
-    if hi <= lo:
+    if not hi > lo or not np.isfinite(hi - lo):
         return np.zeros(arr.shape, dtype=np.float32)
     return ((arr - lo) / (hi - lo)).astype(np.float32)
 
@@ -205,103 +295,12 @@ def _min_max(arr: np.ndarray) -> np.ndarray:
 
 
 def _load_dicom(data: bytes, label: str, max_pixels: int) -> tuple[np.ndarray, ImageInfo]:
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import pixel_array
+    from crrg.image.dicom import load_dicom
 
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), force=True)
-    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as exc:
-        raise ImageError(f"{label}: not a readable DICOM file ({exc})") from None
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise ImageError(f"{label}: the DICOM file has no pixel data (a report, structured report or header only?)")
-    try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        bits_stored = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)))
-        photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    except (AttributeError, ValueError, TypeError) as exc:
-        raise ImageError(f"{label}: DICOM image header is incomplete ({exc})") from None
-    _check_size(label, rows, cols, max_pixels)
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    try:
-        arr = ds.pixel_array if frames == 1 else pixel_array(ds, index=0)
-    except (NotImplementedError, RuntimeError, ImportError) as exc:
-        if syntax is not None and syntax.is_compressed:
-            raise ImageError(
-                f"{label}: compressed with {syntax.name} ({syntax}) and no installed decoder handles it; "
-                "install one, e.g. `pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg` or `pip install python-gdcm`"
-                f" ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-            ) from None
-        raise ImageError(f"{label}: cannot decode the DICOM pixel data ({str(exc).splitlines()[0]})") from None
-    except (ValueError, AttributeError, KeyError, TypeError, EOFError, OSError) as exc:
-        raise ImageError(f"{label}: corrupt or truncated DICOM pixel data ({exc})") from None
-    if frames > 1:
-        log.warning("%s: %d frames; using the first", label, frames)
-
-    if arr.ndim == 3:  # colour DICOM (pydicom already converted YBR to RGB)
-        image = _min_max(arr[..., :3].astype(np.float64) @ _RGB_WEIGHTS) if arr.dtype.kind == "f" else (
-            (arr[..., :3].astype(np.float64) @ _RGB_WEIGHTS) / float(2**bits_stored - 1)).astype(np.float32)
-        voi, inverted = "none", False
-    else:
-        image, voi, inverted = _dicom_gray(arr, ds, photometric, bits_stored, label)
+    image, header, voi, inverted, chroma = load_dicom(data, label, max_pixels)
     info = ImageInfo(
-        name=label, format="DICOM", original_size=(rows, cols), mode=photometric, bits=bits_stored,
-        view=normalise_view(ds.get("ViewPosition")), inverted=inverted, voi=voi, frames=frames,
-        transfer_syntax=str(syntax) if syntax is not None else None,
+        name=label, format="DICOM", original_size=(header.rows, header.columns), mode=header.photometric,
+        bits=header.bits_stored, view=header.view, inverted=inverted, voi=voi, frames=header.frames,
+        transfer_syntax=header.transfer_syntax, modality=header.modality, chroma=chroma,
     )
-    return np.clip(image, 0.0, 1.0).astype(np.float32), info
-
-
-def _dicom_gray(arr: np.ndarray, ds, photometric: str, bits_stored: int, label: str) -> tuple[np.ndarray, str, bool]:
-    """Modality LUT, then VOI LUT / window, then scale to [0, 1] and invert MONOCHROME1."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    try:
-        values = apply_modality_lut(arr, ds)
-        voi = _voi_kind(ds)
-        if voi == "lut":
-            # Pass every input the LUT maps through pydicom to read its output range (LUTData may
-            # be raw OW bytes or a list, 8 or 16 bits: pydicom knows how to parse it).
-            entries, first = (int(v) for v in ds.VOILUTSequence[0].LUTDescriptor[:2])
-            domain = np.arange(first, first + (entries or 65536), dtype=np.int64)
-            probe = apply_voi_lut(domain, ds, prefer_lut=True)
-            lo, hi = float(np.min(probe)), float(np.max(probe))
-            if values.dtype.kind == "f" and np.array_equal(values, np.round(values)):
-                values = values.astype(np.int64)  # a LUT indexes integers; rescale made them floats
-            values = apply_voi_lut(values, ds, prefer_lut=True).astype(np.float64)
-        elif voi == "window":
-            # The window's output range depends on the stored bits and rescale; probing the same
-            # function with extreme inputs reads it off instead of re-deriving pydicom's rules.
-            probe = apply_voi_lut(np.array([-1e15, 1e15]), ds, prefer_lut=False)
-            lo, hi = float(np.min(probe)), float(np.max(probe))
-            values = apply_voi_lut(values, ds, prefer_lut=False).astype(np.float64)
-        else:
-            values = np.asarray(values, dtype=np.float64)
-            lo, hi = _dicom_native_range(values, ds, bits_stored)
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
-        raise ImageError(f"{label}: invalid DICOM LUT / window attributes ({exc})") from None
-    image = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
-    inverted = photometric == "MONOCHROME1"
-    if str(ds.get("PresentationLUTShape", "")).strip().upper() == "INVERSE":
-        inverted = not inverted
-    if inverted:
-        image = 1.0 - image
-    return image.astype(np.float32), voi, inverted
-
-
-def _voi_kind(ds) -> str:
-    seq = ds.get("VOILUTSequence")
-    if seq and seq[0].get("LUTDescriptor") is not None and seq[0].get("LUTData") is not None:
-        return "lut"
-    if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
-        return "window"
-    return "none"
-
-
-def _dicom_native_range(values: np.ndarray, ds, bits_stored: int) -> tuple[float, float]:
-    """Display range without a VOI: 8-bit data keeps its full scale, deeper data its own min / max."""
-    rescaled = ds.get("RescaleSlope") is not None or ds.get("ModalityLUTSequence") is not None
-    if bits_stored <= 8 and not rescaled and int(ds.get("PixelRepresentation", 0)) == 0:
-        return 0.0, 255.0
-    return float(values.min()), float(values.max())
+    return image, info

@@ -113,6 +113,30 @@ def to_rgb_tensor(image) -> torch.Tensor:
     return t.unsqueeze(0).expand(3, -1, -1).contiguous()
 
 
+MIN_RESIZED_SIDE = 32  # px after the resize to image_size: the backbone's coarsest stride
+
+
+def pad_to_usable_aspect(image: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Pad (black, bottom / right, so pixel coordinates are unchanged) an image so thin that resizing its
+    longer side to ``image_size`` would leave the shorter under MIN_RESIZED_SIDE px (4000 x 10, 600 x 1):
+    torchvision would resize it to zero pixels and crash."""
+    h, w = image.shape[-2:]
+    need = int(-(-max(h, w) * MIN_RESIZED_SIDE // image_size))  # ceil
+    if min(h, w) >= need:
+        return image
+    return F.pad(image, (0, max(0, need - w), 0, max(0, need - h)))
+
+
+def _clip_to(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Boxes clipped to the unpadded image, each at least one pixel wide and high where the image allows."""
+    out = boxes.clone()
+    out[:, 0] = out[:, 0].clamp(0, max(width - 1, 0))
+    out[:, 1] = out[:, 1].clamp(0, max(height - 1, 0))
+    out[:, 2] = torch.maximum(out[:, 2], out[:, 0] + 1).clamp(max=width)
+    out[:, 3] = torch.maximum(out[:, 3], out[:, 1] + 1).clamp(max=height)
+    return out
+
+
 @dataclass
 class Detections:
     """Per image: one box per region (in pixels of the original image) and its score."""
@@ -199,6 +223,8 @@ class RegionDetector(nn.Module):
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:
         """Best box per region for each image, plus the box-head features pooled at those boxes."""
         frcnn = self.frcnn
+        true_sizes = [tuple(im.shape[-2:]) for im in images]
+        images = [pad_to_usable_aspect(im, self.cfg.image_size) for im in images]
         original_sizes = [tuple(im.shape[-2:]) for im in images]
         image_list, _ = frcnn.transform(images)
         features = frcnn.backbone(image_list.tensors)
@@ -227,7 +253,8 @@ class RegionDetector(nn.Module):
             scale_h = original_sizes[i][0] / image_list.image_sizes[i][0]
             scale_w = original_sizes[i][1] / image_list.image_sizes[i][1]
             scale = torch.tensor([scale_w, scale_h, scale_w, scale_h], device=boxes.device)
-            out.append(Detections(boxes=boxes * scale, scores=scores,
+            boxes = _clip_to(boxes * scale, *true_sizes[i])
+            out.append(Detections(boxes=boxes, scores=scores,
                                   features=region_feats[i * NUM_REGIONS:(i + 1) * NUM_REGIONS]))
         return out
 
