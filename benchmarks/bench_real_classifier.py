@@ -1,0 +1,212 @@
+"""Finding classifier on real radiographs: pretrained towers, synthetic-to-real levers, real labels.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_real_classifier.py \\
+        --recipe configs/real/lite0-synthetic.yaml --real-recipe configs/real/lite0-real-labels.yaml \\
+        --export /work/runs/real_classifier
+
+Every row is one recipe variant (frozen tower, cached features, logistic heads; see
+``crrg.clip.probe_recipe``) scored on NIH ``valid/`` (the test split: 200 real 64 px films, official
+labels mapped to CheXpert names as stated in ``crrg.clip.real_labels``) and on the synthetic test
+split. ``select`` is the mean AUC on NIH ``train/`` used to choose C (held-out when NIH labels do not
+train the heads, 5-fold by patient when they do): the only real number any choice was made on.
+The bundled ``crrg-default`` attached classifier is scored on the same images in the same run.
+
+``--export`` saves the real-label recipe's classifier (and the synthetic-only one beside it, with a
+``-synthetic-only`` suffix) with ``save_pretrained`` in float16, then reloads it and scores the
+reloaded model through ``probabilities(images)``, so the table's numbers are the saved model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from crrg.clip.probe_recipe import FeatureCache, ProbeRecipe, load_domains, mean_auc, train_probe  # noqa: E402
+from crrg.clip.real_labels import read_nih14  # noqa: E402
+from crrg.image.realism import LEVERS, RealismConfig  # noqa: E402
+
+log = logging.getLogger("bench_real_classifier")
+MAPPED = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion", "Lung Lesion", "Lung Opacity",
+          "Pneumonia", "Pneumothorax")
+RESULTS = REPO / "benchmarks" / "results" / "real_classifier.md"
+
+
+def auc(y, s) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y) > 0.5
+    return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def nih_scores(labels, scores, truth: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per mapped observation AUC plus normal vs abnormal (``1 - P(No Finding)``, else the max finding score)."""
+    out = {}
+    if "No Finding" in labels:
+        abnormal = 1.0 - scores[:, labels.index("No Finding")]
+    else:
+        abnormal = scores.max(1)
+    out["normal vs abnormal"] = auc(1.0 - truth["No Finding"], abnormal)
+    for name in MAPPED:
+        out[name] = auc(truth[name], scores[:, labels.index(name)]) if name in labels else float("nan")
+    out["mean mapped"] = float(np.nanmean([out[n] for n in MAPPED]))
+    return out
+
+
+def run_variant(name: str, recipe: ProbeRecipe, cache: FeatureCache, nih_valid, truth, rows: list) -> tuple:
+    t0 = time.perf_counter()
+    domains = load_domains(recipe, cache)
+    result = train_probe(recipe, domains)
+    x_valid = cache.features([i.path for i in nih_valid])
+    valid_scores = result.heads.scores(result.real_standardiser(x_valid))
+    test = domains["synth_test"]
+    synth_auc = mean_auc(test.targets, test.mask, result.heads.scores(result.synth_standardiser(test.features)))
+    row = {"variant": name, "select": result.selection[result.c], "C": result.c, **nih_scores(recipe.labels, valid_scores, truth),
+           "synthetic test": synth_auc, "seconds": time.perf_counter() - t0}
+    rows.append(row)
+    log.info("%s: %s", name, {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
+    return result, domains
+
+
+def bundled_row(nih_valid, truth, synth_test_items, labels: list[str], rows: list) -> None:
+    from crrg.clip.data import load_image
+    from crrg.models.registry import load_pretrained
+
+    folder = REPO / "src" / "crrg" / "models" / "pretrained" / "crrg-default" / "classifier"
+    model = load_pretrained(folder)
+    scores = model.probabilities([load_image(i.path) for i in nih_valid])
+    synth_scores = model.probabilities([load_image(i.path) for i in synth_test_items])
+    cols = [labels.index(n) for n in model.labels]
+    targets = np.array([[i.target[c] for c in cols] for i in synth_test_items])
+    mask = np.array([[i.mask[c] for c in cols] for i in synth_test_items])
+    rows.append({"variant": "bundled crrg-default classifier (ResNet-18, synthetic, before)", "select": float("nan"),
+                 "C": float("nan"), **nih_scores(list(model.labels), scores, truth), "synthetic test": mean_auc(targets, mask, synth_scores),
+                 "seconds": float("nan")})
+
+
+def export(recipe: ProbeRecipe, result, cache: FeatureCache, out: Path, nih_valid, truth, synth_test_items) -> dict:
+    import torch
+
+    from crrg.clip.data import load_image
+    from crrg.clip.probe import build_probe_classifier
+    from crrg.models.registry import load_pretrained, save_pretrained
+
+    model = build_probe_classifier(recipe.tower, cache.tower.state_dict(), recipe.labels, result.heads,
+                                   result.real_standardiser, result.thresholds,
+                                   {"recipe": {k: v for k, v in vars(recipe).items() if k != "cache_dir"}})
+    save_pretrained(model, out, dtype=torch.float16)
+    reloaded = load_pretrained(out)
+    images = [load_image(i.path) for i in nih_valid]
+    scores = reloaded.probabilities(images)
+    size_mb = sum(p.stat().st_size for p in out.iterdir()) / 1e6
+    torch.set_num_threads(1)
+    times = []
+    for image in images[:60]:
+        t0 = time.perf_counter()
+        reloaded.probabilities([image])
+        times.append(time.perf_counter() - t0)
+    synth_scores = reloaded.probabilities([load_image(i.path) for i in synth_test_items])
+    targets = np.array([i.target for i in synth_test_items])
+    mask = np.array([i.mask for i in synth_test_items])
+    per_label_synth = {}
+    for j, name in enumerate(recipe.labels):
+        rows_ = mask[:, j] > 0
+        per_label_synth[name] = auc(targets[rows_, j], synth_scores[rows_, j])
+    return {"folder": str(out), "nih": nih_scores(list(reloaded.labels), scores, truth), "size_mb": size_mb,
+            "latency_p50_ms": 1000 * statistics.median(times), "latency_p95_ms": 1000 * float(np.percentile(times, 95)),
+            "synthetic test": mean_auc(targets, mask, synth_scores), "synthetic per label": per_label_synth,
+            "C": result.c, "thresholds": result.thresholds}
+
+
+def fmt(v) -> str:
+    return "–" if isinstance(v, float) and np.isnan(v) else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def table(rows: list[dict]) -> str:
+    cols = ["variant", "select", "normal vs abnormal", "mean mapped", "Cardiomegaly", "Pleural Effusion", "Atelectasis",
+            "Consolidation", "Edema", "Lung Lesion", "Lung Opacity", "Pneumonia", "Pneumothorax", "synthetic test"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r.get(c, float("nan"))) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--recipe", default=str(REPO / "configs" / "real" / "lite0-synthetic.yaml"))
+    parser.add_argument("--real-recipe", default=str(REPO / "configs" / "real" / "lite0-real-labels.yaml"))
+    parser.add_argument("--export", type=Path, default=None, help="save the classifiers here (outside the repo)")
+    parser.add_argument("--levers", default=",".join(LEVERS), help="levers to ablate one by one ('' = none)")
+    parser.add_argument("--cache-dir", default=None, help="keep tower features here between runs")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(1)
+    base = ProbeRecipe.from_yaml(args.recipe)
+    real = ProbeRecipe.from_yaml(args.real_recipe)
+    if args.cache_dir:
+        base.cache_dir = real.cache_dir = args.cache_dir
+    nih_valid = read_nih14(base.nih, base.labels, split="valid")
+    truth = {n: np.array([i.target[j] for i in nih_valid]) for j, n in enumerate(base.labels)}
+    from crrg.clip.probe_recipe import synthetic_items
+
+    synth_test_items = synthetic_items(base, "test")
+    rows: list[dict] = []
+    bundled_row(nih_valid, truth, synth_test_items, base.labels, rows)
+    cache = FeatureCache(base.tower, base.cache_dir)
+    clean = replace(base, realism=None, standardise=False, real_labels=[])
+    random_tower = {**base.tower, "weights": None}
+    run_variant("random-init tower, clean synthetic", replace(clean, tower=random_tower), FeatureCache(random_tower, base.cache_dir), nih_valid, truth, rows)
+    run_variant("ImageNet tower, clean synthetic", clean, cache, nih_valid, truth, rows)
+    run_variant("+ feature standardisation (unlabelled real)", replace(clean, standardise=True), cache, nih_valid, truth, rows)
+    levers = [x for x in args.levers.split(",") if x]
+    for lever in levers:
+        cfg = RealismConfig.only(lever)
+        run_variant(f"+ realism: {lever} only", replace(clean, realism=_as_dict(cfg)), cache, nih_valid, truth, rows)
+    run_variant("+ realism: all (recipe), no standardisation", replace(base, standardise=False), cache, nih_valid, truth, rows)
+    synth_result, _ = run_variant("synthetic-only recipe (all levers + standardisation)", base, cache, nih_valid, truth, rows)
+    real_nih = replace(real, real_labels=["nih"])
+    run_variant("real labels: NIH train + synthetic", real_nih, cache, nih_valid, truth, rows)
+    real_result, _ = run_variant("real labels: NIH train + COVID + synthetic (recipe)", real, cache, nih_valid, truth, rows)
+    report = [f"# Finding classifier on real radiographs\n",
+              f"Machine: {platform.machine()} {platform.processor() or ''}, 1 torch thread, CPU only; "
+              f"tower {base.tower}. NIH valid = 200 real 64 px films (test split, never used for a choice); "
+              f"synthetic test = {len(synth_test_items)} studies of {base.synthetic}. AUCs; `select` = mean AUC on NIH train "
+              "(held-out, or 5-fold by patient when NIH labels train), used to choose C.\n",
+              "Mapping: Effusion→Pleural Effusion, Mass/Nodule→Lung Lesion, Infiltration→Lung Opacity, "
+              "Pleural_Thickening→Pleural Other, others by name; normal vs abnormal = NIH `No Finding` vs any label.\n",
+              table(rows), ""]
+    if args.export:
+        for suffix, recipe, result in (("", real, real_result), ("-synthetic-only", base, synth_result)):
+            out = args.export.parent / (args.export.name + suffix)
+            info = export(recipe, result, cache, out, nih_valid, truth, synth_test_items)
+            report.append(f"## Saved: `{info['folder']}` ({'real labels' if recipe.real_labels else 'no real labels'})\n")
+            report.append(f"size {info['size_mb']:.1f} MB (float16); latency per image p50 {info['latency_p50_ms']:.1f} ms, "
+                          f"p95 {info['latency_p95_ms']:.1f} ms (1 thread, batch 1); C = {info['C']}; synthetic test mean AUC "
+                          f"{info['synthetic test']:.3f}\n")
+            report.append(table([{"variant": "reloaded, probabilities(images)", **info["nih"], "synthetic test": info["synthetic test"]}]))
+            report.append("\nSynthetic test AUC per label: " + ", ".join(f"{k} {fmt(v)}" for k, v in info["synthetic per label"].items()) + "\n")
+    text = "\n".join(report) + "\n"
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text)
+    print(text)
+
+
+def _as_dict(cfg: RealismConfig) -> dict:
+    from dataclasses import asdict
+
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Train a finding classifier from a recipe (``configs/real/*.yaml``): frozen tower, cached features, heads.
+
+The recipe names the tower, the realism augmentation of the synthetic films, whether real labelled
+films join the training set, and the data folders. Every setting that is chosen (the heads'
+regularisation ``C``, the decision thresholds) is chosen on NIH ``train/`` (cross-validated by
+patient where its labels train the heads, otherwise as held-out data) or on the synthetic val split;
+NIH ``valid/`` is never read here, so it stays a test set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from crrg.clip.data import LabeledImage, labeled_from_records
+from crrg.clip.probe import LinearHeads, Standardiser, extract_features, fit_heads, group_folds, out_of_fold_scores
+from crrg.errors import ConfigError, reject_unknown_keys
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LABELS: tuple[str, ...] = (
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
+    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Fracture", "Support Devices",
+)
+REAL_SOURCES = ("nih", "covid")
+
+
+@dataclass
+class ProbeRecipe:
+    """A frozen-tower classifier recipe (one YAML file in ``configs/real/``)."""
+
+    tower: dict[str, Any] = field(default_factory=lambda: {"name": "efficientnet_lite0", "weights": "imagenet", "image_size": 160})
+    labels: list[str] = field(default_factory=lambda: list(DEFAULT_LABELS))
+    synthetic: str = "/work/data/synth/manifest.jsonl"  # a crrg synth manifest (train / val / test splits)
+    nih: str = "../shared/data/nih1000_64px"  # NIH folder with labels14.csv
+    covid: str = "../shared/data/covid_cxr"  # COVID-19 collection folder with metadata.jsonl
+    realism: dict[str, Any] | None = None  # RealismConfig fields; None = clean synthetic films
+    augment_copies: int = 1  # augmented copies of each synthetic film (each one tower pass)
+    standardise: bool = True  # per-domain feature statistics (real ones from unlabelled NIH train films)
+    real_labels: list[str] = field(default_factory=list)  # [] = synthetic labels only; or nih, covid
+    real_weight: float = 1.0  # weight of a real labelled film relative to a synthetic one
+    c_grid: list[float] = field(default_factory=lambda: [0.003, 0.01, 0.03, 0.1, 0.3])
+    folds: int = 5
+    seed: int = 0
+    cache_dir: str | None = None  # where tower features are kept between runs (keyed by everything that shapes them)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ProbeRecipe":
+        reject_unknown_keys(cls, d, "recipe key(s)")
+        recipe = cls(**d)
+        bad = [s for s in recipe.real_labels if s not in REAL_SOURCES]
+        if bad:
+            raise ConfigError(f"real_labels {bad} unknown; use any of {list(REAL_SOURCES)}")
+        return recipe
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ProbeRecipe":
+        import yaml
+
+        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {})
+
+
+@dataclass
+class Domain:
+    """Labelled films of one source with their tower features."""
+
+    items: list[LabeledImage]
+    features: np.ndarray
+    groups: list[str] = field(default_factory=list)
+
+    @property
+    def targets(self) -> np.ndarray:
+        return np.asarray([i.target for i in self.items], np.float32)
+
+    @property
+    def mask(self) -> np.ndarray:
+        return np.asarray([i.mask for i in self.items], np.float32)
+
+
+class FeatureCache:
+    """Tower features per (tower, size, images, augmentation, seed), in memory and optionally on disk."""
+
+    def __init__(self, tower_config: dict[str, Any], cache_dir: str | None):
+        from crrg.clip.image_encoders import build_image_encoder
+
+        self.tower_config = dict(tower_config)
+        self.tower = build_image_encoder(self.tower_config).eval()
+        self.image_size = int(self.tower_config.get("image_size", 224))
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._memory: dict[str, np.ndarray] = {}
+
+    def features(self, paths: Sequence[str], augment=None, augment_key: Any = None, seed: int = 0) -> np.ndarray:
+        key = hashlib.sha1(json.dumps([self.tower_config, list(paths), augment_key, seed], sort_keys=True,
+                                      default=str).encode()).hexdigest()[:20]
+        if key in self._memory:
+            return self._memory[key]
+        path = self.cache_dir / f"{key}.npy" if self.cache_dir else None
+        if path is not None and path.is_file():
+            out = np.load(path)
+        else:
+            log.info("tower features for %d images (augment=%s)", len(paths), augment_key)
+            out = extract_features(self.tower, list(paths), self.image_size, augment=augment, seed=seed)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                from crrg.io import atomic_save_file
+
+                atomic_save_file(path, lambda tmp: np.save(open(tmp, "wb"), out))
+        self._memory[key] = out
+        return out
+
+
+def _nih_groups(nih_root: Path, items: Sequence[LabeledImage]) -> list[str]:
+    import csv
+
+    with (nih_root / "labels14.csv").open(newline="") as f:
+        patient = {row["path"]: row["patient_id"] for row in csv.DictReader(f)}
+    return [patient.get(i.id, i.id) for i in items]
+
+
+def synthetic_items(recipe: ProbeRecipe, split: str) -> list[LabeledImage]:
+    from crrg.records import read_manifest
+
+    return labeled_from_records(read_manifest(recipe.synthetic, split=split), recipe.labels, "positive")
+
+
+def load_domains(recipe: ProbeRecipe, cache: FeatureCache) -> dict[str, Domain]:
+    """Tower features of every training and selection set the recipe uses (never NIH ``valid/``)."""
+    from crrg.clip.real_labels import read_covid, read_nih14
+    from crrg.image.realism import RealismAugment, RealismConfig, StyleBank
+
+    nih_root = Path(recipe.nih)
+    nih_train = read_nih14(nih_root, recipe.labels, split="train")
+    domains = {"nih_train": Domain(nih_train, cache.features([i.path for i in nih_train]), _nih_groups(nih_root, nih_train))}
+    train = synthetic_items(recipe, "train")
+    augment, augment_key = None, None
+    if recipe.realism is not None:
+        config = RealismConfig.from_dict(recipe.realism)
+        bank = None
+        if config.style > 0:  # histogram targets from unlabelled real films (NIH train, labels unused)
+            from crrg.clip.data import load_image
+
+            bank = StyleBank.from_images([load_image(i.path) for i in nih_train])
+        augment, augment_key = RealismAugment(config, bank), asdict(config)
+    copies = [cache.features([i.path for i in train], augment, augment_key, seed=recipe.seed + k)
+              for k in range(max(1, recipe.augment_copies if augment else 1))]
+    domains["synth_train"] = Domain(train * len(copies), np.concatenate(copies))
+    for split in ("val", "test"):
+        items = synthetic_items(recipe, split)
+        domains[f"synth_{split}"] = Domain(items, cache.features([i.path for i in items]))
+    if "covid" in recipe.real_labels:
+        covid = read_covid(recipe.covid, recipe.labels)
+        domains["covid"] = Domain(covid, cache.features([i.path for i in covid]))
+    return domains
+
+
+def mean_auc(targets: np.ndarray, mask: np.ndarray, scores: np.ndarray) -> float:
+    """Mean ROC AUC over the labels with both classes among their known rows."""
+    from sklearn.metrics import roc_auc_score
+
+    aucs = []
+    for j in range(targets.shape[1]):
+        rows = mask[:, j] > 0
+        y = targets[rows, j] > 0.5
+        if 0 < y.sum() < len(y):
+            aucs.append(roc_auc_score(y, scores[rows, j]))
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+@dataclass
+class ProbeResult:
+    heads: LinearHeads
+    real_standardiser: Standardiser
+    synth_standardiser: Standardiser
+    c: float
+    thresholds: dict[str, float]
+    selection: dict[str, float]  # C -> mean AUC on the selection data
+
+
+def train_probe(recipe: ProbeRecipe, domains: dict[str, Domain]) -> ProbeResult:
+    """Fit the heads; choose C and thresholds on NIH train (out-of-fold when its labels train) and synthetic val."""
+    from crrg.clip.classifier import choose_thresholds
+
+    synth, nih = domains["synth_train"], domains["nih_train"]
+    synth_std = Standardiser.fit(synth.features)
+    real_std = Standardiser.fit(nih.features) if recipe.standardise else synth_std
+    x_synth = synth_std(synth.features)
+    w_synth = np.ones(len(x_synth), np.float32)
+    extra_x, extra_y, extra_m, extra_w = [x_synth], [synth.targets], [synth.mask], [w_synth]
+    if "covid" in domains:
+        covid = domains["covid"]
+        covid_std = Standardiser.fit(covid.features) if recipe.standardise else synth_std
+        extra_x.append(covid_std(covid.features))
+        extra_y.append(covid.targets)
+        extra_m.append(covid.mask)
+        extra_w.append(np.full(len(covid.items), recipe.real_weight, np.float32))
+    x_nih = real_std(nih.features)
+    extra = (np.concatenate(extra_x), np.concatenate(extra_y), np.concatenate(extra_m))
+    weights = np.concatenate(extra_w)
+    use_nih = "nih" in recipe.real_labels
+    folds = group_folds(nih.groups, recipe.folds, recipe.seed)
+    selection, nih_scores = {}, {}
+    for c in recipe.c_grid:
+        if use_nih:
+            scores = out_of_fold_scores(x_nih, nih.targets, nih.mask, c, folds, extra, recipe.real_weight, weights)
+        else:
+            scores = fit_heads(*extra, c, sample_weight=weights).scores(x_nih)
+        nih_scores[c] = scores
+        selection[c] = mean_auc(nih.targets, nih.mask, scores)
+    best = max(selection, key=lambda c: selection[c])
+    log.info("C by NIH train %s: %s", "cross-validation" if use_nih else "held-out AUC", {c: round(a, 4) for c, a in selection.items()})
+    x_all, y_all, m_all, w_all = extra[0], extra[1], extra[2], weights
+    if use_nih:
+        x_all, y_all = np.concatenate([x_all, x_nih]), np.concatenate([y_all, nih.targets])
+        m_all = np.concatenate([m_all, nih.mask])
+        w_all = np.concatenate([w_all, np.full(len(x_nih), recipe.real_weight, np.float32)])
+    heads = fit_heads(x_all, y_all, m_all, best, sample_weight=w_all)
+    # Thresholds: NIH train scores (out-of-fold) where NIH has the label, synthetic val elsewhere.
+    val = domains["synth_val"]
+    thresholds = choose_thresholds(val.targets, heads.scores(synth_std(val.features)), recipe.labels, val.mask)
+    nih_thr = choose_thresholds(nih.targets, nih_scores[best], recipe.labels, nih.mask)
+    for j, name in enumerate(recipe.labels):
+        if nih.mask[:, j].any():
+            thresholds[name] = nih_thr[name]
+    return ProbeResult(heads, real_std, synth_std, best, {k: float(v) for k, v in thresholds.items()}, selection)
+
+
+__all__ = ["ProbeRecipe", "FeatureCache", "Domain", "load_domains", "train_probe", "mean_auc", "ProbeResult",
+           "out_of_fold_scores"]
