@@ -20,6 +20,11 @@ and as negative when it is 0 or not mentioned. Three summaries, all in ``[0, 1]`
 
 The maths (:func:`ce_from_labels`) is a pure function of label dicts so it can be checked without
 the labeler.
+
+``convention="chexbert"`` (``crrg evaluate --ce-convention chexbert``) instead maps uncertain to
+negative and aggregates exactly as the CheXbert-F1 packages do (:mod:`crrg.evaluation.label_f1`:
+macro over all 14 observations, a study with no positive on either side scores 0), adding micro-14
+and macro-5; ``docs/evaluation.md`` lists where crrg's labeler and CheXbert still differ.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from crrg.errors import InputError
 from crrg.observations import CHEXPERT_14, MICRO_5
 
 LabelDict = Mapping[str, "int | None"]
+CE_CONVENTIONS: tuple[str, ...] = ("crrg", "chexbert")
 CE_KEYS: tuple[str, ...] = (
     "ce_micro5_precision", "ce_micro5_recall", "ce_micro5_f1",
     "ce_example14_precision", "ce_example14_recall", "ce_example14_f1",
@@ -41,11 +47,9 @@ CE_KEYS: tuple[str, ...] = (
 
 def positive_matrix(labels: Sequence[LabelDict], observations: Sequence[str] = CHEXPERT_14) -> np.ndarray:
     """``(N, K)`` bool: label is 1 or -1 (uncertain counts as positive)."""
-    out = np.zeros((len(labels), len(observations)), dtype=bool)
-    for i, row in enumerate(labels):
-        for j, name in enumerate(observations):
-            out[i, j] = row.get(name) in (1, -1)
-    return out
+    from crrg.evaluation.label_f1 import binarize
+
+    return binarize(labels, "positive", observations)
 
 
 def _ratio(num: float, den: float) -> float:
@@ -56,12 +60,18 @@ def _f1(p: float, r: float) -> float:
     return 2 * p * r / (p + r) if p + r else 0.0
 
 
-def ce_from_labels(pred_labels: Sequence[LabelDict], ref_labels: Sequence[LabelDict]) -> dict:
+def ce_from_labels(pred_labels: Sequence[LabelDict], ref_labels: Sequence[LabelDict], convention: str = "crrg") -> dict:
     """The :data:`CE_KEYS` metrics plus ``ce_f1_per_observation`` from aligned lists of label dicts."""
     if len(pred_labels) != len(ref_labels):
         raise InputError(f"{len(pred_labels)} predicted label sets but {len(ref_labels)} reference label sets")
     if not ref_labels:
         raise InputError("nothing to evaluate: no reports given")
+    if convention not in CE_CONVENTIONS:
+        raise InputError(f"unknown CE convention {convention!r}: use one of {', '.join(CE_CONVENTIONS)}")
+    if convention == "chexbert":
+        from crrg.evaluation.label_f1 import binarize, label_f1_scores
+
+        return label_f1_scores(binarize(pred_labels, "negative"), binarize(ref_labels, "negative"), prefix="ce")
     pred = positive_matrix(pred_labels)
     ref = positive_matrix(ref_labels)
 
@@ -102,6 +112,7 @@ def clinical_efficacy(
     preds: Mapping[str, str],
     refs: Mapping[str, str],
     labeler: Callable[[list[str]], list[dict]] | None = None,
+    convention: str = "crrg",
 ) -> dict:
     """Label predicted and reference reports (``{id: text}``, same ids) and compare: see the module docstring."""
     from crrg.evaluation.nlg import check_same_ids
@@ -116,4 +127,4 @@ def clinical_efficacy(
                 raise InputError(f"{side} {key!r} must be a single report string for clinical efficacy")
     pred_labels = labeler([preds[k] for k in keys])
     ref_labels = labeler([refs[k] for k in keys])
-    return ce_from_labels(pred_labels, ref_labels)
+    return ce_from_labels(pred_labels, ref_labels, convention)

@@ -80,6 +80,11 @@ def _java_missing() -> CrrgError:
     )
 
 
+def _meteor_failed() -> CrrgError:
+    return CrrgError("the METEOR Java process failed (out of memory? a 2 GB heap is needed); "
+                     "rerun with METEOR disabled (--no-meteor) to get the other metrics")
+
+
 def tokenize(texts: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     """PTB-tokenize (lower-case, punctuation removed) ``{id: [text, ...]}`` with pycocoevalcap's tokenizer."""
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
@@ -125,23 +130,51 @@ class NlgScorer:
             meteor.meteor_p.stdout.close()
             meteor.meteor_p.stderr.close()
 
-    def score_tokenized(self, gts: dict[str, list[str]], res: dict[str, list[str]]) -> dict[str, float]:
-        """Score already PTB-tokenized texts (``{id: [text]}``), exactly as pycocoevalcap's scorers do."""
+    def score_tokenized(self, gts: dict[str, list[str]], res: dict[str, list[str]], meteor: bool = True) -> dict[str, float]:
+        """Score already tokenized texts (``{id: [text]}``), exactly as pycocoevalcap's scorers do.
+
+        ``meteor=False`` leaves METEOR out for this call even when the scorer has a METEOR process.
+        """
         from pycocoevalcap.bleu.bleu import Bleu
         from pycocoevalcap.cider.cider import Cider
         from pycocoevalcap.rouge.rouge import Rouge
 
         bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
         out = {f"bleu_{n + 1}": float(bleu[n]) for n in range(4)}
-        if self.meteor is not None:
+        if self.meteor is not None and meteor:
             try:
                 out["meteor"] = float(self.meteor.compute_score(gts, res)[0])
             except ValueError:
-                raise CrrgError("the METEOR Java process failed (out of memory? a 2 GB heap is needed); "
-                                "rerun with METEOR disabled (--no-meteor) to get the other metrics") from None
+                raise _meteor_failed() from None
         out["rouge_l"] = float(Rouge().compute_score(gts, res)[0])
         out["cider"] = float(Cider().compute_score(gts, res)[0])
         return out
+
+    def meteor_statistics(self, gts: dict[str, list[str]], res: dict[str, list[str]]) -> dict[str, str]:
+        """METEOR's sufficient statistics of each segment (the ``SCORE`` answers pycocoevalcap collects).
+
+        Corpus METEOR of any multiset of segments is one ``EVAL`` of their statistics
+        (:meth:`meteor_from_statistics`): a bootstrap resample costs one round trip to Java, not a re-alignment.
+        """
+        if self.meteor is None:
+            raise CrrgError("METEOR is disabled in this scorer")
+        with self.meteor.lock:
+            return {key: self.meteor._stat(res[key][0], gts[key]) for key in gts}
+
+    def meteor_from_statistics(self, statistics: Sequence[str]) -> float:
+        """Corpus METEOR from per-segment statistics, as ``Meteor.compute_score`` computes it."""
+        if self.meteor is None:
+            raise CrrgError("METEOR is disabled in this scorer")
+        proc = self.meteor.meteor_p
+        with self.meteor.lock:
+            proc.stdin.write(("EVAL ||| " + " ||| ".join(statistics) + "\n").encode())
+            proc.stdin.flush()
+            try:
+                for _ in statistics:
+                    proc.stdout.readline()
+                return float(proc.stdout.readline().strip())
+            except ValueError:
+                raise _meteor_failed() from None
 
     def score(self, preds: Mapping[str, str], refs: Mapping[str, str | Sequence[str]]) -> dict[str, float]:
         """Corpus-level metrics of ``preds`` (``{id: text}``) against ``refs`` (``{id: text or [texts]}``)."""
