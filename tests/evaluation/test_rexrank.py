@@ -110,3 +110,32 @@ def test_evaluate_reads_rexrank_ground_truth_and_submission(iu_json, tmp_path):
     assert result.exit_code == 0, result.output
     m = json.loads(out.read_text())["metrics"]
     assert m["bleu_4"] == pytest.approx(1.0, abs=1e-6) and m["n"] == 2
+
+
+def test_report_rexrank_runs_batch_mode_and_writes_the_submission(iu_json, tmp_path):
+    from crrg.data.rexrank import report_rexrank
+    from crrg.records import read_manifest
+
+    seen = {}
+
+    def fake_batch(items, out):  # stands in for crrg report's batch mode
+        records = read_manifest(items[0])
+        seen.update({r.id: ([im.path for im in r.images], [im.view for im in r.images], r.indication) for r in records})
+        out.write_text("".join(json.dumps({"id": r.id, "findings": f"Seen {len(r.images)}.", "impression": "Normal."}) + "\n"
+                               for r in records))
+        return 0
+
+    out = tmp_path / "prediction.json"
+    assert report_rexrank(iu_json, tmp_path / "imgs", out, fake_batch) == 0
+    assert seen["CXR38_IM-1911"][0] == [str(tmp_path / "imgs" / "CXR38_IM-1911" / f"{i}.png") for i in (0, 1)]
+    assert seen["CXR38_IM-1911"][1] == ["PA", "LATERAL"] and seen["CXR9_IM-1"][2].startswith("Indication:")
+    preds = read_rexrank_predictions(out)
+    assert preds == {"CXR38_IM-1911": "Findings: Seen 2. Impression: Normal.", "CXR9_IM-1": "Findings: Seen 1. Impression: Normal."}
+
+    def failing_batch(items, out):
+        out.write_text(json.dumps({"id": "CXR9_IM-1", "error": "bad image"}) + "\n")
+        return 1
+
+    with pytest.raises(InputError, match="got no report"):
+        report_rexrank(iu_json, tmp_path / "imgs", tmp_path / "p2.json", failing_batch)
+    assert not (tmp_path / "p2.json").exists()

@@ -20,7 +20,7 @@ import copy
 import json
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from crrg.errors import InputError
 from crrg.observations import normalise_view
@@ -89,7 +89,7 @@ def read_rexrank_predictions(path: Path) -> dict[str, str]:
 
 def _image_path(image_root: Path | None, rel: str) -> str:
     # ReXrank's paths are relative to the image root, MIMIC's with a leading "/" ("/p10/p100.../s5.../x.jpg")
-    return str((Path(image_root) if image_root is not None else Path(".")) / rel.lstrip("/"))
+    return str((Path(image_root) if image_root is not None else Path(".")).absolute() / rel.lstrip("/"))
 
 
 def rexrank_records(path: Path, image_root: Path | None = None) -> list[StudyRecord]:
@@ -131,3 +131,40 @@ def write_rexrank_submission(path: Path, input_json: Path, predictions: Mapping[
 def format_report(findings: str, impression: str) -> str:
     """A crrg report as ReXrank's reference is written ("Findings: ... Impression: ...")."""
     return f"Findings: {findings.strip()} Impression: {impression.strip()}".strip()
+
+
+def read_batch_reports(path: Path) -> dict[str, str]:
+    """``{id: "Findings: ... Impression: ..."}`` from ``crrg report`` batch output (JSONL of generated reports);
+    a study whose line holds an ``error`` is left out."""
+    from crrg.io import iter_jsonl
+
+    out = {}
+    for _, line in iter_jsonl(path):
+        if isinstance(line, dict) and "id" in line and "error" not in line:
+            out[str(line["id"])] = format_report(str(line.get("findings") or ""), str(line.get("impression") or ""))
+    return out
+
+
+def report_rexrank(input_json: Path, image_root: Path, out: Path,
+                   run_batch: Callable[[list[str], Path], int]) -> int:
+    """``crrg report`` on a ReXrank input JSON: its studies as a temporary crrg manifest, reported by
+    ``run_batch([manifest], jsonl_out)`` (crrg's batch mode), then ReXrank's submission JSON written to ``out``.
+
+    Returns ``run_batch``'s exit code; the submission is written only when every study has a report.
+    """
+    import tempfile
+
+    from crrg.records import write_manifest
+
+    records = rexrank_records(input_json, image_root)
+    with tempfile.TemporaryDirectory(prefix="crrg-rexrank-") as tmp:
+        manifest, reports = Path(tmp) / "rexrank_manifest.jsonl", Path(tmp) / "reports.jsonl"
+        write_manifest(manifest, records)
+        code = run_batch([str(manifest)], reports)
+        predictions = read_batch_reports(reports) if reports.exists() else {}
+    missing = [r.id for r in records if r.id not in predictions]
+    if missing:
+        raise InputError(f"{len(missing)} ReXrank stud(ies) got no report (e.g. {missing[0]}); "
+                         "fix their images and run again")
+    write_rexrank_submission(out, input_json, predictions)
+    return code
