@@ -63,7 +63,7 @@ def test_generate_report_on_a_saved_model_gives_the_shared_format(tiny_config, t
     report = loaded.generate_report(study, findings={"Cardiomegaly": 0.8})
     assert isinstance(report, GeneratedReport)
     assert report.probabilities == {"Cardiomegaly": 0.8} and report.model == "blip-test"
-    assert report.timings_ms["total"] > 0
+    assert report.timings_ms["total_ms"] > 0
     assert set(report.to_dict()) >= {"findings", "impression", "report", "sentences"}
     # same input, same output: decoding is deterministic
     again = loaded.generate_report(study, findings={"Cardiomegaly": 0.8})

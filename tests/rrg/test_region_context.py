@@ -67,7 +67,7 @@ def test_a_model_with_region_context_needs_its_classifier_and_the_right_width():
     joint.attach_classifier(wrong, joint.ImageClassifierFindings(_classifier()))
     with pytest.raises(ConfigError, match="channels is 512 .* give 768"):
         wrong.generate_report(study)
-    with pytest.raises(ConfigError, match="region_context option"):
+    with pytest.raises(ConfigError, match=r"rrg\.region_context\.layer"):
         untrained_model({**TINY_CONFIG, "region_context": {"layer": "layer4"}})
     with pytest.raises(ValueError, match="this model takes"):
         _with_context().region_features(torch.zeros(1, len(ANATOMICAL_REGIONS), bare.detector.feature_size))

@@ -22,8 +22,7 @@ from torch import nn
 
 from crrg.blip.prompts import PromptConfig, build_instruction
 from crrg.errors import ConfigError, InputError
-from crrg.observations import FRONTAL_VIEWS
-from crrg.reporting import GeneratedReport, SentenceOut, StudyInput
+from crrg.reporting import GeneratedReport, SentenceOut, StudyInput, timings
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +71,16 @@ class HubInstructBlip(nn.Module):
                 log.warning("no finding probabilities given: using the indication-only prompt")
                 prompt = PromptConfig(**{**prompt.__dict__, "variant": "indication"})
         instruction = build_instruction(study.indication, findings or {}, prompt)
-        frontal = next((i for i, v in enumerate(study.views) if v in FRONTAL_VIEWS), 0)
+        frontal = study.frontal_index(required=False)
         inputs = self.processor(images=self._to_rgb(study.images[frontal]), text=instruction, return_tensors="pt")
         device = next(self.model.parameters()).device
         inputs = {k: v.to(device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(next(self.model.parameters()).dtype)
         settings = {"max_new_tokens": 120, "num_beams": 1}
         settings.update({k: v for k, v in {**self.generation, **options}.items() if k in settings and v is not None})
+        prepared = time.perf_counter()
         out = self.model.generate(**inputs, do_sample=False, **settings)
+        generated = time.perf_counter()
         text = self.processor.batch_decode(out, skip_special_tokens=True)[0].strip()
         if text.startswith(instruction):  # decoder-only LMs echo the prompt
             text = text[len(instruction):].strip()
@@ -91,4 +92,4 @@ class HubInstructBlip(nn.Module):
                                sentences=[SentenceOut(text=s) for s in _sentences(findings_text) + _sentences(impression)],
                                probabilities={k: float(v) for k, v in (findings or {}).items()},
                                model=str(self.config.get("name", self.config["hub_id"])),
-                               timings_ms={"total": (done - start) * 1e3})
+                               timings_ms=timings(prepared - start, generated - prepared, done - generated, done - start))

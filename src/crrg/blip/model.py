@@ -35,7 +35,7 @@ from crrg.errors import ConfigError, InputError
 from crrg.io import atomic_write_json
 from crrg.models.registry import CONFIG_FILE, register_family
 from crrg.observations import FRONTAL_VIEWS, LATERAL_VIEWS
-from crrg.reporting import GeneratedReport, SentenceOut, StudyInput
+from crrg.reporting import GeneratedReport, SentenceOut, StudyInput, timings
 
 log = logging.getLogger(__name__)
 
@@ -262,8 +262,7 @@ class ClinicalBlip(nn.Module):
             loaded = load_classifier(self.config["classifier"])
 
             def predict(study: StudyInput) -> dict[str, float]:
-                frontal = next((i for i, v in enumerate(study.views) if v in FRONTAL_VIEWS), 0)
-                probs = loaded.probabilities([study.images[frontal]])[0]
+                probs = loaded.probabilities([study.images[study.frontal_index(required=False)]])[0]
                 return {name: float(p) for name, p in zip(loaded.names, probs)}
 
             self._classifier = predict
@@ -445,13 +444,14 @@ class ClinicalBlip(nn.Module):
             text = self.generate_texts(batch, **options)[0]
         finally:
             self.train(was_training)
-        done = time.perf_counter()
+        generated = time.perf_counter()
         findings_text, impression = split_report(text)
         sentences = [SentenceOut(text=s) for s in _sentences(findings_text) + _sentences(impression)]
+        done = time.perf_counter()
         return GeneratedReport(
             findings=findings_text, impression=impression, sentences=sentences, probabilities=probabilities,
             model=str(self.config.get("name", "blip")),
-            timings_ms={"preprocess": (prepared - start) * 1e3, "generate": (done - prepared) * 1e3, "total": (done - start) * 1e3},
+            timings_ms=timings(prepared - start, generated - prepared, done - generated, done - start),
         )
 
 

@@ -2,12 +2,12 @@
 
 The Q-Former cross-attends to tokens, so every encoder returns ``(batch, tokens, dim)``. Radiographs
 are gray: the stems take one channel instead of repeating it three times. Which encoder is used is
-data (``config["vision"]["type"]``), so a CLIP image tower or a bigger ViT needs no code change.
+data (``config["vision"]["type"]``), so a CLIP image tower or a bigger ViT needs no code change; a
+config can only choose among these, never name code to import.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Any
 
@@ -65,31 +65,6 @@ class ViTTokens(nn.Module):
         return self.vit(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state
 
 
-class ExternalTokens(nn.Module):
-    """An image tower from another crrg module (e.g. ``crrg.clip.image_encoders``), built by name.
-
-    ``spec = {"type": "external", "factory": "module:function", "kwargs": {...}}``; the factory returns
-    a module mapping ``(B, 1, H, W)`` to ``(B, N, C)`` or ``(B, C, h, w)`` and exposing ``out_dim``.
-    """
-
-    def __init__(self, spec: dict[str, Any]) -> None:
-        super().__init__()
-        target = spec.get("factory", "")
-        if ":" not in target:
-            raise ConfigError(f"vision.factory must be 'module:function', got {target!r}")
-        module_name, func = target.split(":", 1)
-        try:
-            factory = getattr(importlib.import_module(module_name), func)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"cannot import image encoder factory {target!r}: {exc}") from None
-        self.tower = factory(**spec.get("kwargs", {}))
-        self.out_dim = int(getattr(self.tower, "out_dim"))
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        out = self.tower(pixels)
-        return out.flatten(2).transpose(1, 2) if out.dim() == 4 else out
-
-
 class ClipTokens(nn.Module):
     """The image tower of a trained crrg CLIP model (``crrg.clip``), read out as tokens, not one vector.
 
@@ -141,9 +116,13 @@ def build_image_encoder(image_size: int, spec: dict[str, Any]) -> nn.Module:
         return ViTTokens(image_size, spec)
     if kind == "clip":
         return ClipTokens(image_size, spec)
-    if kind == "external":
-        return ExternalTokens(spec)
-    raise ConfigError(f"unknown ClinicalBLIP image encoder {kind!r}; expected resnet18, vit, clip or external")
+    if kind == "external" or "factory" in spec:
+        # crrg <= 0.7 imported and called any "module:function" named here: a saved folder or hub id could
+        # run code on load. Weights are safetensors precisely so that loading a model runs none.
+        raise ConfigError(f"vision type {kind!r} with a 'factory' is refused: a model config may not name code to "
+                          "run; use type resnet18, vit or clip, or register a model family in Python "
+                          "(crrg.models.registry.register_family)")
+    raise ConfigError(f"unknown ClinicalBLIP image encoder {kind!r}; expected resnet18, vit or clip")
 
 
 def default_lora_targets(spec: dict[str, Any]) -> list[str]:
@@ -155,7 +134,7 @@ def default_lora_targets(spec: dict[str, Any]) -> list[str]:
         return ["body.7.0.conv1", "body.7.0.conv2", "body.7.1.conv1", "body.7.1.conv2"]
     if kind == "clip":  # torchvision ViT MLPs (its attention bypasses module forwards), or ResNet's last stage
         return ["mlp.0", "mlp.3", "layer4.0.conv1", "layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2"]
-    raise ConfigError("vision LoRA needs 'target_modules' for an external image encoder")
+    raise ConfigError(f"vision LoRA needs 'target_modules' for image encoder type {kind!r}")
 
 
 def to_pixels(image: np.ndarray, size: int) -> torch.Tensor:

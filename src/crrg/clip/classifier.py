@@ -18,7 +18,6 @@ from torch import nn
 
 from crrg.clip.data import images_to_batch
 from crrg.clip.image_encoders import build_image_encoder
-from crrg.errors import ConfigError
 from crrg.io import atomic_write_json
 from crrg.models.registry import register_family
 from crrg.observations import CHEXPERT_14
@@ -32,12 +31,13 @@ DEFAULT_THRESHOLD = 0.5
 class ImageClassifier(nn.Module):
     def __init__(self, config: dict[str, Any]):
         super().__init__()
-        self.labels: list[str] = list(config.get("labels") or CHEXPERT_14)
-        if len(set(self.labels)) != len(self.labels):
-            raise ConfigError("classifier labels must be unique")
-        self.image_size = int(config["image_encoder"].get("image_size", 224))
-        self.image_encoder = build_image_encoder(config["image_encoder"])
-        self.dropout = nn.Dropout(float(config.get("dropout", 0.0)))
+        from crrg.models.schema import ClassifierConfig, parse
+
+        cfg = parse(ClassifierConfig, config, "classifier")  # defaults and checks: crrg.models.schema
+        self.labels: list[str] = list(cfg.labels or CHEXPERT_14)
+        self.image_size = int(cfg.image_encoder.get("image_size", 224))
+        self.image_encoder = build_image_encoder(cfg.image_encoder)
+        self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(self.image_encoder.feature_dim, len(self.labels))
         self.thresholds: dict[str, float] = {n: DEFAULT_THRESHOLD for n in self.labels}
 
@@ -74,8 +74,6 @@ class ImageClassifier(nn.Module):
 
 @register_family("classifier")
 def build_classifier(config: dict[str, Any]) -> ImageClassifier:
-    if not isinstance(config.get("image_encoder"), dict):
-        raise ConfigError("classifier config needs an 'image_encoder' object")
     return ImageClassifier(config)
 
 

@@ -19,9 +19,8 @@ import torch
 from crrg.clip.data import load_image, primary_image
 from crrg.errors import ConfigError, InputError
 from crrg.io import atomic_open, atomic_save_file
-from crrg.observations import FRONTAL_VIEWS
 from crrg.records import StudyRecord
-from crrg.reporting import GeneratedReport, StudyInput
+from crrg.reporting import GeneratedReport, StudyInput, timings
 
 if TYPE_CHECKING:
     from crrg.clip.model import CLIPModel
@@ -87,12 +86,7 @@ def build_index(model: "CLIPModel", records: Sequence[StudyRecord], batch_size: 
 
 
 def _query_image(study: StudyInput) -> Any:
-    if not study.images:
-        raise InputError("the study has no image")
-    for image, view in zip(study.images, study.views):
-        if view in FRONTAL_VIEWS:
-            return image
-    return study.images[0]
+    return study.images[study.frontal_index(required=False)]
 
 
 @torch.no_grad()
@@ -107,7 +101,7 @@ def generate_report(model: "CLIPModel", study: StudyInput, **options: Any) -> Ge
     model.eval()
     query = model.embed_images([_query_image(study)])
     t1 = time.perf_counter()
-    sims, rows = model.retrieval.search(query, k=1)
+    sims, rows = model.retrieval.search(query.cpu(), k=1)
     best = model.retrieval.reports[int(rows[0, 0])]
     log.debug("retrieved study %s (cosine similarity %.3f)", best.get("id"), float(sims[0, 0]))
     t2 = time.perf_counter()
@@ -125,5 +119,5 @@ def generate_report(model: "CLIPModel", study: StudyInput, **options: Any) -> Ge
         probabilities={n: float(p) for n, p in zip(names, probs)},
         labels={n: int(float(p) >= thresholds[n]) for n, p in zip(names, probs)},
         model=options.get("model_name", "clip-retrieval"),
-        timings_ms={"encode": 1000 * (t1 - t0), "search": 1000 * (t2 - t1), "zeroshot": 1000 * (t3 - t2)},
+        timings_ms=timings(t1 - t0, t2 - t1, t3 - t2),
     )

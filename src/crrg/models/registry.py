@@ -24,6 +24,7 @@ import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
+from urllib.error import URLError
 
 from crrg.errors import ConfigError, CrrgError, InputError
 from crrg.io import atomic_save_file, atomic_write_json
@@ -93,9 +94,18 @@ def _merge(base: dict, overrides: dict) -> dict:
 
 def build_model(config: dict):
     """Build an untrained model from a full config dict (must contain ``family``)."""
-    if "family" not in config:
+    if not isinstance(config, dict) or "family" not in config:
         raise ConfigError("model config has no 'family' key")
-    model = _builder(config["family"])(config)
+    from crrg.models.schema import validate_config
+
+    validate_config(config)  # unknown keys, wrong types and absurd sizes fail before anything is allocated
+    builder = _builder(config["family"])
+    try:
+        model = builder(config)
+    except (URLError, ConnectionError, TimeoutError) as exc:  # pretrained weights fetched while building
+        raise ConfigError(f"building this {config['family']} model downloads pretrained weights, which failed "
+                          f"({getattr(exc, 'reason', exc)}); connect to the internet once, or set the config's "
+                          "pretrained weights off (e.g. detector.pretrained_backbone: false, language.init: null)") from None
     model.crrg_config = copy.deepcopy(config)
     return model
 

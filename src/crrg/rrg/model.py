@@ -90,16 +90,16 @@ class SummaryQuery(nn.Module):
 class RRGModel(nn.Module):
     def __init__(self, config: dict):
         super().__init__()
-        from crrg.rrg.region_context import RegionContext, RegionContextConfig
+        from crrg.generation.options import from_legacy_config
+        from crrg.models.schema import RRGConfig, parse
+        from crrg.rrg.region_context import RegionContext
         from crrg.rrg.region_features import RegionFeatureProjector
 
-        self.det_cfg = DetectorConfig.from_dict(config.get("detector"))
-        self.lang_cfg = LanguageConfig.from_dict(config.get("language"))
-        width = int(config.get("feature_width", 256))
-        heads = config.get("heads", {})
+        cfg = parse(RRGConfig, config, "rrg")  # every default in one place: crrg.models.schema.RRGConfig
+        self.det_cfg, self.lang_cfg, self.context_cfg = cfg.detector, cfg.language, cfg.region_context
+        width = cfg.feature_width
         self.detector = RegionDetector(self.det_cfg)
         self.projector = RegionFeatureProjector(self.detector.feature_size, width)
-        self.context_cfg = RegionContextConfig.from_dict(config.get("region_context"))
         self.context = RegionContext(self.context_cfg) if self.context_cfg else None
         self.context_projector = None
         if self.context_cfg:
@@ -109,27 +109,25 @@ class RRGModel(nn.Module):
                                                    nn.Linear(self.context_cfg.channels, width))
             nn.init.zeros_(self.context_projector[1].weight)
             nn.init.zeros_(self.context_projector[1].bias)
-        self.selection = RegionBinaryClassifier(width, heads.get("region_hidden", 128))
-        self.abnormality = RegionBinaryClassifier(width, heads.get("region_hidden", 128))
-        self.findings = StudyFindingClassifier(width, heads.get("finding_hidden", 256))
-        self.language = RegionLanguageModel(self.lang_cfg, width, config.get("special_ids"))
+        self.selection = RegionBinaryClassifier(width, cfg.heads.region_hidden)
+        self.abnormality = RegionBinaryClassifier(width, cfg.heads.region_hidden)
+        self.findings = StudyFindingClassifier(width, cfg.heads.finding_hidden)
+        self.language = RegionLanguageModel(self.lang_cfg, width, cfg.special_ids)
         self.impression_query = SummaryQuery(width)
         self.global_query = SummaryQuery(width)
-        self.thresholds = Thresholds.from_dict(config.get("thresholds", {}))
-        assembly = config.get("assembly", {})
-        self.dedup_threshold = float(assembly.get("dedup_threshold", 0.9))
+        t = cfg.thresholds
+        self.thresholds = Thresholds(t.selection, t.abnormal, t.findings)
+        self.dedup_threshold = cfg.assembly.dedup_threshold
         # Also drop sentences that only restate findings an earlier sentence stated (crrg.rrg.assembly).
-        self.drop_restatements = bool(assembly.get("drop_restatements", False))
-        self.use_embedder = bool(assembly.get("embedder", True))
+        self.drop_restatements = cfg.assembly.drop_restatements
+        self.use_embedder = cfg.assembly.embedder
         # The IMPRESSION of a study with nothing abnormal (a bundled model's is the consensus of its
         # training reports' normal impressions, crrg.rrg.consensus).
-        self.normal_impression = str(assembly.get("normal_impression") or NORMAL_IMPRESSION)
+        self.normal_impression = cfg.assembly.normal_impression or NORMAL_IMPRESSION
         # Findings sentences no region owns (bones, edema): written from all regions at once.
-        self.global_sentences = bool(config.get("global_sentences", True))
+        self.global_sentences = cfg.global_sentences
         # How reports are decoded by default: decoding.json of a saved folder (read in on_loaded), or
         # the joint/decoding keys of a config written before that file existed.
-        from crrg.generation.options import from_legacy_config
-
         self.decoding: DecodingOptions = from_legacy_config(config)
         self.tokenizer = None
         self._embedder: SentenceEmbedder | None = None
