@@ -162,3 +162,11 @@ def test_an_impression_that_denies_the_findings_is_replaced_by_them():
     assert out.impression == "Moderate pulmonary edema."
     out = assemble_report(parts, impression="Pulmonary edema. The lungs are clear.")
     assert out.impression == "Pulmonary edema."
+
+
+def test_device_sentences_and_old_findings_are_not_denied_by_blanket_statements():
+    assert not find_contradictions(["Intact sternotomy wires.", "There is a fracture of the left 5th rib."])
+    assert not find_contradictions(["Left-sided pacemaker with intact lead.", "Mild cardiomegaly."])
+    assert not find_contradictions(["Midline sternotomy.", "Large right pneumothorax."])
+    assert not find_contradictions(["A 5 mm stable right apical nodule.", "The lungs are clear."])
+    assert find_contradictions(["Stable cardiomegaly.", "Normal heart size."])  # a negation still clashes

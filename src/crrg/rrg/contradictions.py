@@ -12,7 +12,13 @@ A report contradicts itself when two of its sentences cannot both be true:
   their enlargement, the lungs cover the parenchymal findings, an "acute" statement leaves out the
   chronic findings a radiologist writes beside it without contradiction ("Stable cardiomegaly. No acute
   cardiopulmonary process."), and anything else ("Normal chest.") covers every finding but devices.
-  A statement that carves out what was said ("The lungs are otherwise clear.") is no blanket.
+  A statement that carves out what was said ("The lungs are otherwise clear.") is no blanket, nor is a
+  sentence about a device ("Intact sternotomy wires."), and a finding stated as old, stable or calcified
+  ("Calcified granuloma.") is denied by no blanket statement (its negation still clashes).
+
+On the 2,000 reports of a synthetic training set the check finds nothing; on the 3,927 IU X-Ray
+radiologists' reports it flags 349 (8.9 %), most of them real ("The lungs are clear." beside "Minimal
+right basilar subsegmental atelectasis."), some the labeler's misreadings.
 
 Sentences are labelled with :mod:`crrg.labeler` (the same labeler the clinical scores use), so the
 check sees a report as the evaluation does. :func:`resolve` decides which sentence of each clash is
@@ -42,6 +48,14 @@ _BOTH = frozenset({"bilateral", "bibasilar", "both"})
 _BLANKET = re.compile(r"\b(lungs?|lung fields?)\b[^.;]*\b(are|is)\s+(otherwise\s+)?clear\b|\bclear lungs?\b"
                       r"|\bno acute\b|\bnormal (chest|study|radiograph|examination|exam)\b|\bunremarkable\b")
 _CARVED_OUT = re.compile(r"\b(otherwise|except|apart from|aside from|besides)\b")
+# a sentence must say "normal" to be a blanket statement: the labeler also gives "No Finding" alone to
+# sentences about devices or technique ("Midline sternotomy.", "2 images.")
+_NORMAL_CUE = re.compile(r"\b(normal|clear|unremarkable|intact|negative|no acute|within (normal )?limits"
+                         r"|no (active |significant |focal )?(disease|abnormalit\w+|findings?))\b")
+# a finding stated as old does not clash with a blanket statement ("Stable cardiomegaly. No acute process.",
+# "Calcified granuloma. The lungs are clear."); its negation still clashes ("Normal heart size.")
+_CHRONIC = re.compile(r"\b(chronic\w*|stable|unchanged|old|healed|again (noted|seen)|redemonstrat\w+|persistent"
+                      r"|scar\w*|calcified|granulomas?)\b")
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,7 @@ class Claim:
     present: bool
     sides: frozenset[str]
     blanket: bool = False
+    chronic: bool = False  # a finding stated as old or unchanged: no blanket statement denies it
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,8 @@ def blanket_scope(text: str) -> frozenset[str]:
         return HEART_FINDINGS
     if re.search(r"\bpleura\w*\b", t):
         return PLEURAL_FINDINGS
+    if re.search(r"\bvascula\w*\b", t):
+        return frozenset({"Edema"})
     scope = ALL_FINDINGS
     if re.search(r"\b(lungs?|lung fields?|pulmonary|airspace|parenchym\w*)\b", t) and "cardiopulmonary" not in t:
         scope = LUNG_FINDINGS
@@ -90,12 +107,17 @@ def claims(text: str) -> list[Claim]:
     from crrg.labeler import label_report
 
     labels = label_report(text)
-    sides = frozenset(_SIDES.findall(text.lower()))
-    out = [Claim(frozenset({name}), value in (1, -1), sides)
+    lower = text.lower()
+    sides = frozenset(_SIDES.findall(lower))
+    chronic = bool(_CHRONIC.search(lower))
+    out = [Claim(frozenset({name}), value in (1, -1), sides, chronic=chronic and value in (1, -1))
            for name, value in labels.items() if value is not None and name not in NOT_A_FINDING]
     stated_other = any(c.present for c in out)
-    if labels.get(NO_FINDING) == 1 and not stated_other and not _CARVED_OUT.search(text.lower()):
-        if not out or _BLANKET.search(text.lower()):
+    about_device = labels.get("Support Devices") in (1, -1)  # "Intact sternotomy wires." is no normal study
+    unknown_subject = "xxxx" in lower  # de-identified words (IU X-Ray): what is normal is unknown
+    if (labels.get(NO_FINDING) == 1 and not stated_other and not about_device and not unknown_subject
+            and not _CARVED_OUT.search(lower)):
+        if (not out and _NORMAL_CUE.search(lower)) or _BLANKET.search(lower):
             out.append(Claim(blanket_scope(text), False, sides, blanket=True))
     return out
 
@@ -107,6 +129,8 @@ def _sides_overlap(a: frozenset[str], b: frozenset[str]) -> bool:
 def _clash(a: Claim, b: Claim) -> str | None:
     """The observation two claims disagree on, or None."""
     if a.present == b.present or not _sides_overlap(a.sides, b.sides):
+        return None
+    if (a.blanket and b.chronic) or (b.blanket and a.chronic):
         return None
     shared = a.observations & b.observations
     return min(shared, key=CHEXPERT_14.index) if shared else None
