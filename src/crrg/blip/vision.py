@@ -110,18 +110,18 @@ class ClipTokens(nn.Module):
 
 def build_image_encoder(image_size: int, spec: dict[str, Any]) -> nn.Module:
     kind = spec.get("type", "resnet18")
-    if kind == "resnet18":
-        return ResNetTokens()
-    if kind == "vit":
-        return ViTTokens(image_size, spec)
-    if kind == "clip":
-        return ClipTokens(image_size, spec)
     if kind == "external" or "factory" in spec:
         # crrg <= 0.7 imported and called any "module:function" named here: a saved folder or hub id could
         # run code on load. Weights are safetensors precisely so that loading a model runs none.
         raise ConfigError(f"vision type {kind!r} with a 'factory' is refused: a model config may not name code to "
                           "run; use type resnet18, vit or clip, or register a model family in Python "
                           "(crrg.models.registry.register_family)")
+    if kind == "resnet18":
+        return ResNetTokens()
+    if kind == "vit":
+        return ViTTokens(image_size, spec)
+    if kind == "clip":
+        return ClipTokens(image_size, spec)
     raise ConfigError(f"unknown ClinicalBLIP image encoder {kind!r}; expected resnet18, vit or clip")
 
 
