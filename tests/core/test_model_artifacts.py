@@ -155,3 +155,23 @@ def test_children_are_modules_seen_by_to_state_dict_and_eval(saved_generator):
     model.to(torch.float64)
     assert next(model.finding_classifier.parameters()).dtype == torch.float64
     assert not any(p.requires_grad for p in model.finding_classifier.parameters())
+
+
+def test_models_info_prints_the_typed_config_and_decoding_defaults(saved_generator, tmp_path):
+    from typer.testing import CliRunner
+
+    from crrg.cli.main import app
+
+    out = CliRunner().invoke(app, ["models", "info", "rrg-mobilenet-gpt2"])
+    assert out.exit_code == 0, out.output
+    typed = json.loads(out.stdout)["typed_config"]
+    assert typed["language"]["dropout"] == 0.1 and typed["global_sentences"] is True  # defaults filled in
+    saved = json.loads(CliRunner().invoke(app, ["models", "info", str(saved_generator)]).stdout)
+    assert saved["decoding"]["joint"] == "condition" and "tokenizer/tokenizer.json" in saved["files"]
+    bad = tmp_path / "bad"
+    shutil.copytree(saved_generator, bad)
+    config = json.loads((bad / CONFIG_FILE).read_text())
+    config["language"]["n_layr"] = 2
+    (bad / CONFIG_FILE).write_text(json.dumps(config))
+    result = CliRunner().invoke(app, ["models", "info", str(bad)])  # the entry point prints it as one line, exit 2
+    assert isinstance(result.exception, ConfigError) and "rrg.language.n_layr" in str(result.exception)

@@ -26,6 +26,7 @@ def _status(ctx: typer.Context, message: str) -> None:
         info(message)
 
 
+DEVICE = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto (a GPU when there is one).")
 PROMPTS = typer.Option(None, "--prompts", help="Zero-shot prompt file (JSON) for CLIP models; default: the packaged prompts.json.")
 
 
@@ -36,12 +37,13 @@ def classify(
     as_json: bool = typer.Option(False, "--json", help="Print JSON (one object per image) instead of a table."),
     prompts: Optional[Path] = PROMPTS,
     batch_size: int = typer.Option(16, "--batch-size", min=1),
+    device: str = DEVICE,
 ) -> None:
     """Probabilities and thresholded labels for each image."""
     from crrg.clip.predict import check_images, load_classifier, predict_paths
 
     check_images(images)
-    classifier = load_classifier(model, prompts)
+    classifier = load_classifier(model, prompts, device=device)
     _status(ctx, f"{classifier.kind} classifier with {len(classifier.names)} labels")
     paths = [str(p) for p in images]
     probs = predict_paths(classifier, paths, batch_size=batch_size, progress=None if _quiet(ctx) else progress)
@@ -76,6 +78,7 @@ def evaluate_classifier(
     unknown: str = typer.Option("ignore", "--unknown", help="Labels not mentioned in a study: 'ignore' (left out) or 'negative' "
                                 "(right for synthetic data, where every finding not inserted is truly absent)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1),
+    device: str = DEVICE,
 ) -> None:
     """AUC per label, macro AUC, accuracy and F1 on labelled data; ROC curves as PNG."""
     from crrg.clip.data import labeled_from_records, read_image_folder
@@ -88,7 +91,7 @@ def evaluate_classifier(
         raise InputError(f"--out {out} is a file; give a folder")
     if unknown not in ("ignore", "negative"):
         raise InputError(f"--unknown {unknown!r} is not 'ignore' or 'negative'")
-    classifier = load_classifier(model, prompts)
+    classifier = load_classifier(model, prompts, device=device)
     if data.is_dir():
         items, folder_labels = read_image_folder(data)
         names = _match_folder_labels(folder_labels, classifier.names)

@@ -65,11 +65,24 @@ def saved_model_info(folder: Path) -> dict[str, Any]:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"{config_path} is not valid JSON: {exc}") from None
-    info: dict[str, Any] = {"path": str(folder), "family": config.get("family") if isinstance(config, dict) else None, "config": config}
+    info: dict[str, Any] = {"path": str(folder), "family": config.get("family") if isinstance(config, dict) else None,
+                            "config": config, "typed_config": typed(config)}
+    if info["family"] == "rrg":
+        from crrg.generation.options import DecodingOptions
+
+        info["decoding"] = DecodingOptions.load(folder, config).to_dict()  # decoding.json, or an old config's keys
     weights = folder / WEIGHTS_FILE
     info["weights"] = _weights_summary(weights) if weights.is_file() else None
-    info["files"] = sorted(p.name for p in folder.iterdir() if p.is_file())
+    info["files"] = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     return info
+
+
+def typed(config: Any) -> dict[str, Any] | None:
+    """The family's typed config with every default filled in (:mod:`crrg.models.schema`); a config
+    that does not validate is an error naming the key."""
+    from crrg.models.schema import typed_dict
+
+    return typed_dict(config) if isinstance(config, dict) else None
 
 
 def describe(name_or_path: str) -> dict[str, Any]:
@@ -84,7 +97,8 @@ def describe(name_or_path: str) -> dict[str, Any]:
         return {"kind": "bundled pretrained", "name": name_or_path, **saved_model_info(bundled[name_or_path])}
     if name_or_path in list_models():
         config = get_model_config(name_or_path)
-        return {"kind": "configuration", "name": name_or_path, "family": config.get("family"), "config": config}
+        return {"kind": "configuration", "name": name_or_path, "family": config.get("family"), "config": config,
+                "typed_config": typed(config)}
     if path.exists():
         raise InputError(f"{path} is a file; pass a saved-model folder (config.json + model.safetensors)")
     known = sorted(set(list_models()) | set(bundled))

@@ -33,11 +33,14 @@ class LoadedClassifier:
         return (probabilities >= t).astype(int)
 
 
-def load_classifier(model_path: str | os.PathLike, prompts: str | os.PathLike | None = None) -> LoadedClassifier:
-    """A saved ``clip`` (zero-shot, with ``prompts``) or ``classifier`` model, ready to predict."""
+def load_classifier(model_path: str | os.PathLike, prompts: str | os.PathLike | None = None,
+                    device: str = "cpu") -> LoadedClassifier:
+    """A saved ``clip`` (zero-shot, with ``prompts``) or ``classifier`` model, ready to predict on
+    ``device`` (cpu, cuda, cuda:N or auto, :func:`crrg.generation.resolve_device`)."""
+    from crrg.generation.device import resolve_device
     from crrg.models.registry import load_pretrained
 
-    model = load_pretrained(model_path)
+    model = load_pretrained(model_path, map_location=resolve_device(device))
     family = getattr(model, "crrg_config", {}).get("family")
     if family == "clip":
         from crrg.clip.zeroshot import ZeroShotClassifier
