@@ -125,7 +125,7 @@ class Answer:
 def post(port: int, body: bytes, timeout: float = 180.0, chunk: int = 256 * 1024) -> Answer:
     """POST a multipart body, reading while sending: stops sending as soon as an answer arrives."""
     t0 = time.perf_counter()
-    head = (f"POST /v1/report HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n"
+    head = (f"POST /v1/report HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
             f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n").encode()
     first = None
     answer = bytearray()

@@ -107,3 +107,33 @@ def test_fuzzed_uploads_get_a_result_or_a_clean_4xx(client):
             assert r.json()["detail"], f"case {i}: a refusal without a message"
         statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
     assert statuses.get(200, 0) >= CASES // 20 and sum(v for k, v in statuses.items() if k >= 400) >= CASES // 4, statuses
+
+
+def _multipart(rng: random.Random) -> bytes:
+    """A multipart body (boundary ``fuzz``) of one to three parts, some of them files."""
+    parts = []
+    for _ in range(rng.randint(1, 3)):
+        name = rng.choice(["image", "frontal", "lateral", "indication", "other"])
+        filename = "" if name == "indication" and rng.random() < 0.8 else '; filename="x.png"'
+        data = _png(rng) if filename else b"cough"
+        parts.append(f'--fuzz\r\nContent-Disposition: form-data; name="{name}"{filename}\r\n\r\n'.encode() + data + b"\r\n")
+    return b"".join(parts) + b"--fuzz--\r\n"
+
+
+@pytest.mark.timeout(120)
+def test_fuzzed_multipart_framing_gets_a_result_or_a_clean_4xx(client):
+    """Mutations of the whole body (boundaries, part headers, truncation), and of the Content-Type."""
+    statuses: dict[int, int] = {}
+    for i in range(CASES // 2):
+        rng = random.Random(SEED + i)
+        body = _multipart(rng)
+        body = body if rng.random() < 0.2 else _mutate(body, rng)
+        content_type = rng.choice(["multipart/form-data; boundary=fuzz"] * 6 + [
+            "multipart/form-data", "multipart/form-data; boundary=", "multipart/form-data; boundary=other",
+            "multipart/form-data; boundary=" + "b" * 300, "multipart/mixed; boundary=fuzz"])
+        r = client.post("/v1/report", content=body, headers={"content-type": content_type})
+        assert r.status_code < 500, f"case {i}: {r.status_code} {r.text[:200]}"
+        if r.status_code >= 400:
+            assert r.json()["detail"], f"case {i}: a refusal without a message"
+        statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+    assert statuses.get(200, 0) >= 5 and statuses.get(400, 0) >= 20, statuses

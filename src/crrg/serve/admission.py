@@ -26,8 +26,9 @@ class Admission:
     Thread-safe: slots are released from worker threads when a timed-out job finally returns.
     """
 
-    def __init__(self, max_slots: int):
+    def __init__(self, max_slots: int, on_idle: Callable[[], None] | None = None):
         self.max_slots = max_slots
+        self.on_idle = on_idle  # called (in the releasing thread) each time the last slot is freed
         self._busy = 0
         self._lock = threading.Lock()
 
@@ -46,6 +47,9 @@ class Admission:
     def _release(self) -> None:
         with self._lock:
             self._busy -= 1
+            idle = self._busy == 0
+        if idle and self.on_idle is not None:
+            self.on_idle()
 
 
 class Slot:

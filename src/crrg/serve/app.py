@@ -44,8 +44,10 @@ from crrg.serve.errors import http_status
 from crrg.serve.fhir import diagnostic_report
 from crrg.serve.hardening import LOCAL_HOSTS, WebGuardMiddleware, WebPolicy
 from crrg.serve.inputs import DecodedImage, decode_upload
+from crrg.serve.memory import Trimmer
 from crrg.serve.openapi import decoding_parameters, install_docs, install_openapi
-from crrg.serve.security import BodyLimitMiddleware, BodyTooLarge, key_is_valid, presented_key
+from crrg.serve.security import BodyLimitMiddleware, key_is_valid, presented_key
+from crrg.serve.uploads import FormProblem, Upload, parse_form, read_body, upload_from_parts
 
 log = logging.getLogger("crrg.serve")
 
@@ -92,12 +94,21 @@ class ReportService:
         self.model_name = model_name
         self.model_version = model_version
         self.limits = limits
-        self.admission = Admission(limits.max_queue)
         self._decode_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="crrg-decode")
+        self._trimmer = Trimmer()
+        self.admission = Admission(limits.max_queue, on_idle=self._when_idle)
         self._infer_pool = ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="crrg-infer")
 
-    def decode(self, uploads: list[tuple[bytes, str | None]]) -> list[DecodedImage]:
-        return [decode_upload(data, view_hint, self.limits.max_pixels) for data, view_hint in uploads]
+    def _when_idle(self) -> None:
+        """Nothing in flight: hand freed memory back to the system, off the event loop."""
+        with contextlib.suppress(RuntimeError):  # the pool is shut down
+            self._decode_pool.submit(self._trimmer.trim)
+
+    def decode(self, body: bytearray, content_type: str) -> tuple[Upload, list[DecodedImage]]:
+        """Multipart body -> the upload (files, indication) and its decoded images (worker thread)."""
+        upload = upload_from_parts(parse_form(body, content_type, self.limits.max_images + 8), self.limits.max_images)
+        del body[:]  # the parts hold their own copies; the raw body is not needed any more
+        return upload, [decode_upload(data, view_hint, self.limits.max_pixels) for data, view_hint in upload.files]
 
     def infer(self, images: list[DecodedImage], indication: str, options: dict[str, Any]) -> GeneratedReport:
         study = StudyInput(images=[im.pixels for im in images], views=[im.view for im in images], indication=indication)
@@ -120,64 +131,32 @@ class ReportService:
             raise GenerationError("this service limits decoding: " + ", ".join(too_big))
         return options
 
-    async def run_report(self, slot: Slot, uploads: list[tuple[bytes, str | None]], indication: str,
-                         options: dict[str, Any]):
-        """Decode, then generate, each in its pool under its timeout; returns images, report and timings."""
+    async def run_report(self, slot: Slot, body: bytearray, content_type: str, options: dict[str, Any]):
+        """Parse and decode, then generate, each in its pool under its timeout; returns the upload, its
+        images, the report and timings."""
         t0 = time.perf_counter()
-        images = await slot.run(self._decode_pool, lambda: self.decode(uploads), self.limits.decode_timeout_s)
+        upload, images = await slot.run(self._decode_pool, lambda: self.decode(body, content_type),
+                                        self.limits.decode_timeout_s)
         t1 = time.perf_counter()
+        indication = upload.indication[:1000]
         result = await slot.run(self._infer_pool, lambda: self.infer(images, indication, options),
                                 self.limits.inference_timeout_s)
         t2 = time.perf_counter()
-        return images, result, {"decode_ms": (t1 - t0) * 1e3, "inference_ms": (t2 - t1) * 1e3}
+        return upload, images, result, {"decode_ms": (t1 - t0) * 1e3, "inference_ms": (t2 - t1) * 1e3}
 
     def shutdown(self) -> None:
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
         self._infer_pool.shutdown(wait=False, cancel_futures=True)
 
 
-class FormProblem(Exception):
-    """The multipart body is unusable; carries the status and message to answer with."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-async def read_uploads(request: Request, limits: ServiceLimits) -> tuple[list[tuple[bytes, str | None]], str]:
-    """The uploaded files (bytes, view hint) and the indication of a multipart request.
-
-    The body streams through the size limit (``BodyLimitMiddleware``) into the multipart parser, which
-    spools file parts to temporary files past 1 MB; at most ``max_images`` files are read into memory.
-    """
-    try:
-        async with request.form(max_files=limits.max_images + 1, max_fields=8) as form:
-            uploads: list[tuple[bytes, str | None]] = []
-            for field_name, hint in (("frontal", "frontal"), ("lateral", "lateral"), ("image", None)):
-                for item in form.getlist(field_name):
-                    if isinstance(item, str):
-                        raise FormProblem(400, f"field {field_name!r} must be a file upload, not text")
-                    uploads.append((await item.read(), hint))
-            indication = form.get("indication") or ""
-    except BodyTooLarge:
-        raise FormProblem(413, f"upload too large: the limit is {limits.max_upload_bytes} bytes") from None
-    except (FormProblem, asyncio.CancelledError):
-        raise
-    except Exception as exc:  # malformed multipart (starlette's or python-multipart's errors): the client's fault
-        raise FormProblem(400, f"could not parse the multipart body: {str(exc)[:200]}") from None
-    if not isinstance(indication, str):
-        raise FormProblem(400, "field 'indication' must be text")
-    if not uploads:
-        raise FormProblem(400, "no image: send a file in the 'image' field (or 'frontal' and 'lateral')")
-    if len(uploads) > limits.max_images:
-        raise FormProblem(400, f"at most {limits.max_images} images per study (a frontal and a lateral)")
-    if any(len(data) == 0 for data, _ in uploads):
-        raise FormProblem(400, "an uploaded file is empty")
-    return uploads, indication
-
-
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+def _refuse(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    """An answer given before the body was read: the connection closes (lingering, see crrg.serve.server)
+    so the unread body is dropped rather than parsed."""
+    return _error(status, message, {**(headers or {}), "Connection": "close"})
 
 
 def _page_csp(html: str) -> str:
@@ -265,32 +244,36 @@ def create_app(generator: Any, model_name: str, model_version: str = __version__
         rid = uuid.uuid4().hex[:12]
         if (denied := unauthorized(request)) is not None:
             log.info("request %s: 401", rid)
+            denied.headers["Connection"] = "close"
             return denied
         if format not in ("json", "fhir"):
-            return _error(400, f"format must be 'json' or 'fhir', not {format!r}")
+            return _refuse(400, f"format must be 'json' or 'fhir', not {format!r}")
         try:
             options = service.decoding_options({k: v for k, v in request.query_params.items() if k not in OWN_PARAMS})
         except CrrgError as exc:
-            return _error(422, str(exc))
+            return _refuse(422, str(exc))
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            return _error(415, "send the image(s) as multipart/form-data (fields 'image', or 'frontal' and 'lateral')")
+            return _refuse(415, "send the image(s) as multipart/form-data (fields 'image', or 'frontal' and 'lateral')")
         try:  # admission before the body: a refused upload is never read
             slot = service.admission.admit()
         except QueueFull:
             log.info("request %s: 429 queue full", rid)
-            return _error(429, "the service is busy; retry shortly", {"Retry-After": "1"})
+            return _refuse(429, "the service is busy; retry shortly", {"Retry-After": "1"})
         try:
             try:
-                uploads, indication = await asyncio.wait_for(read_uploads(request, limits), limits.body_timeout_s)
+                body = await asyncio.wait_for(read_body(request, limits.max_upload_bytes), limits.body_timeout_s)
             except asyncio.TimeoutError:
                 log.info("request %s: 408 body too slow", rid)
-                return _error(408, f"the request body did not arrive within {limits.body_timeout_s:g} s",
-                              {"Connection": "close"})
+                return _refuse(408, f"the request body did not arrive within {limits.body_timeout_s:g} s")
+            except FormProblem as problem:  # 413: the rest of the body is not read
+                log.info("request %s: %d", rid, problem.status)
+                return _refuse(problem.status, str(problem))
+            try:
+                upload, images, result, timings = await service.run_report(
+                    slot, body, request.headers.get("content-type", ""), options)
             except FormProblem as problem:
                 log.info("request %s: %d bad form", rid, problem.status)
                 return _error(problem.status, str(problem))
-            try:
-                images, result, timings = await service.run_report(slot, uploads, indication[:1000], options)
             except asyncio.TimeoutError:
                 log.warning("request %s: 504 timeout", rid)
                 return _error(504, "the request timed out while decoding or generating; try a smaller image or retry later")
@@ -301,8 +284,8 @@ def create_app(generator: Any, model_name: str, model_version: str = __version__
         finally:
             slot.close()
         timings["total_ms"] = (time.perf_counter() - t0) * 1e3
-        log.info("request %s: 200, %d image(s), %d bytes, %.0f ms", rid, len(uploads),
-                 sum(len(d) for d, _ in uploads), timings["total_ms"])
+        log.info("request %s: 200, %d image(s), %d bytes, %.0f ms", rid, len(upload.files),
+                 sum(len(d) for d, _ in upload.files), timings["total_ms"])
         no_store = {"Cache-Control": "no-store"}
         if format == "fhir":
             return JSONResponse(diagnostic_report(result, model_version), media_type="application/fhir+json",

@@ -8,14 +8,12 @@ treat unknown as frontal).
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 
 from crrg.errors import ImageError
 from crrg.image import load_image
-from crrg.observations import normalise_view
 
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
 
@@ -34,21 +32,19 @@ def is_dicom(data: bytes) -> bool:
     return len(data) >= 132 and data[128:132] == b"DICM"
 
 
-def dicom_view_and_modality(data: bytes) -> tuple[str, str | None]:
-    import pydicom
+def dicom_view_and_modality(data: bytes, max_pixels: int | None = None) -> tuple[str, str | None]:
+    """ViewPosition and Modality from the image loader's bounded header read (a deflated DICOM is
+    inflated only as far as its header, never whole)."""
+    from crrg.image.dicom import read_dicom_header
 
-    try:
-        header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    except Exception as exc:
-        raise ImageError(f"uploaded DICOM file cannot be read: {exc.__class__.__name__}") from None
-    modality = str(getattr(header, "Modality", "") or "").upper() or None
-    return normalise_view(getattr(header, "ViewPosition", None)), modality
+    header = read_dicom_header(data, name="uploaded DICOM", max_pixels=max_pixels)
+    return header.view, header.modality
 
 
 def decode_upload(data: bytes, view_hint: str | None, max_pixels: int) -> DecodedImage:
     view = "unknown"
     if is_dicom(data):
-        view, modality = dicom_view_and_modality(data)
+        view, modality = dicom_view_and_modality(data, max_pixels)
         if modality is not None and modality not in RADIOGRAPH_MODALITIES:
             raise UnsupportedModality(f"uploaded DICOM has modality {modality}; only radiographs (CR, DX, DR) are accepted")
     if view_hint == "frontal" and view not in ("PA", "AP"):

@@ -89,5 +89,6 @@ class BodyLimitMiddleware:
     async def _reject(self, send):
         body = b'{"detail":"upload too large: the limit is %d bytes"}' % self.max_bytes
         await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})

@@ -10,6 +10,14 @@ after the answer must have arrived by then too, else the connection is closed. T
 admitted request has its own deadline in the app (``ServiceLimits.body_timeout_s``, answered 408);
 ``limit_concurrency`` caps open connections (uvicorn answers 503 beyond it).
 
+Closing a connection while the client is still sending (a refused upload: the service answers
+429, 413 or 401 before reading the body, with ``Connection: close``) would make the kernel reset it,
+and the client could lose the answer. So a close is *lingering*, as nginx does: the answer is sent,
+the write side shut down, and whatever else arrives is dropped unparsed for ``linger_s`` seconds (or
+until the client closes) before the socket is closed. Dropping is nearly free, where letting uvicorn
+parse a refused 31 MB body through h11 costs the event loop tens of milliseconds that every other
+request waits for.
+
 A reverse proxy in front (docs/serving.md) does the same with its own buffers and timeouts.
 """
 
@@ -29,19 +37,59 @@ class ConnectionLimits:
     header_timeout_s: float = 10.0  # a request's headers (and any body left over after an answer) must arrive by then
     keep_alive_s: int = 5  # an idle keep-alive connection is closed after this
     max_connections: int = 512  # open connections (and requests) at most; uvicorn answers 503 beyond
+    linger_s: float = 3.0  # after an answer with Connection: close, unread input is dropped this long
+
+
+class LingeringTransport:
+    """The socket's transport, with :meth:`close` turned into a lingering close (module docstring)."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: "GuardedH11Protocol"):
+        self._transport = transport
+        self._protocol = protocol
+        self._lingering = False
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+    @property
+    def lingering(self) -> bool:
+        return self._lingering
+
+    def is_closing(self) -> bool:
+        return self._lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self._lingering or self._transport.is_closing():
+            return
+        self._lingering = True
+        try:
+            if self._transport.can_write_eof():
+                self._transport.write_eof()  # the answer is flushed first, then FIN
+            self._transport.resume_reading()
+        except (OSError, RuntimeError):
+            self._transport.close()
+            return
+        self._protocol.loop.call_later(self._protocol.linger_s, self._transport.close)
+
+    def close_now(self) -> None:
+        self._lingering = True
+        self._transport.close()
 
 
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a deadline on each request's headers (see the module docstring)."""
 
     header_timeout_s: float = ConnectionLimits.header_timeout_s
+    linger_s: float = ConnectionLimits.linger_s
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._deadline: asyncio.TimerHandle | None = None
-        super().connection_made(transport)
+        super().connection_made(LingeringTransport(transport, self))  # type: ignore[arg-type]
         self._arm(self.header_timeout_s)
 
     def data_received(self, data: bytes) -> None:
+        if self.transport.lingering:
+            return  # the connection is closing: input is dropped unparsed
         before = self.cycle
         super().data_received(data)
         if self.cycle is not before and self.cycle is not None and not self.cycle.response_complete:
@@ -51,6 +99,11 @@ class GuardedH11Protocol(H11Protocol):
         super().on_response_complete()
         if not self.transport.is_closing():
             self._arm(self.timeout_keep_alive + self.header_timeout_s)
+
+    def eof_received(self) -> bool | None:
+        if self.transport.lingering:
+            self.transport.close_now()  # the client has finished sending: no need to wait any longer
+        return super().eof_received()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
@@ -69,14 +122,15 @@ class GuardedH11Protocol(H11Protocol):
         self._deadline = None
         if self.cycle is not None and not self.cycle.response_complete:
             return  # a request is being answered; the app's deadlines apply
-        if not self.transport.is_closing():
+        if not self.transport.is_closing() or self.transport.lingering:
             log.info("closing a connection that did not send a complete request in time")
-            self.transport.close()
+            self.transport.close_now()
 
 
-def protocol_with(header_timeout_s: float) -> type[GuardedH11Protocol]:
-    """A :class:`GuardedH11Protocol` subclass with the given header deadline (uvicorn takes a class)."""
-    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"header_timeout_s": header_timeout_s})
+def protocol_with(limits: ConnectionLimits) -> type[GuardedH11Protocol]:
+    """A :class:`GuardedH11Protocol` subclass with the given deadlines (uvicorn takes a class)."""
+    return type("GuardedH11Protocol", (GuardedH11Protocol,),
+                {"header_timeout_s": limits.header_timeout_s, "linger_s": limits.linger_s})
 
 
 def uvicorn_config(app, host: str, port: int, limits: ConnectionLimits | None = None, **kwargs):
@@ -84,7 +138,7 @@ def uvicorn_config(app, host: str, port: int, limits: ConnectionLimits | None = 
     import uvicorn
 
     limits = limits or ConnectionLimits()
-    return uvicorn.Config(app, host=host, port=port, http=protocol_with(limits.header_timeout_s),
+    return uvicorn.Config(app, host=host, port=port, http=protocol_with(limits),
                           timeout_keep_alive=limits.keep_alive_s, limit_concurrency=limits.max_connections,
                           server_header=False, **kwargs)
 
@@ -92,5 +146,9 @@ def uvicorn_config(app, host: str, port: int, limits: ConnectionLimits | None = 
 def serve(app, host: str, port: int, limits: ConnectionLimits | None = None) -> None:
     """Run ``app`` until interrupted (what ``crrg serve`` does)."""
     import uvicorn
+
+    from crrg.serve.memory import fix_mmap_threshold
+
+    fix_mmap_threshold()
 
     uvicorn.Server(uvicorn_config(app, host, port, limits, log_level="warning", access_log=False)).run()
