@@ -231,6 +231,9 @@ def main() -> None:
     parser.add_argument("--parallel", action="store_true",
                         help="run both versions side by side (half the wall time on 2 free cores; each one's "
                              "latency then includes the other's load)")
+    parser.add_argument("--sets", default=None, help="only these sets, comma-separated: nih,covid,fullsize,iu,synth")
+    parser.add_argument("--rows", default=None, help="keep the per-film rows of each version in this folder")
+    parser.add_argument("--rescore", action="store_true", help="score the rows in --rows again (no generation)")
     parser.add_argument("--name", default="real_radiographs")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--items", help=argparse.SUPPRESS)
@@ -243,27 +246,40 @@ def main() -> None:
 
     started = time.perf_counter()
     shared = Path(args.shared)
-    items = build_items(shared, Path(args.synth) if args.synth else None, args.limit, args.synth_reports)
     runs = {"now": (REPO / "src", args.model)}
     if not args.no_baseline:
         runs = {"before": (Path(args.baseline_src), args.baseline_model or args.model), **runs}
-    results, walls = {}, {}
-    with tempfile.TemporaryDirectory() as tmp:
-        items_file = Path(tmp) / "items.json"
-        items_file.write_text(json.dumps(items))
+    rows_dir = Path(args.rows) if args.rows else Path(tempfile.mkdtemp(prefix="real_radiographs."))
+    walls: dict[str, float] = {}
+    if args.rescore:
+        items = json.loads((rows_dir / "items.json").read_text())
+    else:
+        items = build_items(shared, Path(args.synth) if args.synth else None, args.limit, args.synth_reports)
+        if args.sets:
+            items = [it for it in items if it["set"] in args.sets.split(",")]
+        rows_dir.mkdir(parents=True, exist_ok=True)
+        (rows_dir / "items.json").write_text(json.dumps(items))
         procs = {}
         for name, (src, model) in runs.items():  # one after the other, or side by side with --parallel
-            procs[name] = (start_worker(src, model, items_file, Path(tmp) / f"{name}.jsonl", args.threads,
+            procs[name] = (start_worker(src, model, rows_dir / "items.json", rows_dir / f"{name}.jsonl", args.threads,
                                         args.ood_stats), time.perf_counter())
             if not args.parallel:
                 walls[name] = finish(*procs[name])
         for name, (proc, t) in procs.items():
             walls[name] = walls.get(name) or finish(proc, t)
-            rows = [json.loads(line) for line in (Path(tmp) / f"{name}.jsonl").read_text().splitlines()]
-            results[name] = ({r["id"]: r for r in rows if "id" in r}, rows[-1]["_summary"])
+    results = {}
+    for name in runs:
+        rows = [json.loads(line) for line in (rows_dir / f"{name}.jsonl").read_text().splitlines() if line.strip()]
+        summary_rows = [r["_summary"] for r in rows if "_summary" in r]
+        results[name] = ({r["id"]: r for r in rows if "id" in r}, summary_rows[0] if summary_rows else {})
+    # a partial run (--rescore of rows a stopped run left) is scored on the films every version reached
+    done = set.intersection(*(set(rows) for rows, _ in results.values()))
+    if len(done) < len(items):
+        print(f"scoring the {len(done)} of {len(items)} films/studies every version reached")
+        items = [it for it in items if it["id"] in done]
     summary = {name: summarise(items, rows, extra, shared) for name, (rows, extra) in results.items()}
     for name in summary:
-        summary[name]["wall_s"] = round(walls[name], 1)
+        summary[name]["wall_s"] = round(walls[name], 1) if name in walls else None
     from common import save_results
 
     text = table(summary, args, len(items), time.perf_counter() - started)

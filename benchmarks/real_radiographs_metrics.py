@@ -125,8 +125,7 @@ def summarise(items: list[dict], out: dict, extra: dict, shared: Path) -> dict:
         if row.get("ood"):
             s["ood"].append(row["ood"]["score"])
             s["unreliable"] += bool(row["ood"]["unreliable"])
-    res: dict = {"sets": {}, "peak_rss_mb_synth": round(extra["peak_rss_mb_synth"], 1),
-                 "peak_rss_mb": round(extra["peak_rss_mb"], 1), "model_load_s": round(extra["load_s"], 2)}
+    res: dict = {"sets": {}, **{k: round(extra[k], 2) for k in ("peak_rss_mb_synth", "peak_rss_mb", "load_s") if k in extra}}
     for name, s in by_set.items():
         lat = s.pop("latency")
         res["sets"][name] = {**{k: v for k, v in s.items() if k != "ood"}, "ood_scored": len(s["ood"]),
