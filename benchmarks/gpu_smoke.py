@@ -6,6 +6,7 @@ transformers, peft, lightning, timm, numpy, pillow and pandas (no hub, no PyPI: 
 
     python benchmarks/gpu_smoke.py                  # CUDA: full size, bf16 autocast; about 3-5 minutes
     python benchmarks/gpu_smoke.py --tiny --steps 3 # any machine (automatic without CUDA): tiny sizes
+    python benchmarks/gpu_smoke.py --full --steps 3 --no-latency   # full-size training throughput on a CPU
 
 Families, at the sizes of the published systems:
 
@@ -29,7 +30,7 @@ import argparse
 import resource
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -126,20 +127,21 @@ def images(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def train_loop(run: Run, model: torch.nn.Module, step, steps: int, per_step: int, lr: float = 1e-4) -> dict:
-    """``steps`` optimizer steps of ``step() -> loss``; the first 3 are warm-up and not timed."""
+    """``steps`` optimizer steps of ``step() -> loss`` after untimed warm-up steps (3 on CUDA, 1 on CPU)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, fused=run.cuda)
     model.train()
     run.reset_memory()
     times = []
-    for i in range(steps + 3):
+    warmup = 3 if run.cuda else 1
+    for i in range(steps + warmup):
         start = run.now()
         with run.autocast():
             loss = step()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if i >= 3:
+        if i >= warmup:
             times.append(run.now() - start)
     if not torch.isfinite(loss.detach()).item():
         raise RuntimeError(f"non-finite loss {loss.item()} in {type(model).__name__}")
@@ -149,6 +151,8 @@ def train_loop(run: Run, model: torch.nn.Module, step, steps: int, per_step: int
 
 
 def latency(run: Run, fn, repeats: int) -> tuple[float, float]:
+    if repeats == 0:
+        return float("nan"), float("nan")
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -258,10 +262,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="tiny sizes (automatic without CUDA)")
     parser.add_argument("--steps", type=int, default=None, help="training steps per family (default 200; tiny 3)")
+    parser.add_argument("--full", action="store_true", help="full sizes even without CUDA (CPU training throughput)")
+    parser.add_argument("--no-latency", action="store_true", help="skip the report latency runs")
     parser.add_argument("--no-save", action="store_true", help="print only; write no results file")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tiny = args.tiny or device.type != "cuda"
+    tiny = args.tiny or (device.type != "cuda" and not args.full)
     sizes = TINY if tiny else FULL
     steps = args.steps or (3 if tiny else 200)
     run = Run(device)
@@ -270,6 +276,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     start = time.perf_counter()
+    if args.no_latency:
+        sizes = replace(sizes, latency_repeats=(0, 0))
     results = region_guided(run, sizes, steps) + [clinical_blip(run, sizes, steps)]
     wall = time.perf_counter() - start
     name = torch.cuda.get_device_name(0) if run.cuda else "CPU"
@@ -282,7 +290,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                          "report ms b1 p50/p95", "report ms b32 p50/p95"], rows)
     print("(report latency: region-guided = detector + decoder per image; the two region-guided rows share it)")
     if not args.no_save:
-        save_results(f"gpu_smoke_{'cuda' if run.cuda else 'cpu'}{'_tiny' if tiny else ''}",
+        save_results(f"gpu_smoke_{'cuda' if run.cuda else 'cpu'}{'_tiny' if tiny else '_full'}",
                      {"device": name, "tiny": tiny, "precision": precision, "wall_s": round(wall, 1), "results": results}, table)
     return results
 

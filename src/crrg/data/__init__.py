@@ -6,12 +6,13 @@ of counts filled in after iteration; :func:`crrg.records.write_manifest` streams
 
 from crrg.data.filters import apply_filters, keep_views, parse_views, require_images, require_report
 from crrg.data.generic import GenericReader
+from crrg.data.imagenome import ImaGenome, WithImaGenomeRegions
 from crrg.data.iu_xray import IuXrayReader
 from crrg.data.mimic_cxr import MimicCxrReader
 from crrg.data.splits import assign_splits, parse_ratios
 from crrg.data.stats import ManifestStats, compute_stats, manifest_stats
 
 __all__ = [
-    "GenericReader", "IuXrayReader", "MimicCxrReader", "ManifestStats", "apply_filters", "assign_splits", "compute_stats",
-    "keep_views", "manifest_stats", "parse_ratios", "parse_views", "require_images", "require_report",
+    "GenericReader", "ImaGenome", "IuXrayReader", "MimicCxrReader", "ManifestStats", "apply_filters", "assign_splits", "compute_stats",
+    "keep_views", "manifest_stats", "parse_ratios", "parse_views", "require_images", "require_report", "WithImaGenomeRegions",
 ]
