@@ -101,8 +101,10 @@ def test_the_classifiers_stage_learns_the_context_of_a_model_it_adds_it_to(tiny_
     model = load_pretrained(out)
     assert model.crrg_config["region_context"]["channels"] == 768 and model.finding_source is not None
     assert float(model.context_projector[1].weight.detach().abs().sum()) > 0  # trained away from its zero start
-    cache = list((tmp_path / "run" / "feature_cache").glob("rrg-features-*.pt"))
-    assert cache and torch.load(cache[0]).shape[-1] == model.input_width
+    from crrg.rrg.feature_cache import load_cached
+
+    cache = list((tmp_path / "run" / "feature_cache").glob("rrg-features-*.safetensors"))  # tensors only, no pickle
+    assert cache and load_cached(cache[0]).shape[-1] == model.input_width
     image = np.random.default_rng(2).random((64, 64), dtype=np.float32)
     assert model.generate_report(StudyInput(images=[image], views=["PA"])).findings is not None
 
@@ -141,6 +143,6 @@ def test_cached_region_inputs_are_keyed_by_the_tower_so_a_new_classifier_recompu
             p.mul_(1.5)
     joint.attach_classifier(model, joint.ImageClassifierFindings(other))
     second = compute_features(model, records, tmp_path, "train")
-    assert len(list(tmp_path.glob("rrg-features-*.pt"))) == 2
+    assert len(list(tmp_path.glob("rrg-features-*.safetensors"))) == 2
     size = model.detector.feature_size
     assert torch.equal(first[..., :size], second[..., :size]) and not torch.equal(first[..., size:], second[..., size:])

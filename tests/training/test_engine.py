@@ -1,7 +1,7 @@
 """The training engine end to end on the toy task: run folder, export, kill + resume, DDP on CPU.
 
 Resuming must end with exactly the weights of an uninterrupted run: the toy model uses dropout and a
-step LR schedule, and the kills land mid-epoch, so this only holds if optimizer, scheduler, data
+warmup-cosine LR schedule, and the kills land mid-epoch, so this only holds if optimizer, scheduler, data
 position and RNG state all come back.
 """
 

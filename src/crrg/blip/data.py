@@ -92,7 +92,7 @@ class BlipStudyDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
         pixels, views = self._images(index)
-        # torch's global RNG: seeded and checkpointed by the training engine, so resume sees the same draws
+        # torch's global RNG: the engine seeds it per (seed, epoch, index) while a sample loads, so resume draws the same
         variant = self.variants[int(torch.randint(len(self.variants), ()))] if len(self.variants) > 1 else self.variants[0]
         return {"pixels": pixels.float(), "views": views, "instruction": self.instruction(record, variant),
                 "target": report_target(record.findings, record.impression), "id": record.id}

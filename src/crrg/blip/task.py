@@ -96,10 +96,10 @@ def build_blip(config: dict) -> ClinicalBlip:
 
 
 class BlipModule(L.LightningModule):
-    def __init__(self, model: ClinicalBlip, lr: float, weight_decay: float) -> None:
+    def __init__(self, model: ClinicalBlip, config: dict) -> None:
         super().__init__()
         self.model = model
-        self.lr, self.weight_decay = lr, weight_decay
+        self.config = config
 
     def training_step(self, batch: BlipBatch, batch_idx: int) -> torch.Tensor:
         loss = self.model(batch)
@@ -116,12 +116,9 @@ class BlipModule(L.LightningModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ConfigError("this stage trains no parameters; check 'trainable' and 'lora'")
-        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = max(1, total // 20)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / warmup) * max(0.05, 1 - step / total))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        from crrg.training.optim import configure_adamw
+
+        return configure_adamw(self, params, self.config)
 
 
 class BlipData(L.LightningDataModule):
@@ -169,10 +166,15 @@ class BlipTask:
     def __init__(self) -> None:
         self._model: ClinicalBlip | None = None
 
+    def validate(self, config: dict) -> None:
+        """Checks that need no model: the stage and every section's keys."""
+        stage_of(config)
+        for name in _SECTIONS:
+            _section(config, name)
+
     def build_module(self, config: dict) -> BlipModule:
-        trainer = config.get("trainer") or {}
         self._model = build_blip(config)
-        return BlipModule(self._model, float(trainer.get("lr", 1e-4)), float(trainer.get("weight_decay", 0.0)))
+        return BlipModule(self._model, config)
 
     def build_datamodule(self, config: dict) -> BlipData:
         if self._model is None:

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from crrg.clip.classifier import choose_thresholds
 from crrg.clip.data import ImageAugment, LabeledImage, LabeledImageDataset, labeled_from_records, read_image_folder
-from crrg.clip.task import LockedImageFeatures, _section, freeze_image_tower, optimizer_with_schedule
+from crrg.clip.task import LockedImageFeatures, _section, freeze_image_tower, reject_moved_settings
 from crrg.errors import ConfigError, InputError
 from crrg.observations import CHEXPERT_14
 from crrg.records import read_manifest
@@ -120,6 +120,7 @@ def classifier_image_size(config: dict) -> int:
 class ClassifierModule(L.LightningModule):
     def __init__(self, config: dict, labels: list[str]):
         super().__init__()
+        reject_moved_settings(config)
         self.config = config
         self.model, self.mode = build_classifier_model(config, labels)
         if self.mode == "linear_probe":
@@ -129,12 +130,13 @@ class ClassifierModule(L.LightningModule):
         self._val_targets: list[torch.Tensor] = []
         self._val_masks: list[torch.Tensor] = []
 
-    def on_train_epoch_start(self) -> None:
-        if self.mode == "linear_probe":
+    def train(self, mode: bool = True) -> "ClassifierModule":
+        """A linear probe's tower stays in eval mode (its batch-norm statistics are CLIP's). Done here,
+        not in ``on_train_epoch_start``, which Lightning skips when it resumes mid-epoch."""
+        super().train(mode)
+        if mode and self.mode == "linear_probe":
             self.model.image_encoder.eval()
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and getattr(datamodule, "train_set", None) is not None:
-            datamodule.train_set.epoch = self.current_epoch
+        return self
 
     def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if self.locked_image is not None:
@@ -172,9 +174,9 @@ class ClassifierModule(L.LightningModule):
         self._val_scores, self._val_targets, self._val_masks = [], [], []
 
     def configure_optimizers(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        return optimizer_with_schedule(self, [{"params": params}], _section(self.config, "trainer"),
-                                       float(_section(self.config, "model").get("warmup_fraction", 0.05)))
+        from crrg.training.optim import configure_adamw
+
+        return configure_adamw(self, [p for p in self.model.parameters() if p.requires_grad], self.config)
 
 
 class ClassifierDataModule(L.LightningDataModule):
@@ -186,13 +188,12 @@ class ClassifierDataModule(L.LightningDataModule):
         self.val_set: LabeledImageDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        seed = int(_section(self.config, "trainer").get("seed", 0))
         augment = ImageAugment() if _section(self.config, "data").get("image_augment", True) else None
         train, _ = labeled_split(self.config, "train")
         if not train:
             raise InputError("the training data has no labelled images")
         decode = not probe_features_cached(self.config)
-        self.train_set = LabeledImageDataset(train, self.image_size, augment, seed=seed, decode_images=decode)
+        self.train_set = LabeledImageDataset(train, self.image_size, augment, decode_images=decode)
         val, _ = labeled_split(self.config, "val")
         self.val_set = LabeledImageDataset(val, self.image_size, decode_images=decode) if val else None
 
@@ -229,6 +230,16 @@ class ClassifierTask:
             else:
                 self._labels = list(_section(config, "model").get("labels") or CHEXPERT_14)
         return self._labels
+
+    def validate(self, config: dict) -> None:
+        """Checks that need no model or data: moved settings, the mode, the label names."""
+        reject_moved_settings(config)
+        model_cfg = _section(config, "model")
+        if model_cfg.get("mode", "linear_probe") not in MODES:
+            raise ConfigError(f"model.mode {model_cfg.get('mode')!r} is not one of {list(MODES)}")
+        unknown = [n for n in (model_cfg.get("labels") or []) if n not in CHEXPERT_14]
+        if unknown:
+            raise ConfigError(f"model.labels {unknown} are not CheXpert-14 names")
 
     def build_module(self, config: dict) -> ClassifierModule:
         return ClassifierModule(config, self._label_names(config))

@@ -161,8 +161,19 @@ def usable_pairs(records: Sequence[StudyRecord], section: str) -> list[tuple[str
     return pairs
 
 
+def sample_rng() -> random.Random:
+    """The random source of one sample's augmentation, drawn from Python's global generator.
+
+    The training engine loads every sample under a seed derived from (seed, epoch, index)
+    (:class:`crrg.training.sampling.SeededDataset`), so augmentation is reproducible and a resumed run
+    draws exactly what an uninterrupted one does. A dataset-held epoch counter cannot promise that: a
+    run resumed from an end-of-epoch checkpoint never calls the hook that would advance it.
+    """
+    return random.Random(random.getrandbits(64))
+
+
 class ImageTextDataset(Dataset):
-    """(image, report) pairs for contrastive training; augmentation is seeded per (epoch, index).
+    """(image, report) pairs for contrastive training; augmentation draws from :func:`sample_rng`.
 
     ``decode_images=False`` hands out the image path instead of pixels: with a locked image tower
     (:class:`crrg.clip.task.LockedImageFeatures`) the tower's output per image is cached, so decoding
@@ -170,7 +181,7 @@ class ImageTextDataset(Dataset):
     """
 
     def __init__(self, records: Sequence[StudyRecord], image_size: int, section: str = "both",
-                 image_augment: ImageAugment | None = None, text_augment: TextAugment | None = None, seed: int = 0,
+                 image_augment: ImageAugment | None = None, text_augment: TextAugment | None = None,
                  decode_images: bool = True):
         if image_augment is not None and not decode_images:
             raise ConfigError("image augmentation needs decoded images (decode_images=True)")
@@ -183,15 +194,13 @@ class ImageTextDataset(Dataset):
         self.text_augment = text_augment
         if text_augment is not None and text_augment.rare_sentence_power:
             text_augment.fit([text for _, text, _ in self.pairs])
-        self.seed = seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path, text, _ = self.pairs[index]
-        rng = random.Random(hash((self.seed, self.epoch, index)))
+        rng = sample_rng()
         x = None
         if self.decode_images:
             image = load_image(path)
@@ -288,7 +297,7 @@ def read_image_folder(root: str | Path) -> tuple[list[LabeledImage], list[str]]:
 class LabeledImageDataset(Dataset):
     """Labelled images; ``decode_images=False`` gives paths without pixels, for a cached frozen tower."""
 
-    def __init__(self, items: Sequence[LabeledImage], image_size: int, augment: ImageAugment | None = None, seed: int = 0,
+    def __init__(self, items: Sequence[LabeledImage], image_size: int, augment: ImageAugment | None = None,
                  decode_images: bool = True):
         if augment is not None and not decode_images:
             raise ConfigError("image augmentation needs decoded images (decode_images=True)")
@@ -296,8 +305,6 @@ class LabeledImageDataset(Dataset):
         self.items = list(items)
         self.image_size = image_size
         self.augment = augment
-        self.seed = seed
-        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.items)
@@ -309,7 +316,7 @@ class LabeledImageDataset(Dataset):
             return labels
         image = load_image(item.path)
         if self.augment is not None:
-            rng = random.Random(hash((self.seed, self.epoch, index)))
+            rng = sample_rng()
             raw = image_to_tensor(image, self.image_size) * PIXEL_STD + PIXEL_MEAN
             x = (self.augment(raw, rng) - PIXEL_MEAN) / PIXEL_STD
         else:

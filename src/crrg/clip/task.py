@@ -19,7 +19,6 @@ it has labels.
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -72,21 +71,6 @@ def _text_augment(setting) -> TextAugment | None:
         reject_unknown_keys(TextAugment, setting, "data.text_augment option(s)")
         return TextAugment(**setting)
     return TextAugment() if setting else None
-
-
-def warmup_cosine(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / max(warmup, 1)
-    progress = (step - warmup) / max(total - warmup, 1)
-    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def optimizer_with_schedule(module: L.LightningModule, groups: list[dict], trainer_cfg: dict, warmup_fraction: float):
-    optimizer = torch.optim.AdamW(groups, lr=float(trainer_cfg.get("lr", 1e-4)), weight_decay=float(trainer_cfg.get("weight_decay", 0.0)))
-    total = int(module.trainer.estimated_stepping_batches) if module._trainer is not None else 1000
-    warmup = int(warmup_fraction * total)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup, total))
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 def freeze_text_layers(model, n_layers: int) -> int:
@@ -203,9 +187,16 @@ def freeze_image_tower(model) -> int:
     return sum(p.numel() for p in model.image_encoder.parameters())
 
 
+def reject_moved_settings(config: dict) -> None:
+    """Settings that moved to the trainer section (one schedule for every task) are named, not ignored."""
+    if "warmup_fraction" in _section(config, "model"):
+        raise ConfigError("model.warmup_fraction moved to trainer.warmup_fraction (one schedule for every task)")
+
+
 class ClipModule(L.LightningModule):
     def __init__(self, config: dict):
         super().__init__()
+        reject_moved_settings(config)
         self.config = config
         model_cfg = _section(config, "model")
         self.model = build_registry_model(model_cfg)
@@ -245,12 +236,9 @@ class ClipModule(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.model.clamp_logit_scale_()
 
-    def on_train_epoch_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and getattr(datamodule, "train_set", None) is not None:
-            datamodule.train_set.epoch = self.current_epoch  # fresh augmentations every epoch
-
     def configure_optimizers(self):
+        from crrg.training.optim import configure_adamw
+
         model_cfg = _section(self.config, "model")
         scale = float(model_cfg.get("text_lr_scale", 1.0))
         base = float(_section(self.config, "trainer").get("lr", 1e-4))
@@ -260,7 +248,7 @@ class ClipModule(L.LightningModule):
         # the temperature is not a weight: no weight decay pulling it towards T = 1 (as in CLIP)
         groups = [{"params": other, "lr": base}, {"params": [self.model.logit_scale], "lr": base, "weight_decay": 0.0}]
         groups += [{"params": text, "lr": base * scale}] if text else []
-        return optimizer_with_schedule(self, groups, _section(self.config, "trainer"), float(model_cfg.get("warmup_fraction", 0.05)))
+        return configure_adamw(self, groups, self.config)
 
 
 class ClipDataModule(L.LightningDataModule):
@@ -275,7 +263,6 @@ class ClipDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         data = _section(self.config, "data")
         section = data.get("section") or self.model_section
-        seed = int(_section(self.config, "trainer").get("seed", 0))
         locked = image_tower_locked(self.config)
         if locked and data.get("image_augment"):
             raise ConfigError("model.freeze_image_tower caches one feature vector per image, which image augmentation "
@@ -285,8 +272,7 @@ class ClipDataModule(L.LightningDataModule):
         train = load_split(self.config, "train_split", "train")
         if not train:
             raise InputError(f"the manifest has no studies in split {data.get('train_split', 'train')!r}")
-        self.train_set = ImageTextDataset(train, self.image_size, section, image_aug, text_aug, seed=seed,
-                                          decode_images=not locked)
+        self.train_set = ImageTextDataset(train, self.image_size, section, image_aug, text_aug, decode_images=not locked)
         val = load_split(self.config, "val_split", "val")
         self.val_set = ImageTextDataset(val, self.image_size, section, decode_images=not locked) if val else None
 
@@ -321,6 +307,16 @@ def zero_shot_thresholds(model, records: list[StudyRecord], prompts: str | None,
 
 
 class ClipTask:
+    def validate(self, config: dict) -> None:
+        """Checks that need no model or data: moved settings, the model name, the augmentation options."""
+        reject_moved_settings(config)
+        model_cfg, data = _section(config, "model"), _section(config, "data")
+        if not (model_cfg.get("name") or model_cfg.get("pretrained")):
+            raise ConfigError("model.name is missing (a registry name such as clip-resnet18-minilm)")
+        _text_augment(data.get("text_augment", True))
+        if image_tower_locked(config) and data.get("image_augment"):
+            raise ConfigError("model.freeze_image_tower caches one feature vector per image: set data.image_augment: false")
+
     def build_module(self, config: dict) -> ClipModule:
         return ClipModule(config)
 

@@ -23,6 +23,7 @@ import yaml
 from crrg.errors import ConfigError
 
 TRAINER_SECTION = "trainer"
+SCHEDULES = ("warmup_cosine", "constant")
 
 
 @dataclass
@@ -49,6 +50,12 @@ class TrainerConfig:
     strategy: str | None = None
     monitor: str | None = None
     monitor_mode: str = "min"
+    # The learning-rate schedule every task uses (crrg.training.optim): linear warmup over
+    # warmup_fraction of the optimizer steps (at least one), then a cosine from lr down to
+    # min_lr_ratio * lr; "constant" keeps lr throughout.
+    schedule: str = "warmup_cosine"
+    warmup_fraction: float = 0.05
+    min_lr_ratio: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,6 +74,12 @@ class TrainerConfig:
             raise ConfigError(f"trainer.lr must be positive, got {self.lr}")
         if self.monitor_mode not in ("min", "max"):
             raise ConfigError(f"trainer.monitor_mode must be 'min' or 'max', got {self.monitor_mode!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"trainer.schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        if not 0.0 <= self.warmup_fraction < 1.0:
+            raise ConfigError(f"trainer.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"trainer.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if isinstance(self.deterministic, str) and self.deterministic != "warn":
             raise ConfigError(f"trainer.deterministic must be true, false or 'warn', got {self.deterministic!r}")
 

@@ -43,7 +43,7 @@ from lightning.pytorch.callbacks import Callback
 
 from crrg.errors import ConfigError
 from crrg.io import atomic_write_json
-from crrg.training.checkpoint import LAST, AtomicCheckpointIO, find_resume_checkpoint, has_checkpoints
+from crrg.training.checkpoint import LAST, AtomicCheckpointIO, find_resume_checkpoint, has_checkpoints, load_checkpoint_file
 from crrg.training.config import TrainerConfig, resolved_config
 from crrg.training.sampling import make_resumable, make_sharded
 from crrg.training.seeding import StepSeed
@@ -345,9 +345,8 @@ def fit(
     except (MisconfigurationException, ValueError) as exc:
         raise ConfigError(f"trainer settings rejected: {exc}") from None
 
-    # The resume point is this run's own checkpoint (written by us), so full unpickling is safe;
-    # tasks may keep non-tensor objects (paths, tokenizer settings) in their hyperparameters.
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None, weights_only=False)
+    # AtomicCheckpointIO verifies the checksum and loads weights-only, whatever is asked here.
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None, weights_only=True)
 
     model_dir = out / MODEL_DIR
     if trainer.is_global_zero:
@@ -362,13 +361,11 @@ def fit(
 
 def _export_best(task_obj: Task, module: Any, best_ckpt_dir: Path, out_dir: Path) -> Path | None:
     """Load the best checkpoint's weights into ``module`` and export it; the final export is already written."""
-    import torch
-
     ckpts = sorted(best_ckpt_dir.glob("*.ckpt"), key=lambda p: p.stat().st_mtime) if best_ckpt_dir.is_dir() else []
     if not ckpts:
         log.warning("no best checkpoint in %s (was the monitored metric logged?)", best_ckpt_dir)
         return None
-    state = torch.load(ckpts[-1], map_location="cpu", weights_only=False)["state_dict"]
+    state = load_checkpoint_file(ckpts[-1])["state_dict"]
     module.load_state_dict(state)
     task_obj.export(module, out_dir)
     return out_dir

@@ -9,7 +9,10 @@ loader is *stateful* (``state_dict`` / ``load_state_dict``). :class:`ResumableLo
   shard-by-rank scheme as ``DistributedSampler``, so no global RNG is consumed;
 - it counts the batches handed out in the current epoch (Lightning fetches sized loaders without
   prefetching, so that is the number trained on when a checkpoint is written) and, after
-  ``load_state_dict``, skips that many batches by index, without loading their samples.
+  ``load_state_dict``, skips that many batches by index, without loading their samples;
+- every sample is loaded under a seed derived from ``(seed, epoch, index)`` (:class:`SeededDataset`):
+  augmentation and other random draws while loading are then the same in a resumed run, with or
+  without loader workers, whatever was drawn before.
 """
 
 from __future__ import annotations
@@ -19,16 +22,21 @@ import math
 from typing import Any, Iterator
 
 import torch
-from torch.utils.data import DataLoader, RandomSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
+
+from crrg.training.seeding import seeded, step_seed
 
 log = logging.getLogger(__name__)
+SAMPLE_SEED_RANK = -1  # sample seeds do not depend on the rank: an index is the same sample everywhere
 
 
 class ShardSampler(Sampler[int]):
     """Indices of one rank's shard of an epoch; the permutation depends only on seed and epoch."""
 
-    def __init__(self, size: int, *, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1, drop_last: bool = False) -> None:
+    def __init__(self, size: int, *, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1, drop_last: bool = False,
+                 tag_epoch: bool = False) -> None:
         self.size = size
+        self.tag_epoch = tag_epoch  # yield (epoch, index) for a SeededDataset
         self.shuffle = shuffle
         self.seed = seed
         self.rank = rank
@@ -56,9 +64,30 @@ class ShardSampler(Sampler[int]):
             order += (order * math.ceil(total / max(len(order), 1)))[: total - len(order)]
         return order[:total][self.rank :: self.world_size]
 
-    def __iter__(self) -> Iterator[int]:
+    def __iter__(self) -> Iterator[Any]:
         start, self.start = self.start, 0
-        return iter(self.shard()[start:])
+        indices = self.shard()[start:]
+        if self.tag_epoch:  # the epoch travels with each index, so workers never see a stale one
+            return iter([(self.epoch, i) for i in indices])
+        return iter(indices)
+
+
+class SeededDataset(Dataset):
+    """Loads sample ``index`` of epoch ``epoch`` (keys from a tagging :class:`ShardSampler`) with
+    Python, NumPy and torch seeded from ``(seed, epoch, index)``, so a sample's augmentation does not
+    depend on what was drawn before it (in a resumed run, the loader's start-up and the earlier
+    samples differ)."""
+
+    def __init__(self, dataset: Any, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        with seeded(step_seed(self.seed, epoch, index, SAMPLE_SEED_RANK)):
+            return self.dataset[index]
 
 
 class ResumableLoader:
@@ -70,16 +99,18 @@ class ResumableLoader:
         if loader.batch_size is None:
             raise ValueError("ResumableLoader needs a DataLoader built with batch_size (not a batch_sampler)")
         self.batch_size = loader.batch_size
-        self.sampler = ShardSampler(len(loader.dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size, drop_last=False)
+        self.sampler = ShardSampler(len(loader.dataset), shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
+                                    drop_last=False, tag_epoch=True)
         self.seed = seed
+        self._dataset = loader.dataset
         self._generator = torch.Generator()  # worker seeds come from here, never from the global RNG
-        self.loader = _rebuild(loader, self.sampler, self._generator)
+        self.loader = _rebuild(loader, self.sampler, self._generator, dataset=SeededDataset(loader.dataset, seed))
         self._consumed = 0
         self._skip = 0
 
     @property
     def dataset(self) -> Any:
-        return self.loader.dataset
+        return self._dataset
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -105,9 +136,9 @@ class ResumableLoader:
         log.info("resuming data at epoch %d after %d batches", state["epoch"], self._skip)
 
 
-def _rebuild(loader: DataLoader, sampler: Sampler, generator: torch.Generator | None = None) -> DataLoader:
+def _rebuild(loader: DataLoader, sampler: Sampler, generator: torch.Generator | None = None, dataset: Any = None) -> DataLoader:
     return DataLoader(
-        loader.dataset,
+        loader.dataset if dataset is None else dataset,
         batch_size=loader.batch_size,
         sampler=sampler,
         num_workers=loader.num_workers,

@@ -65,6 +65,7 @@ _TASK_MODULES = {
     "classifier": "crrg.clip.classifier_task",
     "rrg": "crrg.rrg.task",
     "blip": "crrg.blip.task",
+    "report-lm": "crrg.blip.language_model",
 }
 
 

@@ -2,7 +2,8 @@
 
 It exists to exercise the engine end to end in seconds (DDP, kill + resume, export) and doubles as
 the smallest complete example of a task. It uses dropout on purpose, so a resumed run only matches
-an uninterrupted one if random draws are resumable too (crrg.training.seeding).
+an uninterrupted one if random draws are resumable too (crrg.training.seeding), and the shared
+warmup-cosine schedule (crrg.training.optim), so the scheduler state must come back as well.
 
 Config sections::
 
@@ -55,11 +56,10 @@ def _section(config: dict, name: str, defaults: dict) -> dict:
 
 
 class ToyModule(L.LightningModule):
-    def __init__(self, model_config: dict, lr: float, weight_decay: float, crash_after_step: int | None, sleep_per_step: float) -> None:
+    def __init__(self, model_config: dict, config: dict, crash_after_step: int | None, sleep_per_step: float) -> None:
         super().__init__()
         self.model = build_model(model_config)
-        self.lr = lr
-        self.weight_decay = weight_decay
+        self.config = config
         self.crash_after_step = crash_after_step
         self.sleep_per_step = sleep_per_step
 
@@ -85,9 +85,9 @@ class ToyModule(L.LightningModule):
         self.log("val_loss", nn.functional.mse_loss(self(x), y), prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=4, gamma=0.8)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        from crrg.training.optim import configure_adamw
+
+        return configure_adamw(self, self.parameters(), self.config)
 
 
 class ToyData(L.LightningDataModule):
@@ -122,8 +122,7 @@ class ToyTask:
     def build_module(self, config: dict) -> ToyModule:
         model = _section(config, "model", DEFAULT_MODEL)
         hooks = _section(config, "toy", {"crash_after_step": None, "sleep_per_step": 0.0})
-        trainer = config["trainer"]
-        return ToyModule(model, trainer["lr"], trainer.get("weight_decay", 0.0), hooks["crash_after_step"], float(hooks["sleep_per_step"]))
+        return ToyModule(model, config, hooks["crash_after_step"], float(hooks["sleep_per_step"]))
 
     def build_datamodule(self, config: dict) -> ToyData:
         model = _section(config, "model", DEFAULT_MODEL)
@@ -131,6 +130,9 @@ class ToyTask:
         if data["samples"] < 1:
             raise ConfigError("data.samples must be at least 1")
         return ToyData(model, data, config["trainer"]["batch_size"], config["trainer"]["num_workers"])
+
+    def validate(self, config: dict) -> None:
+        self.build_datamodule(config)  # checks every section; builds nothing heavy
 
     def export(self, module: ToyModule, out_dir: Path) -> None:
         save_pretrained(module.model, out_dir)
