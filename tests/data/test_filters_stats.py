@@ -63,3 +63,18 @@ def test_manifest_writer_keeps_unicode_meta_and_regions(tmp_path):
     with pytest.raises(ManifestError, match="duplicate study id 'a'"):
         write_manifest(tmp_path / "c.jsonl", [recs[0], recs[0]])
     assert not (tmp_path / "c.jsonl").exists()
+
+
+def test_view_filter_keeps_regions_on_their_image():
+    from crrg.records import Region
+
+    box = [0.0, 0.0, 10.0, 10.0]
+    record = StudyRecord(id="s", images=[ImageRef("lat.jpg", "LATERAL"), ImageRef("pa.jpg", "PA")],
+                         regions=[Region("trachea", 1, box, sentences=["Midline."]), Region("spine", 0, box)])
+    (kept,) = apply_filters([record], views=("PA", "AP"))
+    assert [im.path for im in kept.images] == ["pa.jpg"]
+    assert [(r.name, r.image) for r in kept.regions] == [("trachea", 0)]
+    only_lateral = StudyRecord(id="t", images=[ImageRef("pa.jpg", "PA"), ImageRef("lat.jpg", "LATERAL")],
+                               regions=[Region("spine", 1, box)])
+    (kept,) = apply_filters([only_lateral], views=("PA",))
+    assert kept.regions is None

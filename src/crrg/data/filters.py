@@ -36,10 +36,17 @@ def parse_views(text: str | Sequence[str] | None) -> tuple[str, ...] | None:
 
 
 def keep_views(records: Iterable[StudyRecord], views: Sequence[str]) -> Iterator[StudyRecord]:
-    """Keep only images of the given views; studies left without images are dropped."""
+    """Keep only images of the given views; studies left without images are dropped. Regions follow
+    their image (``Region.image`` is re-indexed; regions of a dropped image go with it)."""
     wanted = set(views)
     for record in records:
-        record.images = [im for im in record.images if im.view in wanted]
+        kept = [i for i, im in enumerate(record.images) if im.view in wanted]
+        if record.regions is not None and len(kept) != len(record.images):
+            index = {old: new for new, old in enumerate(kept)}
+            record.regions = [r for r in record.regions if r.image in index] or None
+            for region in record.regions or []:
+                region.image = index[region.image]
+        record.images = [record.images[i] for i in kept]
         if record.images:
             yield record
 
