@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from crrg.errors import ImageError
 from crrg.image.loading import MAX_FILE_BYTES, _min_max, check_size
@@ -37,6 +39,11 @@ DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian (PS3.5
 # real headers are a few kB, rarely more than 100 kB with private tags.
 HEADER_LIMIT = 1 << 20
 _BITS_ALLOCATED = (1, 8, 16, 32, 64)
+# What pydicom raises on hostile bytes (elements are parsed lazily, so any attribute access can raise);
+# its BytesLengthException is a RuntimeError.
+DICOM_ERRORS = (OSError, ValueError, EOFError, KeyError, TypeError, IndexError, AttributeError, UnicodeError,
+                NotImplementedError, OverflowError, RuntimeError, zlib.error, struct.error, BytesLengthException,
+                InvalidDicomError)
 _RGB_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -71,6 +78,15 @@ def read_dicom_header(data: bytes, name: str = "<uploaded DICOM>", max_pixels: i
 def load_dicom(data: bytes, label: str, max_pixels: int):
     """Gray float32 (H, W) in [0, 1] of the first frame, its :class:`DicomHeader`, ``voi``, ``inverted`` and
     chroma (mean colour saturation, 0 for gray)."""
+    try:
+        return _decode(data, label, max_pixels)
+    except ImageError:
+        raise
+    except DICOM_ERRORS as exc:  # a malformed element met anywhere (pydicom parses elements on access)
+        raise ImageError(f"{label}: malformed DICOM ({_first_line(exc)})") from None
+
+
+def _decode(data: bytes, label: str, max_pixels: int):
     from pydicom.pixels import pixel_array
 
     ds = _read(data, label, with_pixels=True, max_pixels=max_pixels)
@@ -116,10 +132,7 @@ def load_dicom(data: bytes, label: str, max_pixels: int):
 def _read(data: bytes, label: str, with_pixels: bool, max_pixels: int | None):
     """A pydicom dataset; deflated data inflated within bounds (see the module docstring)."""
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
-    errors = (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, IndexError, AttributeError,
-              UnicodeError, NotImplementedError, OverflowError, zlib.error)
     try:
         meta, body_at = _file_meta(data)
         if meta is not None and str(meta.get("TransferSyntaxUID", "")).strip("\0 ") == DEFLATED:
@@ -127,7 +140,7 @@ def _read(data: bytes, label: str, with_pixels: bool, max_pixels: int | None):
         return pydicom.dcmread(io.BytesIO(data), force=True, stop_before_pixels=not with_pixels)
     except ImageError:
         raise
-    except errors as exc:
+    except DICOM_ERRORS as exc:
         raise ImageError(f"{label}: not a readable DICOM file ({_first_line(exc)})") from None
 
 
@@ -201,7 +214,7 @@ def _header_of(ds, label: str, max_pixels: int | None) -> DicomHeader:
             view=normalise_view(ds.get("ViewPosition")),
             transfer_syntax=_syntax_of(ds),
         )
-    except (AttributeError, ValueError, TypeError, OverflowError) as exc:
+    except DICOM_ERRORS as exc:
         raise ImageError(f"{label}: DICOM image header is incomplete or malformed ({_first_line(exc)})") from None
     if "Rows" in ds or "Columns" in ds:
         _check_header(label, header, max_pixels)
@@ -272,7 +285,7 @@ def _gray(arr: np.ndarray, ds, header: DicomHeader, label: str) -> tuple[np.ndar
             values = apply_voi_lut(values, ds, prefer_lut=False)
         else:
             lo, hi = _native_range(values, ds, header.bits_stored)
-    except (ValueError, TypeError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+    except DICOM_ERRORS as exc:
         raise ImageError(f"{label}: invalid DICOM LUT / window attributes ({_first_line(exc)})") from None
     # float64 arithmetic on one gray plane only: window/LUT outputs can exceed float32's exact integers
     image = ((np.asarray(values, dtype=np.float64) - lo) / (hi - lo)).astype(np.float32) if hi > lo and np.isfinite(
