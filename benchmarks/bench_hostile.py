@@ -56,6 +56,8 @@ BOUNDARY = "hostileboundary"
 
 def serve(port: int, delay: float) -> None:
     """The server process: the service's app around the stand-in model, run as ``crrg serve`` runs it."""
+    import torch  # noqa: F401  (a real model server has it loaded: both versions start equal)
+
     from crrg.serve.app import ServiceConfig, create_app
     from tests.serve.serve_helpers import EchoGenerator
 
@@ -266,91 +268,122 @@ class PhaseResult:
 
 def make_inputs() -> dict:
     print("making the inputs ...", flush=True)
-    return {"zeros144mp": png(12_000, 12_000, "zeros"), "24mp": png(4_900, 4_900, "zeros"),
-            "60mp": png(7_745, 7_745, "zeros"), "dicom_bomb": deflated_dicom_bomb(30_000)}
+    junk = multipart(os.urandom(31 * 2**20 - 512), "x.bin")
+    inputs = {"small": multipart(png(512, 512)), "junk31mb": junk, "large": [multipart(png(4_900, 4_900, "zeros"))] * 4
+              + [multipart(png(7_745, 7_745, "zeros"))] * 4}
+    bombs = [multipart(png_declaring(100_000, 100_000))] * 3 + [multipart(png(12_000, 12_000, "zeros"))] * 3
+    bombs += [multipart(declared_jpeg(65_000, 65_000), "x.jpg")] * 3
+    dicom_bomb = deflated_dicom_bomb(30_000)
+    inputs["bombs"] = bombs + ([multipart(dicom_bomb, "x.dcm")] * 2 if dicom_bomb is not None else [])
+    inputs["bomb_note"] = "" if dicom_bomb is not None else "no DICOM bomb (tests/image helper missing)"
+    return inputs
 
 
-def bench_version(label: str, pythonpath: str, args, inputs: dict) -> dict:
-    port = _free_port()
-    env = {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    server = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--delay", str(args.delay)], env=env,
-                              cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for(port)
-        sampler = RssSampler(server.pid)
-        sampler.start()
-        small = multipart(png(512, 512))
-        run_concurrent(port, [small] * 4, 1)  # warm-up
+class Server:
+    """One version's server process, its RSS sampler and its results."""
+
+    def __init__(self, label: str, pythonpath: str, delay: float):
+        self.label = label
+        self.port = _free_port()
+        env = {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        self.process = subprocess.Popen([sys.executable, __file__, "--serve", str(self.port), "--delay", str(delay)],
+                                        env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.results: list[PhaseResult] = []
+        self.idle_mb = self.settled_mb = 0.0
+
+    def start(self, small: bytes) -> None:
+        _wait_for(self.port)
+        self.sampler = RssSampler(self.process.pid)
+        self.sampler.start()
+        run_concurrent(self.port, [small] * 4, 1)  # warm-up
+
+    def phase(self, name: str, fn) -> PhaseResult:
+        self.sampler.phase = name
+        print(f"[{self.label}] {name} ...", flush=True)
+        result = PhaseResult(name, fn(self.port))
+        result.peak_mb = self.sampler.phase_peak.get(name, self.sampler.current)
+        self.results.append(result)
+        return result
+
+    @property
+    def peak_mb(self) -> float:
+        return max(self.sampler.phase_peak.values())
+
+    def stop(self) -> None:
+        self.sampler.stop = True
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def slow_phase(port: int, small: bytes, cap: float) -> tuple[list[Answer], str]:
+    """Slow clients while one well-behaved client keeps posting; its answers, and a note on the closes."""
+    done = threading.Event()
+    legit: list[Answer] = []
+
+    def keep_posting():
+        while not done.is_set():
+            legit.append(post(port, small))
+            time.sleep(0.5)
+
+    poster = threading.Thread(target=keep_posting)
+    poster.start()
+    loris, trickle = slow_clients(port, cap, 200, 50)
+    done.set()
+    poster.join()
+    closes = [t for t, _ in loris + trickle]
+    closed = [t for t in closes if t is not None]
+    note = (f"slow clients closed: {len(closed)}/{len(closes)}, max {max(closed):.1f} s" if closed else
+            f"slow clients closed: 0/{len(closes)}") + f" (cap {cap:g} s)"
+    return legit, note
+
+
+def waves(port: int, junk: bytes) -> list[Answer]:
+    answers: list[Answer] = []
+    for _ in range(2):
+        answers += run_concurrent(port, [junk] * 40, 40, simultaneous=True)
         time.sleep(2)
-        idle = sampler.current
-        results: list[PhaseResult] = []
+    return answers
 
-        def phase(name: str, fn, note: str = "") -> PhaseResult:
-            sampler.phase = name
-            print(f"[{label}] {name} ...", flush=True)
-            result = PhaseResult(name, fn(), note=note)
-            result.peak_mb = sampler.phase_peak.get(name, sampler.current)
-            results.append(result)
-            return result
 
-        phase("burst 200", lambda: run_concurrent(port, [small] * 200, 200, simultaneous=True))
-        phase("steady 300x8", lambda: run_concurrent(port, [small] * 300, 8))
+def bench(versions: list[tuple[str, str]], args) -> list[Server]:
+    """Every phase on each version in turn (so both see the machine in the same state), then RSS."""
+    inputs = make_inputs()
+    small = inputs["small"]
+    servers = [Server(label, path, args.delay) for label, path in versions]
+    try:
+        for server in servers:
+            server.start(small)
+        time.sleep(2)
+        for server in servers:
+            server.idle_mb = server.sampler.current
+        notes: dict[str, str] = {}
 
-        slow: dict = {}
-
-        def slow_phase() -> list[Answer]:
-            done = threading.Event()
-            legit: list[Answer] = []
-
-            def keep_posting():
-                while not done.is_set():
-                    legit.append(post(port, small))
-                    time.sleep(0.5)
-
-            poster = threading.Thread(target=keep_posting)
-            poster.start()
-            loris, trickle = slow_clients(port, args.slow_cap, 200, 50)
-            done.set()
-            poster.join()
-            slow["loris"], slow["trickle"] = loris, trickle
-            return legit
-
-        result = phase("slow (legit client)", slow_phase)
-        closes = [t for t, _ in slow["loris"] + slow["trickle"]]
-        closed = [t for t in closes if t is not None]
-        result.note = (f"slow clients closed: {len(closed)}/{len(closes)}, max {max(closed):.1f} s" if closed else
-                       f"slow clients closed: 0/{len(closes)}") + f" (cap {args.slow_cap:g} s)"
-
-        bombs = [multipart(png_declaring(100_000, 100_000))] * 3 + [multipart(inputs["zeros144mp"])] * 3
-        bombs += [multipart(declared_jpeg(65_000, 65_000), "x.jpg")] * 3
-        if inputs["dicom_bomb"] is not None:
-            bombs += [multipart(inputs["dicom_bomb"], "x.dcm")] * 2
-        phase("bombs", lambda: run_concurrent(port, bombs, 1),
-              "" if inputs["dicom_bomb"] is not None else "no DICOM bomb (tests/image helper missing)")
-        large = [multipart(inputs["24mp"])] * 4 + [multipart(inputs["60mp"])] * 4
-        phase("large 24/60 MP", lambda: run_concurrent(port, large, 2))
-        junk = multipart(os.urandom(31 * 2**20 - 512), "x.bin")
-
-        def waves() -> list[Answer]:
-            answers: list[Answer] = []
-            for _ in range(2):
-                answers += run_concurrent(port, [junk] * 40, 40, simultaneous=True)
-                time.sleep(2)
+        def slow(port: int) -> list[Answer]:
+            answers, notes[str(port)] = slow_phase(port, small, args.slow_cap)
             return answers
 
-        phase("waves 2x40x31MB", waves)
-        sampler.phase = "settle"
-        time.sleep(10)
-        settled = sampler.current
-        sampler.stop = True
-        peak = max(sampler.phase_peak.values())
-        return {"label": label, "results": results, "idle_mb": idle, "peak_mb": peak, "settled_mb": settled}
+        phases = [("burst 200", lambda port: run_concurrent(port, [small] * 200, 200, simultaneous=True)),
+                  ("steady 300x8", lambda port: run_concurrent(port, [small] * 300, 8)),
+                  ("slow (legit client)", slow),
+                  ("bombs", lambda port: run_concurrent(port, inputs["bombs"], 1)),
+                  ("large 24/60 MP", lambda port: run_concurrent(port, inputs["large"], 2))]
+        for i, (name, fn) in enumerate(phases):
+            for server in (servers if i % 2 == 0 else servers[::-1]):  # neither version always goes first
+                result = server.phase(name, fn)
+                result.note = notes.get(str(server.port), "") if name.startswith("slow") else (
+                    inputs["bomb_note"] if name == "bombs" else "")
+        for server in servers:  # the last phase, then 10 s of rest, one version at a time
+            server.phase("waves 2x40x31MB", lambda port: waves(port, inputs["junk31mb"]))
+            server.sampler.phase = "settle"
+            time.sleep(10)
+            server.settled_mb = server.sampler.current
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for server in servers:
+            server.stop()
+    return servers
 
 
 def _free_port() -> int:
@@ -383,20 +416,19 @@ def main() -> None:
     versions = [("current", str(ROOT / "src"))]
     if args.baseline_src:
         versions.append(("baseline", args.baseline_src))
-    inputs = make_inputs()
-    runs = [bench_version(label, path, args, inputs) for label, path in versions]
+    servers = bench(versions, args)
     header = ["version", "phase", "requests", "statuses", "p50 ms", "p95 ms", "refused p95 ms", "refused max ms",
               "refused >100 ms", "peak RSS MB", "note"]
-    rows = [r.row(run["label"]) for run in runs for r in run["results"]]
-    table = print_table("hostile load (stand-in model, see the script's docstring)", header, rows)
-    rss_rows = [[run["label"], round(run["idle_mb"]), round(run["peak_mb"]), round(run["settled_mb"]),
-                 round(run["settled_mb"] - run["idle_mb"])] for run in runs]
-    table += "\n\n" + print_table("server RSS", ["version", "idle MB", "peak MB", "settled MB (10 s after)", "settled - idle MB"],
-                                  rss_rows)
+    rows = [r.row(server.label) for name in [r.phase for r in servers[0].results] for server in servers
+            for r in server.results if r.phase == name]
+    table = print_table(f"hostile load (stand-in model, {args.delay:g} s a report; see the script's docstring)", header, rows)
+    rss_rows = [[s.label, round(s.idle_mb), round(s.peak_mb), round(s.settled_mb), round(s.settled_mb - s.idle_mb)]
+                for s in servers]
+    table += "\n\n" + print_table("server RSS", ["version", "idle MB", "peak MB", "settled MB (10 s after)",
+                                                   "settled - idle MB"], rss_rows)
     payload = {"delay_s": args.delay, "slow_cap_s": args.slow_cap,
-               "runs": [{"label": run["label"], "idle_mb": run["idle_mb"], "peak_mb": run["peak_mb"],
-                         "settled_mb": run["settled_mb"], "phases": [dict(zip(header, r.row(run["label"]))) for r in run["results"]]}
-                        for run in runs]}
+               "runs": [{"label": s.label, "idle_mb": s.idle_mb, "peak_mb": s.peak_mb, "settled_mb": s.settled_mb,
+                         "phases": [dict(zip(header, r.row(s.label))) for r in s.results]} for s in servers]}
     save_results("hostile", json.loads(json.dumps(payload, default=str)), table)
 
 

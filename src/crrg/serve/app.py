@@ -23,6 +23,7 @@ import io
 import logging
 import re
 import time
+import traceback
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -106,8 +107,10 @@ class ReportService:
 
     def decode(self, body: bytearray, content_type: str) -> tuple[Upload, list[DecodedImage]]:
         """Multipart body -> the upload (files, indication) and its decoded images (worker thread)."""
-        upload = upload_from_parts(parse_form(body, content_type, self.limits.max_images + 8), self.limits.max_images)
-        del body[:]  # the parts hold their own copies; the raw body is not needed any more
+        try:
+            upload = upload_from_parts(parse_form(body, content_type, self.limits.max_images + 8), self.limits.max_images)
+        finally:
+            del body[:]  # the parts hold their own copies; the raw body is not needed any more
         return upload, [decode_upload(data, view_hint, self.limits.max_pixels) for data, view_hint in upload.files]
 
     def infer(self, images: list[DecodedImage], indication: str, options: dict[str, Any]) -> GeneratedReport:
@@ -157,6 +160,35 @@ def _refuse(status: int, message: str, headers: dict | None = None) -> JSONRespo
     """An answer given before the body was read: the connection closes (lingering, see crrg.serve.server)
     so the unread body is dropped rather than parsed."""
     return _error(status, message, {**(headers or {}), "Connection": "close"})
+
+
+def _failure(rid: str, stage: str, exc: BaseException, limits: ServiceLimits) -> JSONResponse:
+    """The answer to a request that failed while its body arrived (``stage`` "body") or in its work."""
+    _release_frames(exc)
+    if isinstance(exc, asyncio.TimeoutError):
+        if stage == "body":
+            log.info("request %s: 408 body too slow", rid)
+            return _refuse(408, f"the request body did not arrive within {limits.body_timeout_s:g} s")
+        log.warning("request %s: 504 timeout", rid)
+        return _error(504, "the request timed out while decoding or generating; try a smaller image or retry later")
+    status = exc.status if isinstance(exc, FormProblem) else http_status(exc)
+    log.info("request %s: %d %s", rid, status, type(exc).__name__)
+    # a problem found while the body arrived (413) leaves the rest of it unread: close
+    return (_refuse if stage == "body" else _error)(status, str(exc))
+
+
+def _release_frames(exc: BaseException | None) -> None:
+    """Clear the frames of an exception's traceback (and of its causes).
+
+    An exception that came through an asyncio future sits in a reference cycle with the frames it
+    passed, and those frames hold the request's buffers (tens of MB for a large upload); cleared,
+    the buffers are freed at once instead of whenever the garbage collector next runs a full pass
+    (which, with a model loaded, takes long enough to stall every request)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        traceback.clear_frames(exc.__traceback__)
+        exc.__traceback__ = None
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
 
 
 def _page_csp(html: str) -> str:
@@ -259,28 +291,14 @@ def create_app(generator: Any, model_name: str, model_version: str = __version__
         except QueueFull:
             log.info("request %s: 429 queue full", rid)
             return _refuse(429, "the service is busy; retry shortly", {"Retry-After": "1"})
+        stage = "body"
         try:
-            try:
-                body = await asyncio.wait_for(read_body(request, limits.max_upload_bytes), limits.body_timeout_s)
-            except asyncio.TimeoutError:
-                log.info("request %s: 408 body too slow", rid)
-                return _refuse(408, f"the request body did not arrive within {limits.body_timeout_s:g} s")
-            except FormProblem as problem:  # 413: the rest of the body is not read
-                log.info("request %s: %d", rid, problem.status)
-                return _refuse(problem.status, str(problem))
-            try:
-                upload, images, result, timings = await service.run_report(
-                    slot, body, request.headers.get("content-type", ""), options)
-            except FormProblem as problem:
-                log.info("request %s: %d bad form", rid, problem.status)
-                return _error(problem.status, str(problem))
-            except asyncio.TimeoutError:
-                log.warning("request %s: 504 timeout", rid)
-                return _error(504, "the request timed out while decoding or generating; try a smaller image or retry later")
-            except CrrgError as exc:
-                status = http_status(exc)
-                log.info("request %s: %d %s", rid, status, type(exc).__name__)
-                return _error(status, str(exc))
+            body = await asyncio.wait_for(read_body(request, limits.max_upload_bytes), limits.body_timeout_s)
+            stage = "work"
+            upload, images, result, timings = await service.run_report(
+                slot, body, request.headers.get("content-type", ""), options)
+        except (asyncio.TimeoutError, FormProblem, CrrgError) as exc:
+            return _failure(rid, stage, exc, limits)
         finally:
             slot.close()
         timings["total_ms"] = (time.perf_counter() - t0) * 1e3

@@ -14,9 +14,10 @@ Closing a connection while the client is still sending (a refused upload: the se
 429, 413 or 401 before reading the body, with ``Connection: close``) would make the kernel reset it,
 and the client could lose the answer. So a close is *lingering*, as nginx does: the answer is sent,
 the write side shut down, and whatever else arrives is dropped unparsed for ``linger_s`` seconds (or
-until the client closes) before the socket is closed. Dropping is nearly free, where letting uvicorn
-parse a refused 31 MB body through h11 costs the event loop tens of milliseconds that every other
-request waits for.
+until the client closes) before the socket is closed; past ``linger_bytes`` the socket is no longer
+read at all (a client still pushing its body then finds the answer when its write fails, which
+HTTP clients handle). Letting uvicorn parse a refused 31 MB body through h11 instead costs the event
+loop tens of milliseconds that every other request waits for.
 
 A reverse proxy in front (docs/serving.md) does the same with its own buffers and timeouts.
 """
@@ -38,6 +39,7 @@ class ConnectionLimits:
     keep_alive_s: int = 5  # an idle keep-alive connection is closed after this
     max_connections: int = 512  # open connections (and requests) at most; uvicorn answers 503 beyond
     linger_s: float = 3.0  # after an answer with Connection: close, unread input is dropped this long
+    linger_bytes: int = 1 << 20  # ... but no more than this: then reading stops until the socket closes
 
 
 class LingeringTransport:
@@ -81,6 +83,7 @@ class GuardedH11Protocol(H11Protocol):
 
     header_timeout_s: float = ConnectionLimits.header_timeout_s
     linger_s: float = ConnectionLimits.linger_s
+    linger_bytes: int = ConnectionLimits.linger_bytes
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._deadline: asyncio.TimerHandle | None = None
@@ -88,8 +91,11 @@ class GuardedH11Protocol(H11Protocol):
         self._arm(self.header_timeout_s)
 
     def data_received(self, data: bytes) -> None:
-        if self.transport.lingering:
-            return  # the connection is closing: input is dropped unparsed
+        if self.transport.lingering:  # the connection is closing: input is dropped unparsed, up to a point
+            self._dropped = getattr(self, "_dropped", 0) + len(data)
+            if self._dropped > self.linger_bytes:
+                self.transport.pause_reading()  # a client still sending gets no more of our time
+            return
         before = self.cycle
         super().data_received(data)
         if self.cycle is not before and self.cycle is not None and not self.cycle.response_complete:
@@ -108,6 +114,11 @@ class GuardedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        if self.transport.lingering:  # the server is stopping: no lingering on idle connections
+            self.transport.close_now()
 
     def _arm(self, seconds: float) -> None:
         self._disarm()
@@ -130,7 +141,8 @@ class GuardedH11Protocol(H11Protocol):
 def protocol_with(limits: ConnectionLimits) -> type[GuardedH11Protocol]:
     """A :class:`GuardedH11Protocol` subclass with the given deadlines (uvicorn takes a class)."""
     return type("GuardedH11Protocol", (GuardedH11Protocol,),
-                {"header_timeout_s": limits.header_timeout_s, "linger_s": limits.linger_s})
+                {"header_timeout_s": limits.header_timeout_s, "linger_s": limits.linger_s,
+                 "linger_bytes": limits.linger_bytes})
 
 
 def uvicorn_config(app, host: str, port: int, limits: ConnectionLimits | None = None, **kwargs):

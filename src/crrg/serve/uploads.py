@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from crrg.serve.security import BodyTooLarge
 
@@ -41,13 +41,16 @@ class Upload:
 
 
 async def read_body(request: Request, max_bytes: int) -> bytearray:
-    """The whole request body (413 via :class:`FormProblem` past ``max_bytes``)."""
+    """The whole request body (413 via :class:`FormProblem` past ``max_bytes``; 400 when the client
+    goes away before sending it all, an answer nobody reads but no error of ours)."""
     body = bytearray()
     try:
         async for chunk in request.stream():
             body += chunk
     except BodyTooLarge:
         raise FormProblem(413, f"upload too large: the limit is {max_bytes} bytes") from None
+    except ClientDisconnect:
+        raise FormProblem(400, "the client disconnected before sending the whole body") from None
     return body
 
 
