@@ -117,7 +117,7 @@ def summarise(items: list[dict], out: dict, extra: dict, shared: Path) -> dict:
         if "findings" in row:
             s["reports"] += 1
             s["latency"].append(row["latency_s"])
-            found = report_contradictions(f"{row['findings']} {row['impression']}")
+            found = report_contradictions(row["findings"], row["impression"])
             if found:
                 s["contradicting"] += 1
                 if len(s["examples"]) < 3:

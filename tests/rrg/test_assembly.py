@@ -170,3 +170,16 @@ def test_device_sentences_and_old_findings_are_not_denied_by_blanket_statements(
     assert not find_contradictions(["Midline sternotomy.", "Large right pneumothorax."])
     assert not find_contradictions(["A 5 mm stable right apical nodule.", "The lungs are clear."])
     assert find_contradictions(["Stable cardiomegaly.", "Normal heart size."])  # a negation still clashes
+
+
+def test_an_impression_cannot_move_a_finding_to_the_other_side():
+    # from crrg-default 0.7.0 on a real NIH film (benchmarks/real_radiographs.py)
+    parts = [RegionSentence("left lower lung zone", "Left lower lobe consolidation, possibly pneumonia.", abnormal=True),
+             RegionSentence(GLOBAL_REGION, "No pleural effusion or pneumothorax.")]
+    out = assemble_report(parts, impression="Right upper lobe consolidation.")
+    assert out.impression == "Left lower lobe consolidation, possibly pneumonia."
+    assert report_contradictions(out.findings, out.impression) == []
+    assert report_contradictions(out.findings, "Right upper lobe consolidation.")
+    # both sides in the findings: either side may be summed up
+    both = parts + [RegionSentence("right upper lung zone", "Right upper lobe consolidation.", abnormal=True)]
+    assert assemble_report(both, impression="Right upper lobe consolidation.").impression == "Right upper lobe consolidation."

@@ -210,7 +210,8 @@ def assemble_report(sentences: list[RegionSentence], embedder: SentenceEmbedder 
     The report never contradicts itself (:mod:`crrg.rrg.contradictions`): where two sentences of
     FINDINGS and IMPRESSION clash, the one against the finding classifier's ``decisions`` (present /
     absent per CheXpert name), or without a decision the negation or blanket normal statement, is
-    dropped; an IMPRESSION left empty is rewritten from the FINDINGS as above."""
+    dropped, and so is an IMPRESSION sentence that puts a finding on the other side from the FINDINGS;
+    an IMPRESSION left empty is rewritten from the FINDINGS as above."""
     from crrg.text import split_sentences
 
     kept = remove_repeats(anatomical_order(one_per_sentence(sentences)), embedder, threshold)
@@ -225,6 +226,7 @@ def assemble_report(sentences: list[RegionSentence], embedder: SentenceEmbedder 
         parts = [tidy_sentence(p) for p in (split_sentences(impression) or [impression]) if not only_negative(p)]
     keep = contradictions.resolve([s.text for s in kept] + parts, decisions)
     kept, parts = [s for s, k in zip(kept, keep) if k], [p for p, k in zip(parts, keep[len(kept):]) if k]
+    parts = [p for p in parts if not contradictions.wrong_side(p, [s.text for s in kept])]
     findings = " ".join(s.text for s in kept)
     if parts:
         return AssembledReport(findings=findings, impression=" ".join(parts), sentences=kept)

@@ -150,12 +150,32 @@ def find_contradictions(texts: list[str], labelled: list[list[Claim]] | None = N
     return found
 
 
-def report_contradictions(report: str) -> list[str]:
-    """The contradictions of a whole report's text (FINDINGS and IMPRESSION together), described."""
+def wrong_side(impression_sentence: str, findings: list[str]) -> str | None:
+    """The observation an IMPRESSION sentence puts on a side where the FINDINGS do not have it ("Right
+    upper lobe consolidation." over FINDINGS whose only consolidation is "Left lower lobe consolidation."),
+    or None. A summary cannot move a finding to the other lung."""
+    stated = [c for t in findings for c in claims(t) if c.present and not c.blanket]
+    for c in claims(impression_sentence):
+        if not c.present or c.blanket or not c.sides:
+            continue
+        same = [f for f in stated if c.observations & f.observations]
+        if same and not any(_sides_overlap(c.sides, f.sides) for f in same):
+            return min(c.observations, key=CHEXPERT_14.index)
+    return None
+
+
+def report_contradictions(report: str, impression: str | None = None) -> list[str]:
+    """The contradictions of a report's text, described: between any two of its sentences, and, when the
+    IMPRESSION is given apart from the FINDINGS (``report``), an impression sentence on the wrong side."""
     from crrg.text import split_sentences
 
-    texts = split_sentences(report) if report.strip() else []
-    return [c.describe(texts) for c in find_contradictions(texts)]
+    findings = split_sentences(report) if report.strip() else []
+    summary = split_sentences(impression) if impression and impression.strip() else []
+    texts = findings + summary
+    found = [c.describe(texts) for c in find_contradictions(texts)]
+    found += [f"{obs}: impression {t!r} on the other side from the findings"
+              for t in summary if (obs := wrong_side(t, findings))]
+    return found
 
 
 def _abnormal_side(c: Contradiction, stated: list[list[Claim]]) -> tuple[int, int]:
