@@ -110,16 +110,23 @@ def _manifest_items(manifest: Path, split: str | None, name: str) -> list[dict]:
 
 
 def iu_studies(shared: Path) -> list[dict]:
-    """The IU studies whose images are in the samples folder, with their real reports."""
+    """The IU studies with images in the samples folder (either naming layout: Open-i
+    ``CXR25_IM-1024-2001.png`` or Kaggle ``CXR1000_IM-0003-1001.kaggle_normalized.png``), views from the
+    DICOM metadata, with their real reports."""
     from crrg.data.iu_xray import IuXrayReader
 
-    reader = IuXrayReader(shared / "iu_xray_reports" / "NLMCXR_reports.tgz",
-                          metadata=shared / "iu_xray_reports" / "nlmcxr_dicom_metadata.csv.gz",
-                          images=shared / "iu_xray_image_samples")
     folder = shared / "iu_xray_image_samples"
-    return [{"id": f"iu/{r.id}", "set": "iu", "paths": [str(folder / Path(im.path).name) if not Path(im.path).is_absolute()
-                                                          else im.path for im in r.images],
-             "views": [im.view for im in r.images], "reference": r.report} for r in reader if r.images]
+    files = {p.name.split(".")[0]: p for p in sorted(folder.glob("*.png"))}
+    reader = IuXrayReader(shared / "iu_xray_reports" / "NLMCXR_reports.tgz",
+                          metadata=shared / "iu_xray_reports" / "nlmcxr_dicom_metadata.csv.gz")
+    out = []
+    for r in reader:
+        images = [(files[Path(im.path).name.split(".")[0]], im.view) for im in r.images
+                  if Path(im.path).name.split(".")[0] in files]
+        if images:
+            out.append({"id": f"iu/{r.id}", "set": "iu", "paths": [str(p) for p, _ in images],
+                        "views": [v for _, v in images], "reference": r.report})
+    return out
 
 
 def iu_report_pool(shared: Path) -> dict[str, str]:
