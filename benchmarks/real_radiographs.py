@@ -102,6 +102,15 @@ def build_items(shared: Path, synth: Path | None, limit: int | None, synth_repor
     return items
 
 
+def _priority(item: dict) -> int:
+    """NIH valid/ (the test split), COVID films with lung boxes, NIH train/ (choosing the scores), the rest."""
+    if item["set"] == "nih":
+        return 0 if item["split"] == "valid" else 2
+    if item["set"] == "covid":
+        return 1 if item["lung_boxes"] else 3
+    return 4
+
+
 def _manifest_items(manifest: Path, split: str | None, name: str) -> list[dict]:
     from crrg.records import read_manifest
 
@@ -250,6 +259,8 @@ def main() -> None:
     parser.add_argument("--analysis-only", action="store_true",
                         help="real films: finding probabilities and boxes only (one token decoded), for the AUCs "
                              "and IoUs of a full set in a fraction of the time; no reports, latency or contradictions")
+    parser.add_argument("--priority", action="store_true", help="run NIH valid/ and the boxed COVID films first")
+    parser.add_argument("--skip-done", default=None, help="leave out the films this rows folder has for every version")
     parser.add_argument("--name", default="real_radiographs")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--items", help=argparse.SUPPRESS)
@@ -282,6 +293,12 @@ def main() -> None:
         if args.analysis_only:
             for it in items:
                 it["report"] = "analysis" if it["set"] != "synth" else False
+        if args.skip_done:  # films a stopped run already did in every version (merge them with --rescore)
+            done = [{json.loads(line).get("id") for line in (Path(args.skip_done) / f"{name}.jsonl").read_text().splitlines()
+                     if line.strip()} for name in runs]
+            items = [it for it in items if not all(it["id"] in d for d in done)]
+        if args.priority:  # what the headline numbers need first, so that a stopped run can be scored
+            items.sort(key=_priority)
         rows_dir.mkdir(parents=True, exist_ok=True)
         (rows_dir / "items.json").write_text(json.dumps(items))
         procs = {}
