@@ -337,6 +337,8 @@ def slow_phase(port: int, small: bytes, cap: float) -> tuple[list[Answer], str]:
     closed = [t for t in closes if t is not None]
     note = (f"slow clients closed: {len(closed)}/{len(closes)}, max {max(closed):.1f} s" if closed else
             f"slow clients closed: 0/{len(closes)}") + f" (cap {cap:g} s)"
+    answered = Counter(status for _, status in trickle if status is not None)
+    note += "; trickling uploads answered " + (", ".join(f"{k}: {v}" for k, v in sorted(answered.items())) or "nothing")
     return legit, note
 
 
@@ -416,7 +418,9 @@ def main() -> None:
     versions = [("current", str(ROOT / "src"))]
     if args.baseline_src:
         versions.append(("baseline", args.baseline_src))
+    load_before = os.getloadavg()[0]
     servers = bench(versions, args)
+    load_after = os.getloadavg()[0]
     header = ["version", "phase", "requests", "statuses", "p50 ms", "p95 ms", "refused p95 ms", "refused max ms",
               "refused >100 ms", "peak RSS MB", "note"]
     rows = [r.row(server.label) for name in [r.phase for r in servers[0].results] for server in servers
@@ -429,6 +433,10 @@ def main() -> None:
     payload = {"delay_s": args.delay, "slow_cap_s": args.slow_cap,
                "runs": [{"label": s.label, "idle_mb": s.idle_mb, "peak_mb": s.peak_mb, "settled_mb": s.settled_mb,
                          "phases": [dict(zip(header, r.row(s.label))) for r in s.results]} for s in servers]}
+    table += (f"\n\nLoad average (1 min) {load_before:.1f} at the start, {load_after:.1f} at the end: other jobs shared "
+              "the cores, and client and servers ran on the same machine, so absolute latencies are pessimistic; "
+              "the versions ran phase by phase in alternating order.")
+    payload.update(load_average_start=load_before, load_average_end=load_after)
     save_results("hostile", json.loads(json.dumps(payload, default=str)), table)
 
 
