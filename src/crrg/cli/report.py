@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any, Optional
 
@@ -84,7 +85,8 @@ def decoding_overrides(beams, sample, top_p, temperature, consensus, joint, impr
 
 
 def format_text(report) -> str:
-    lines = [f"FINDINGS: {report.findings}", f"IMPRESSION: {report.impression}"]
+    lines = [f"WARNING: {w}" for w in getattr(report, "warnings", [])]  # an unreliable report (crrg.ood)
+    lines += [f"FINDINGS: {report.findings}", f"IMPRESSION: {report.impression}"]
     if report.sentences:
         lines.append("")
         lines.append("Sentences:")
@@ -145,6 +147,9 @@ def run_batch_command(items: list[str], model: str, out: Path, resume: bool, wor
          f"{report['failed']} failed, {report['seconds']} s ({report['studies_per_second']} studies/s)")
     for failure in summary.failures[:5]:
         info(f"  failed {failure['id']}: {failure['error']}")
+    if summary.interrupted:
+        info(f"{prefix}stopped by {summary.interrupted}; run again with --resume to continue")
+        return 128 + int(getattr(signal.Signals, summary.interrupted, signal.SIGTERM))
     if summary.failed:
         info(f"{prefix}{summary.failed} stud{'y' if summary.failed == 1 else 'ies'} failed; fix them and run again "
              "with --resume (failed studies are retried)")
@@ -220,7 +225,10 @@ def register(app: typer.Typer) -> None:
         else:
             text = format_text(result)
         if out is not None:
-            atomic_write_text(out, text + "\n")
+            try:
+                atomic_write_text(out, text + "\n")
+            except OSError as exc:  # read-only folder, full disk
+                raise InputError(f"cannot write {out} ({exc.strerror or exc}); choose another --out") from None
             info(f"wrote {out}")
         else:
             typer.echo(text)
