@@ -88,3 +88,11 @@ def test_fhir_carries_the_ood_score_and_an_unreliable_report_says_so():
     assert text.startswith("WARNING: This film is unlike")
     assert "extension" not in diagnostic_report(GeneratedReport("a", "b"), "0.7.0")
     assert json.loads(json.dumps(report.to_dict()))["ood"]["unreliable"] is True
+
+
+def test_the_text_report_opens_with_the_warning():
+    from crrg.cli.report import format_text
+
+    report = GeneratedReport("The lungs are clear.", "Normal.", warnings=["The report is unreliable."])
+    assert format_text(report).splitlines()[0] == "WARNING: The report is unreliable."
+    assert format_text(GeneratedReport("a", "b")).startswith("FINDINGS: a")
