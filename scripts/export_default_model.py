@@ -61,11 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     model = load_pretrained(args.model)
     model.crrg_config["version"] = args.version
     if args.joint:
-        model.crrg_config["joint"] = model.joint_mode = args.joint
+        model.decoding = model.decoding.replace(joint=args.joint)  # saved as decoding.json
     if args.drop_restatements:
         model.crrg_config.setdefault("assembly", {})["drop_restatements"] = model.drop_restatements = True
     if args.consensus is not None:
-        model.crrg_config.setdefault("decoding", {})["consensus"] = model.consensus_candidates = args.consensus
+        model.decoding = model.decoding.replace(consensus=args.consensus)
     if args.normal_impression_from:
         from crrg.records import read_manifest
         from crrg.rrg.task import normal_impression
@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             model.crrg_config.setdefault("assembly", {})["normal_impression"] = model.normal_impression = learned
             log.info("normal impression: %s", learned)
     if args.impression_agreement:
-        model.crrg_config.setdefault("decoding", {})["impression_agreement"] = model.impression_agreement = True
+        model.decoding = model.decoding.replace(impression="agreement")
     if args.filter_candidates:
-        model.crrg_config.setdefault("decoding", {})["filter_candidates"] = model.filter_candidates = True
+        model.decoding = model.decoding.replace(filter_candidates=True)
     if args.sentence_order_from:
         from crrg.records import read_manifest
         from crrg.rrg.ordering import SentenceOrder

@@ -61,3 +61,14 @@ def test_the_bundled_model_uses_one_classifier_in_both_roles():
     model = load_pretrained(DEFAULT_MODEL)
     assert model.finding_classifier is not None and model.context_encoder is model.finding_classifier
     assert model.decoding.joint.value == "filter" and model.decoding.consensus == 4
+
+
+def test_an_old_folder_is_saved_again_with_its_decoding_beside_it(tmp_path):
+    from tests.rrg.conftest import TINY_CONFIG, untrained_model
+
+    model = untrained_model({**TINY_CONFIG, "joint": "filter", "decoding": {"consensus": 3}})
+    assert model.decoding.joint.value == "filter" and model.decoding.consensus == 3
+    save_pretrained(model, tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert "joint" not in config and "decoding" not in config
+    assert load_pretrained(tmp_path / "m").decoding == model.decoding

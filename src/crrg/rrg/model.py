@@ -235,6 +235,13 @@ class RRGModel(nn.Module):
             save_tokenizer(self.tokenizer, folder)
         atomic_write_json(folder / THRESHOLDS_FILE, self.thresholds.to_dict())
         self.decoding.save(folder)
+        # decoding is not architecture: a config loaded from an old folder loses its joint/decoding keys
+        config = json.loads((folder / "config.json").read_text())
+        if "joint" in config or "decoding" in config:
+            for cfg in (config, getattr(self, "crrg_config", {})):
+                cfg.pop("joint", None)
+                cfg.pop("decoding", None)
+            atomic_write_json(folder / "config.json", config)
         if self.sentence_order:
             self.sentence_order.save(folder)
         elif (folder / ORDER_FILE).exists():
