@@ -69,6 +69,14 @@ class StudyRecord:
     def frontal_images(self) -> list[ImageRef]:
         return [im for im in self.images if im.view in FRONTAL_VIEWS]
 
+    def frontal_image(self) -> ImageRef | None:
+        """The image frontal-view models read (:func:`crrg.observations.frontal_index`, the one rule);
+        None for a study of lateral films only."""
+        from crrg.observations import frontal_index
+
+        index = frontal_index([im.view for im in self.images])
+        return None if index is None else self.images[index]
+
     def lateral_images(self) -> list[ImageRef]:
         return [im for im in self.images if im.view in LATERAL_VIEWS]
 

@@ -175,3 +175,11 @@ def test_models_info_prints_the_typed_config_and_decoding_defaults(saved_generat
     (bad / CONFIG_FILE).write_text(json.dumps(config))
     result = CliRunner().invoke(app, ["models", "info", str(bad)])  # the entry point prints it as one line, exit 2
     assert isinstance(result.exception, ConfigError) and "rrg.language.n_layr" in str(result.exception)
+
+
+def test_a_record_s_frontal_image_follows_the_one_rule():
+    from crrg.records import ImageRef, StudyRecord
+
+    record = StudyRecord(id="x", images=[ImageRef("l.png", "LATERAL"), ImageRef("u.png", "unknown")])
+    assert record.frontal_image().path == "u.png"
+    assert StudyRecord(id="y", images=[ImageRef("l.png", "LL")]).frontal_image() is None
