@@ -4,34 +4,17 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from crrg.errors import ConfigError
 from crrg.models.registry import load_pretrained
-from crrg.records import ImageRef, StudyRecord, write_manifest
 from crrg.reporting import StudyInput
 
-from .conftest import REPORTS
+from .conftest import write_tiny_manifest
 
 
 @pytest.fixture()
 def manifest(tmp_path):
-    rng = np.random.default_rng(0)
-    records = []
-    for i in range(6):
-        paths = []
-        for view in ("PA", "LATERAL"):
-            name = f"s{i}_{view}.png"
-            Image.fromarray((rng.random((40, 40)) * 255).astype(np.uint8)).save(tmp_path / name)
-            paths.append(ImageRef(path=name, view=view))
-        findings, _, impression = REPORTS[i % 4].partition(" Impression: ")
-        labels = {"Cardiomegaly": 1 if "enlarged" in findings else 0}
-        records.append(StudyRecord(id=f"s{i}", images=paths, findings=findings, impression=impression,
-                                   indication="cough", labels={**StudyRecord(id="x").labels, **labels},
-                                   split="train" if i < 4 else "val"))
-    path = tmp_path / "m.jsonl"
-    write_manifest(path, records)
-    return path
+    return write_tiny_manifest(tmp_path, n=6)
 
 
 def _config(tiny_config, manifest, stage, **model):
@@ -79,3 +62,31 @@ def test_unknown_stage_and_settings_are_config_errors(tiny_config, manifest, tmp
     bad["lora"] = {}
     with pytest.raises(ConfigError, match="vision_lora but model.vision has no LoRA"):
         train("blip", bad, tmp_path / "c", progress_bar=False)
+
+
+def test_the_report_lm_uses_crrgs_one_tokenizer_trainer_with_case_kept(tiny_lm):
+    from crrg.blip.language_model import train_tokenizer
+    from crrg.text.tokenizer import BOS, EOS, PAD
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_lm))
+    assert (tokenizer.pad_token, tokenizer.bos_token, tokenizer.eos_token) == (PAD, BOS, EOS)
+    assert tokenizer.decode(tokenizer("The heart", add_special_tokens=False)["input_ids"]).strip() == "The heart"
+    again = train_tokenizer(["The heart is normal."] * 3, vocab_size=270)
+    assert again("x", add_special_tokens=False)["input_ids"] and again.pad_token == PAD
+
+
+def test_report_lm_is_an_engine_task(tmp_path):
+    from crrg.training.engine import train
+    from crrg.training.config import load_config
+
+    from .conftest import REPORTS
+
+    config = {**load_config(None, ["trainer.max_steps=2", "trainer.batch_size=4"]),
+              "lm": {"vocab_size": 300, "n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64, "max_tokens": 48},
+              "data": {"texts": REPORTS}}
+    out = train("report-lm", config, tmp_path / "run", progress_bar=False)
+    assert (out / "config.json").is_file() and (out / "tokenizer.json").is_file()
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["global_step"] == 2
+    with pytest.raises(ConfigError, match="unknown lm setting"):
+        train("report-lm", {**config, "lm": {"layers": 2}}, tmp_path / "bad", progress_bar=False)

@@ -145,3 +145,12 @@ def test_rrg_pipeline_killed_in_every_stage_resumes_bit_identical(tmp_path):
     for stage in STAGES:
         assert_bit_identical(killed / stage / "model", tmp_path / "straight" / stage / "model")
     assert_bit_identical(resumed, straight)
+
+
+def test_report_lm_pretraining_resumes_bit_identical(tmp_path):
+    from tests.blip.conftest import REPORTS
+
+    texts = [f"{r} Case {i}." for i, r in enumerate(REPORTS * 2)]  # 32 texts: 8 batches an epoch
+    config = {**load_config(None, STEPS), "lm": {"vocab_size": 300, "n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64,
+                                                      "max_tokens": 48}, "data": {"texts": texts}}
+    kill_resume_compare("report-lm", config, tmp_path, die_after=5)

@@ -77,7 +77,10 @@ def _lm_section(config: dict) -> LmPretrainConfig:
     bad = sorted(set(section) - set(ARCH_KEYS))
     if bad:
         raise ConfigError(f"unknown lm setting(s) {bad}; known: {sorted(ARCH_KEYS)}")
-    return LmPretrainConfig(**section)
+    lm = LmPretrainConfig(**section)
+    if lm.max_tokens >= lm.n_positions:  # each text gets an end token after its max_tokens
+        raise ConfigError(f"lm.max_tokens ({lm.max_tokens}) must be below lm.n_positions ({lm.n_positions})")
+    return lm
 
 
 def corpus_texts(config: dict) -> list[str]:

@@ -30,15 +30,12 @@ from torch.utils.data import DataLoader
 from crrg.clip.data import ImageAugment, ImageTextDataset, TextAugment, collate_pairs, label_targets, load_image, primary_image
 from crrg.errors import ConfigError, InputError
 from crrg.records import StudyRecord, read_manifest
+from crrg.training.config import config_section
 
 log = logging.getLogger(__name__)
 
 
-def _section(config: dict, name: str) -> dict:
-    value = config.get(name) or {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"config section {name!r} must be a mapping")
-    return value
+_section = config_section  # the shared reader of a config section
 
 
 def image_tower_locked(config: dict) -> bool:

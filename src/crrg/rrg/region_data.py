@@ -12,14 +12,11 @@ import torch
 from crrg.errors import ConfigError, InputError
 from crrg.observations import ANATOMICAL_REGIONS
 from crrg.records import StudyRecord, read_manifest
+from crrg.training.config import config_section
 
 log = logging.getLogger(__name__)
 
-def _section(config: dict, name: str) -> dict:
-    value = config.get(name) or {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"config section {name!r} must be a mapping")
-    return value
+_section = config_section  # the shared reader of a config section
 
 
 def load_split(config: dict, key: str, default: str | None) -> list[StudyRecord]:

@@ -131,6 +131,14 @@ def _describe(types: Iterable[type]) -> str:
     return " or ".join("null" if t is type(None) else t.__name__ for t in types)
 
 
+def config_section(config: dict, name: str) -> dict:
+    """A task's section of a config (``model``, ``data`` ...): a mapping, empty when absent."""
+    value = config.get(name) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"config section {name!r} must be a mapping")
+    return value
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"trainer.lr=1e-4"`` -> (["trainer", "lr"], 1e-4)."""
     key, sep, raw = text.partition("=")

@@ -17,9 +17,12 @@ run folder (``out_dir``)::
     best-model/            the best model by ``trainer.monitor`` (when set)
     metrics.json           summary: steps, epochs, last logged metrics, wall time
 
-Resume (``resume=True``) continues from ``checkpoints/last.ckpt`` (or the newest complete step file)
+Every checkpoint has a ``.sha256`` beside it and is read weights-only (:mod:`crrg.training.checkpoint`):
+a damaged or planted file is refused, never loaded or run.
+
+Resume (``resume=True``) continues from ``checkpoints/last.ckpt`` (or the newest verified step file)
 with the same step count, optimizer and scheduler state and data position (random draws are
-per-step seeded); with
+seeded per step and per sample); with
 ``trainer.deterministic`` the result equals an uninterrupted run. Without ``resume`` a folder that
 already holds checkpoints is refused rather than overwritten.
 

@@ -33,14 +33,11 @@ STAGES_SECTION = "stages"
 
 
 def deep_merge(base: dict, update: dict) -> dict:
-    """``base`` with ``update`` merged in: nested mappings merge, anything else is replaced."""
-    out = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+    """``base`` with ``update`` merged in: nested mappings merge, anything else is replaced (the
+    registry's merge of model overrides, shared on purpose: one meaning of "override")."""
+    from crrg.models.registry import _merge
+
+    return _merge(base, copy.deepcopy(update))
 
 
 def recipe_stages(config: dict) -> dict[str, dict]:
