@@ -19,6 +19,7 @@ reloaded model through ``probabilities(images)``, so the table's numbers are the
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import platform
 import statistics
@@ -71,10 +72,10 @@ def run_variant(name: str, recipe: ProbeRecipe, cache: FeatureCache, nih_valid, 
     valid_scores = result.heads.scores(result.real_standardiser(x_valid))
     test = domains["synth_test"]
     synth_auc = mean_auc(test.targets, test.mask, result.heads.scores(result.synth_standardiser(test.features)))
-    row = {"variant": name, "select": result.selection[result.c], "C": result.c, **nih_scores(recipe.labels, valid_scores, truth),
+    row = {"variant": name, "select": result.selection[result.c, result.real_weight], "C": result.c, "real weight": result.real_weight, **nih_scores(recipe.labels, valid_scores, truth),
            "synthetic test": synth_auc, "seconds": time.perf_counter() - t0}
     rows.append(row)
-    log.info("%s: %s", name, {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
+    log.info("%s: %s", name, {k: float(f"{v:.3g}") if isinstance(v, float) else v for k, v in row.items()})
     return result, domains
 
 
@@ -103,7 +104,7 @@ def export(recipe: ProbeRecipe, result, cache: FeatureCache, out: Path, nih_vali
 
     model = build_probe_classifier(recipe.tower, cache.tower.state_dict(), recipe.labels, result.heads,
                                    result.real_standardiser, result.thresholds,
-                                   {"recipe": {k: v for k, v in vars(recipe).items() if k != "cache_dir"}})
+                                   {"description": _describe(recipe)})
     save_pretrained(model, out, dtype=torch.float16)
     reloaded = load_pretrained(out)
     images = [load_image(i.path) for i in nih_valid]
@@ -125,7 +126,13 @@ def export(recipe: ProbeRecipe, result, cache: FeatureCache, out: Path, nih_vali
     return {"folder": str(out), "nih": nih_scores(list(reloaded.labels), scores, truth), "size_mb": size_mb,
             "latency_p50_ms": 1000 * statistics.median(times), "latency_p95_ms": 1000 * float(np.percentile(times, 95)),
             "synthetic test": mean_auc(targets, mask, synth_scores), "synthetic per label": per_label_synth,
-            "C": result.c, "thresholds": result.thresholds}
+            "C": result.c, "real weight": result.real_weight, "thresholds": result.thresholds}
+
+
+def _describe(recipe: ProbeRecipe) -> str:
+    """One line for the saved config: how this classifier was made (the recipe without local paths)."""
+    keep = {k: v for k, v in vars(recipe).items() if k not in ("cache_dir", "synthetic", "nih", "covid")}
+    return "frozen-tower probe (benchmarks/bench_real_classifier.py, crrg.clip.probe_recipe): " + json.dumps(keep, default=str)
 
 
 def fmt(v) -> str:
@@ -168,13 +175,18 @@ def main() -> None:
     random_tower = {**base.tower, "weights": None}
     run_variant("random-init tower, clean synthetic", replace(clean, tower=random_tower), FeatureCache(random_tower, base.cache_dir), nih_valid, truth, rows)
     run_variant("ImageNet tower, clean synthetic", clean, cache, nih_valid, truth, rows)
+    run_variant("ImageNet tower, clean synthetic, C on synthetic val (no real label at all)",
+                replace(clean, select_on="synthetic_val"), cache, nih_valid, truth, rows)
     run_variant("+ feature standardisation (unlabelled real)", replace(clean, standardise=True), cache, nih_valid, truth, rows)
     levers = [x for x in args.levers.split(",") if x]
     for lever in levers:
         cfg = RealismConfig.only(lever)
         run_variant(f"+ realism: {lever} only", replace(clean, realism=_as_dict(cfg)), cache, nih_valid, truth, rows)
-    run_variant("+ realism: all (recipe), no standardisation", replace(base, standardise=False), cache, nih_valid, truth, rows)
-    synth_result, _ = run_variant("synthetic-only recipe (all levers + standardisation)", base, cache, nih_valid, truth, rows)
+    run_variant("+ realism: all eleven levers, no standardisation",
+                replace(base, standardise=False, realism=_as_dict(RealismConfig(style=0.5))), cache, nih_valid, truth, rows)
+    run_variant("+ realism: recipe levers (all but text, style), no standardisation", replace(base, standardise=False),
+                cache, nih_valid, truth, rows)
+    synth_result, _ = run_variant("synthetic-only recipe (recipe levers + standardisation)", base, cache, nih_valid, truth, rows)
     real_nih = replace(real, real_labels=["nih"])
     run_variant("real labels: NIH train + synthetic", real_nih, cache, nih_valid, truth, rows)
     real_result, _ = run_variant("real labels: NIH train + COVID + synthetic (recipe)", real, cache, nih_valid, truth, rows)
@@ -192,7 +204,7 @@ def main() -> None:
             info = export(recipe, result, cache, out, nih_valid, truth, synth_test_items)
             report.append(f"## Saved: `{info['folder']}` ({'real labels' if recipe.real_labels else 'no real labels'})\n")
             report.append(f"size {info['size_mb']:.1f} MB (float16); latency per image p50 {info['latency_p50_ms']:.1f} ms, "
-                          f"p95 {info['latency_p95_ms']:.1f} ms (1 thread, batch 1); C = {info['C']}; synthetic test mean AUC "
+                          f"p95 {info['latency_p95_ms']:.1f} ms (1 thread, batch 1); C = {info['C']}, real-film weight {info['real weight']}; synthetic test mean AUC "
                           f"{info['synthetic test']:.3f}\n")
             report.append(table([{"variant": "reloaded, probabilities(images)", **info["nih"], "synthetic test": info["synthetic test"]}]))
             report.append("\nSynthetic test AUC per label: " + ", ".join(f"{k} {fmt(v)}" for k, v in info["synthetic per label"].items()) + "\n")

@@ -44,9 +44,13 @@ class ProbeRecipe:
     augment_copies: int = 1  # augmented copies of each synthetic film (each one tower pass)
     standardise: bool = True  # per-domain feature statistics (real ones from unlabelled NIH train films)
     real_labels: list[str] = field(default_factory=list)  # [] = synthetic labels only; or nih, covid
-    real_weight: float = 1.0  # weight of a real labelled film relative to a synthetic one
-    c_grid: list[float] = field(default_factory=lambda: [0.003, 0.01, 0.03, 0.1, 0.3])
+    # Weight of a real labelled film relative to a synthetic one; a list is a grid chosen with C.
+    real_weight: float | list[float] = 1.0
+    c_grid: list[float] = field(default_factory=lambda: [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3])
     folds: int = 5
+    # What C and the thresholds are chosen on when NIH labels do not train the heads: NIH train films
+    # (held out: their labels only rank 6 values of C) or synthetic val (no real label used at all).
+    select_on: str = "nih_train"
     seed: int = 0
     cache_dir: str | None = None  # where tower features are kept between runs (keyed by everything that shapes them)
 
@@ -57,6 +61,8 @@ class ProbeRecipe:
         bad = [s for s in recipe.real_labels if s not in REAL_SOURCES]
         if bad:
             raise ConfigError(f"real_labels {bad} unknown; use any of {list(REAL_SOURCES)}")
+        if recipe.select_on not in ("nih_train", "synthetic_val"):
+            raise ConfigError(f"select_on is nih_train or synthetic_val, got {recipe.select_on!r}")
         return recipe
 
     @classmethod
@@ -179,7 +185,8 @@ class ProbeResult:
     synth_standardiser: Standardiser
     c: float
     thresholds: dict[str, float]
-    selection: dict[str, float]  # C -> mean AUC on the selection data
+    selection: dict[tuple[float, float], float]  # (C, real weight) -> mean AUC on the selection data
+    real_weight: float = 1.0
 
 
 def train_probe(recipe: ProbeRecipe, domains: dict[str, Domain]) -> ProbeResult:
@@ -190,45 +197,55 @@ def train_probe(recipe: ProbeRecipe, domains: dict[str, Domain]) -> ProbeResult:
     synth_std = Standardiser.fit(synth.features)
     real_std = Standardiser.fit(nih.features) if recipe.standardise else synth_std
     x_synth = synth_std(synth.features)
-    w_synth = np.ones(len(x_synth), np.float32)
-    extra_x, extra_y, extra_m, extra_w = [x_synth], [synth.targets], [synth.mask], [w_synth]
+    extra_x, extra_y, extra_m = [x_synth], [synth.targets], [synth.mask]
+    n_covid = 0
     if "covid" in domains:
         covid = domains["covid"]
         covid_std = Standardiser.fit(covid.features) if recipe.standardise else synth_std
         extra_x.append(covid_std(covid.features))
         extra_y.append(covid.targets)
         extra_m.append(covid.mask)
-        extra_w.append(np.full(len(covid.items), recipe.real_weight, np.float32))
+        n_covid = len(covid.items)
     x_nih = real_std(nih.features)
     extra = (np.concatenate(extra_x), np.concatenate(extra_y), np.concatenate(extra_m))
-    weights = np.concatenate(extra_w)
     use_nih = "nih" in recipe.real_labels
+    real_weights = [float(w) for w in (recipe.real_weight if isinstance(recipe.real_weight, list) else [recipe.real_weight])]
+    if not use_nih and not n_covid:
+        real_weights = real_weights[:1]  # no real labelled film: the weight changes nothing
+
+    def extra_weights(w: float) -> np.ndarray:
+        return np.concatenate([np.ones(len(x_synth), np.float32), np.full(n_covid, w, np.float32)])
+
     folds = group_folds(nih.groups, recipe.folds, recipe.seed)
+    val = domains["synth_val"]
+    synthetic_only = not use_nih and recipe.select_on == "synthetic_val"
     selection, nih_scores = {}, {}
-    for c in recipe.c_grid:
-        if use_nih:
-            scores = out_of_fold_scores(x_nih, nih.targets, nih.mask, c, folds, extra, recipe.real_weight, weights)
-        else:
-            scores = fit_heads(*extra, c, sample_weight=weights).scores(x_nih)
-        nih_scores[c] = scores
-        selection[c] = mean_auc(nih.targets, nih.mask, scores)
-    best = max(selection, key=lambda c: selection[c])
-    log.info("C by NIH train %s: %s", "cross-validation" if use_nih else "held-out AUC", {c: round(a, 4) for c, a in selection.items()})
-    x_all, y_all, m_all, w_all = extra[0], extra[1], extra[2], weights
+    for w in real_weights:
+        for c in recipe.c_grid:
+            if use_nih:
+                scores = out_of_fold_scores(x_nih, nih.targets, nih.mask, c, folds, extra, w, extra_weights(w))
+            else:
+                heads = fit_heads(*extra, c, sample_weight=extra_weights(w))
+                scores = heads.scores(x_nih)
+                if synthetic_only:
+                    selection[c, w] = mean_auc(val.targets, val.mask, heads.scores(synth_std(val.features)))
+            nih_scores[c, w] = scores
+            if not synthetic_only:
+                selection[c, w] = mean_auc(nih.targets, nih.mask, scores)
+    best_c, best_w = max(selection, key=lambda k: selection[k])
+    how = "synthetic val" if synthetic_only else "NIH train " + ("cross-validation" if use_nih else "held-out AUC")
+    log.info("(C, real weight) by %s: %s", how, {k: round(a, 4) for k, a in selection.items()})
+    x_all, y_all, m_all, w_all = extra[0], extra[1], extra[2], extra_weights(best_w)
     if use_nih:
         x_all, y_all = np.concatenate([x_all, x_nih]), np.concatenate([y_all, nih.targets])
         m_all = np.concatenate([m_all, nih.mask])
-        w_all = np.concatenate([w_all, np.full(len(x_nih), recipe.real_weight, np.float32)])
-    heads = fit_heads(x_all, y_all, m_all, best, sample_weight=w_all)
+        w_all = np.concatenate([w_all, np.full(len(x_nih), best_w, np.float32)])
+    heads = fit_heads(x_all, y_all, m_all, best_c, sample_weight=w_all)
     # Thresholds: NIH train scores (out-of-fold) where NIH has the label, synthetic val elsewhere.
-    val = domains["synth_val"]
     thresholds = choose_thresholds(val.targets, heads.scores(synth_std(val.features)), recipe.labels, val.mask)
-    nih_thr = choose_thresholds(nih.targets, nih_scores[best], recipe.labels, nih.mask)
+    nih_thr = choose_thresholds(nih.targets, nih_scores[best_c, best_w], recipe.labels, nih.mask)
     for j, name in enumerate(recipe.labels):
-        if nih.mask[:, j].any():
+        if nih.mask[:, j].any() and not synthetic_only:
             thresholds[name] = nih_thr[name]
-    return ProbeResult(heads, real_std, synth_std, best, {k: float(v) for k, v in thresholds.items()}, selection)
+    return ProbeResult(heads, real_std, synth_std, best_c, {k: float(v) for k, v in thresholds.items()}, selection, best_w)
 
-
-__all__ = ["ProbeRecipe", "FeatureCache", "Domain", "load_domains", "train_probe", "mean_auc", "ProbeResult",
-           "out_of_fold_scores"]
