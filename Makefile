@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.crrg-installed
 
-.PHONY: demo test test-fast venv clean
+.PHONY: demo test test-fast model venv clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: venv
 test-fast: venv
 	@sh scripts/ensure_system_deps.sh java
 	$(PY) -m pytest -q -m "not slow"
+
+# Rebuild crrg-default from nothing: synth -> CLIP -> classifier -> rrg stages -> float16 export
+# (about 2.5 h on 2 CPU cores; resumes when re-run). `make model TOY=1` is a few-minute check.
+model: venv
+	sh scripts/train_default.sh $(if $(TOY),--toy)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
