@@ -34,7 +34,7 @@ test-fast: venv
 # Rebuild crrg-default from nothing: synth -> CLIP -> classifier -> rrg stages -> float16 export
 # (about 2.5 h on 2 CPU cores; resumes when re-run). `make model TOY=1` is a few-minute check.
 model: venv
-	sh scripts/train_default.sh $(if $(TOY),--toy)
+	bash scripts/train_default.sh $(if $(TOY),--toy)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
