@@ -6,7 +6,7 @@ transformers, peft, lightning, timm, numpy, pillow and pandas (no hub, no PyPI: 
 
     python benchmarks/gpu_smoke.py                  # CUDA: full size, bf16 autocast; about 3-5 minutes
     python benchmarks/gpu_smoke.py --tiny --steps 3 # any machine (automatic without CUDA): tiny sizes
-    python benchmarks/gpu_smoke.py --full --steps 3 --no-latency   # full-size training throughput on a CPU
+    python benchmarks/gpu_smoke.py --full --steps 2 --batch 2 --no-latency   # full-size training speed on a CPU
 
 Families, at the sizes of the published systems:
 
@@ -264,6 +264,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=None, help="training steps per family (default 200; tiny 3)")
     parser.add_argument("--full", action="store_true", help="full sizes even without CUDA (CPU training throughput)")
     parser.add_argument("--no-latency", action="store_true", help="skip the report latency runs")
+    parser.add_argument("--batch", type=int, default=None, help="training batch of every family (default: the size's)")
     parser.add_argument("--no-save", action="store_true", help="print only; write no results file")
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -278,6 +279,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     start = time.perf_counter()
     if args.no_latency:
         sizes = replace(sizes, latency_repeats=(0, 0))
+    if args.batch:
+        sizes = replace(sizes, detector_batch=args.batch, decoder_batch=args.batch, blip_batch=args.batch)
     results = region_guided(run, sizes, steps) + [clinical_blip(run, sizes, steps)]
     wall = time.perf_counter() - start
     name = torch.cuda.get_device_name(0) if run.cuda else "CPU"
