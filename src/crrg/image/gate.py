@@ -1,0 +1,206 @@
+"""The chest-radiograph gate: refuse what is not a usable chest radiograph before a model reports on it.
+
+Every generator writes a confident report for anything that decodes (a photo, a page of text, noise,
+a CT slice, a 32 px thumbnail). The gate stands between decoding and generation, on the one path both
+faces use (:func:`load_radiograph`: ``crrg report``, batches, and the service), and refuses with a
+one-line :class:`GateError` saying why (CLI exit 2, HTTP 422).
+
+It is built from statistics one can read, checked in this order:
+
+1. the DICOM modality: only radiographs (CR, DX, DR, RG, or none stated) - a CT or MR is refused by
+   its header;
+2. hard limits: the shorter side (>= 48 px: below it no model sees anatomy), the aspect ratio (a
+   chest film is at most ~2.5 : 1 even when cropped), colour (a radiograph saved as RGB is gray:
+   chroma ~0; a photograph is not), and a blank or saturated image (almost no contrast);
+3. a score from a tiny CNN (:class:`GateNet`, ~15 k weights) over the 64 x 64 thumbnail, as shown and
+   contrast-normalised: at that size a chest film is its intensity layout (dark lung fields either
+   side of a bright mediastinum, diaphragm and abdomen below, shoulders above), which photographs,
+   pages, CT / MR slices, noise and crops of a film do not have. Hand-made statistics of the same
+   thumbnail (histogram, texture, symmetry, a PCA "eigen-chest" distance) were tried first and let a
+   third of the unseen gray photographs through. Its weights and threshold (``gate_params.py``) are
+   fitted and chosen by ``benchmarks/bench_gate.py --fit`` on a fit half of generated negatives
+   (:mod:`crrg.image.gate_examples`) and real / synthetic films, and reported on the other half
+   (benchmarks/results/gate.md).
+
+``check_chest_radiograph(image, info=None)`` is the gate; ``load_radiograph(path)`` decodes and gates.
+Research use on other images: ``load_radiograph(..., gate=False)`` (the service's ``decode_upload(gate=False)``),
+at the user's own risk; a CT or MR DICOM is refused even then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from crrg.errors import ImageError
+from crrg.image.loading import DEFAULT_MAX_PIXELS, ImageInfo, ImageSource, load_image_with_info
+
+RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
+THUMB = 64
+
+
+class GateError(ImageError):
+    """The image decodes, but it is not a chest radiograph a model can report on (HTTP 422)."""
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Hard limits of the gate; the CNN's weights and threshold live in ``gate_params.py``."""
+
+    min_side: int = 48  # px: the NIH 64 px thumbnails are the smallest films we accept
+    max_aspect: float = 2.5  # longer / shorter side
+    max_chroma: float = 0.08  # mean (max - min) of R, G, B in [0, 1]: radiographs saved as RGB are ~0
+    min_contrast: float = 0.02  # std of the thumbnail: a blank or saturated image has none
+
+
+@dataclass(frozen=True)
+class GateResult:
+    accepted: bool
+    reason: str  # empty when accepted
+    score: float  # the CNN's score (probability of a chest radiograph); nan when a hard rule refused
+
+
+def check_chest_radiograph(image: np.ndarray, info: ImageInfo | None = None, source: str = "image",
+                           config: GateConfig = GateConfig()) -> None:
+    """Raise :class:`GateError` naming ``source`` and the reason when ``image`` is not a chest radiograph."""
+    result = assess(image, info, config)
+    if not result.accepted:
+        raise GateError(f"{source}: not accepted as a chest radiograph: {result.reason}; "
+                        "give a frontal or lateral chest X-ray")
+
+
+def assess(image: np.ndarray, info: ImageInfo | None = None, config: GateConfig = GateConfig()) -> GateResult:
+    """The gate's decision and reason without raising (the benchmark uses this)."""
+    reason = _hard_rules(image, info, config)
+    if reason:
+        return GateResult(False, reason, float("nan"))
+    score = radiograph_score(thumbnail(image))
+    from crrg.image import gate_params
+
+    if score < gate_params.THRESHOLD:
+        return GateResult(False, f"it does not look like a chest film (score {score:.2f} < "
+                          f"{gate_params.THRESHOLD:.2f}: a photograph, document, CT/MR slice, noise or a crop?)", score)
+    return GateResult(True, "", score)
+
+
+def _hard_rules(image: np.ndarray, info: ImageInfo | None, config: GateConfig) -> str:
+    modality = info.modality if info is not None else None
+    if modality is not None and modality not in RADIOGRAPH_MODALITIES:
+        return f"its DICOM modality is {modality}; only radiographs (CR, DX, DR) are accepted"
+    if image.ndim != 2:
+        return f"expected one gray (H, W) image, got shape {image.shape}"
+    height, width = image.shape
+    if min(height, width) < 1 or max(height, width) / min(height, width) > config.max_aspect:
+        return (f"its aspect ratio {max(height, width) / max(min(height, width), 1):.1f}:1 ({width}x{height}) is beyond "
+                f"{config.max_aspect}:1; a chest film is roughly square")
+    if min(height, width) < config.min_side:
+        return f"it is {width}x{height} px; the shorter side must be at least {config.min_side} px"
+    if info is not None and info.chroma > config.max_chroma:
+        return f"it is in colour (chroma {info.chroma:.2f} > {config.max_chroma}); radiographs are gray"
+    thumb = thumbnail(image)
+    if float(thumb.std()) < config.min_contrast:
+        return f"it is blank or saturated (contrast {float(thumb.std()):.3f} < {config.min_contrast})"
+    return ""
+
+
+def thumbnail(image: np.ndarray) -> np.ndarray:
+    """The image area-averaged to THUMB x THUMB (aspect ignored: the layout is what matters)."""
+    from crrg.image.transforms import resize
+
+    step = max(1, min(image.shape) // (4 * THUMB))  # cheap pre-shrink of big films; resize antialiases the rest
+    return np.clip(resize(np.ascontiguousarray(image[::step, ::step]), THUMB, THUMB)[0], 0.0, 1.0)
+
+
+def _thumb_channels(thumb: np.ndarray) -> np.ndarray:
+    """(2, THUMB, THUMB): the thumbnail as displayed, and contrast-normalised (layout regardless of exposure)."""
+    z = (thumb - thumb.mean()) / (thumb.std() + 1e-3)
+    return np.stack([thumb * 2.0 - 1.0, np.clip(z, -4, 4) / 2.0]).astype(np.float32)
+
+
+class GateNet:
+    """A tiny CNN over the 64 x 64 thumbnail (~15 k weights: four 3 x 3 conv + pool stages, then average
+    and max pooled features into one logit). Weights: ``gate_params.WEIGHTS`` (float16, base64)."""
+
+    CHANNELS = (2, 8, 16, 32, 32)
+
+    @staticmethod
+    def shapes() -> list[tuple[int, ...]]:
+        c = GateNet.CHANNELS
+        out: list[tuple[int, ...]] = []
+        for cin, cout in zip(c[:-1], c[1:]):
+            out += [(cout, cin, 3, 3), (cout,)]
+        return out + [(1, 2 * c[-1]), (1,)]
+
+    @staticmethod
+    def module():
+        """The same network as a torch module (for fitting in benchmarks/bench_gate.py)."""
+        from torch import nn
+
+        c, layers = GateNet.CHANNELS, []
+        for cin, cout in zip(c[:-1], c[1:]):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+
+        class Net(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.features = nn.Sequential(*layers)
+                self.head = nn.Linear(2 * c[-1], 1)
+
+            def forward(self, x):
+                f = self.features(x)
+                return self.head(__import__("torch").cat([f.mean((2, 3)), f.amax((2, 3))], 1)).squeeze(1)
+
+        return Net()
+
+
+@lru_cache(maxsize=1)
+def _weights(encoded: str) -> tuple[np.ndarray, ...]:
+    """GateNet's tensors from the base64 float16 blob (cached per blob)."""
+    import base64
+
+    flat = np.frombuffer(base64.b64decode(encoded), dtype=np.float16).astype(np.float32)
+    out, at = [], 0
+    for shape in GateNet.shapes():
+        n = int(np.prod(shape))
+        out.append(flat[at:at + n].reshape(shape))
+        at += n
+    if at != flat.size:
+        raise RuntimeError("gate_params.WEIGHTS does not match GateNet's shapes; refit with benchmarks/bench_gate.py --fit")
+    return tuple(out)
+
+
+def radiograph_score(thumb: np.ndarray) -> float:
+    """Probability-like score in [0, 1] that a THUMB x THUMB thumbnail is a chest radiograph."""
+    import torch
+    import torch.nn.functional as F
+
+    from crrg.image import gate_params
+
+    w = [torch.from_numpy(a) for a in _weights(gate_params.WEIGHTS)]
+    x = torch.from_numpy(np.stack([_thumb_channels(thumb), _thumb_channels(thumb[:, ::-1])]))  # and its mirror
+    with torch.no_grad():
+        for k in range(0, 8, 2):
+            x = F.max_pool2d(F.relu(F.conv2d(x, w[k], w[k + 1], padding=1)), 2)
+        logit = F.linear(torch.cat([x.mean((2, 3)), x.amax((2, 3))], 1), w[8], w[9])
+    return float(torch.sigmoid(logit).mean())
+
+
+def load_radiograph(source: ImageSource, name: str | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                    gate: bool = True, max_side: int | None = None) -> tuple[np.ndarray, ImageInfo]:
+    """Decode an image and pass it through the gate: the one entry of every reporting path (CLI,
+    batch, service), so all refuse the same inputs with the same message."""
+    image, info = load_image_with_info(source, max_pixels=max_pixels, name=name, max_side=max_side)
+    if gate:
+        check_chest_radiograph(image, info, source=info.name)
+    else:  # research use: the statistics are skipped, but a CT or MR is never a chest film
+        check_modality(info, source=info.name)
+    return image, info
+
+
+def check_modality(info: ImageInfo, source: str = "image") -> None:
+    """Raise :class:`GateError` for a DICOM whose modality is not a radiograph (CT, MR, US, ...)."""
+    if info.modality is not None and info.modality not in RADIOGRAPH_MODALITIES:
+        raise GateError(f"{source}: its DICOM modality is {info.modality}; only radiographs (CR, DX, DR) "
+                        "can get a chest report")
