@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     name = torch.cuda.get_device_name(0) if run.cuda else "CPU"
     precision = "bf16 autocast" if run.bf16 else "fp32"
     mem = "peak GPU GB" if run.cuda else "peak RSS GB"
-    rows = [[r["family"], f"{r['params_m']:.1f}", r["steps"], f"{r['per_s']:.1f} {r['unit']}", f"{r['step_ms']:.0f}",
+    rows = [[r["family"], f"{r['params_m']:.1f}", r["steps"], f"{r['per_s']:.3g} {r['unit']}", f"{r['step_ms']:.0f}",
              f"{r['peak_gb']:.2f}", "%.0f / %.0f" % r["latency_b1"], "%.0f / %.0f" % r["latency_b32"]] for r in results]
     table = print_table(f"gpu_smoke on {name} ({'tiny' if tiny else 'full'} sizes, {precision}, {wall:.0f} s)",
                         ["family", "params M", "steps", "train throughput", "step ms p50", mem,
