@@ -41,6 +41,15 @@ class EchoGenerator:
             probabilities=probs, labels=labels, model="echo")
 
 
+def service_config(**kwargs):
+    """A ServiceConfig with the chest-radiograph gate off unless asked: these tests post flat gray
+    stand-in images (the gate itself is tested in test_hardening.py and tests/image)."""
+    from crrg.serve.app import ServiceConfig
+
+    kwargs.setdefault("gate", False)
+    return ServiceConfig(**kwargs)
+
+
 def png_bytes(value: int = 128, size: tuple[int, int] = (64, 48), mode: str = "L") -> bytes:
     from PIL import Image
 

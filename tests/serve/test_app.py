@@ -9,14 +9,14 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from crrg.serve.app import ServiceConfig, ServiceLimits, create_app
-from tests.serve.serve_helpers import EchoGenerator, LiveServer, png_bytes
+from crrg.serve.app import ServiceLimits, create_app
+from tests.serve.serve_helpers import EchoGenerator, LiveServer, png_bytes, service_config
 
 KEY = "k" * 8 + "secret-key-123456"
 
 
 def client_for(generator, **config) -> TestClient:
-    return TestClient(create_app(generator, "echo", "1.0", ServiceConfig(**config)), base_url="http://localhost")
+    return TestClient(create_app(generator, "echo", "1.0", service_config(**config)), base_url="http://localhost")
 
 
 def post(client, files, **kwargs):
@@ -141,7 +141,7 @@ def test_timeout_gives_504():
 
 def test_concurrent_requests_never_mix_results():
     generator = EchoGenerator(delay_s=0.02)
-    app = create_app(generator, "echo", "1.0", ServiceConfig(limits=ServiceLimits(max_queue=64, workers=2)))
+    app = create_app(generator, "echo", "1.0", service_config(limits=ServiceLimits(max_queue=64, workers=2)))
     with LiveServer(app) as server, httpx.Client(timeout=30) as http:
         def one(i: int):
             r = http.post(f"{server.url}/v1/report", files={"image": ("a.png", png_bytes(i * 7 % 256, (40 + i, 30)), "image/png")},
@@ -157,7 +157,7 @@ def test_concurrent_requests_never_mix_results():
 
 
 def test_full_queue_answers_429():
-    app = create_app(EchoGenerator(delay_s=0.5), "echo", "1.0", ServiceConfig(limits=ServiceLimits(max_queue=2)))
+    app = create_app(EchoGenerator(delay_s=0.5), "echo", "1.0", service_config(limits=ServiceLimits(max_queue=2)))
     with LiveServer(app) as server, httpx.Client(timeout=30) as http:
         def one(i: int) -> int:
             return http.post(f"{server.url}/v1/report", files={"image": ("a.png", png_bytes(), "image/png")}).status_code

@@ -12,14 +12,14 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from crrg.errors import ImageError, InputError
-from crrg.serve.app import ServiceConfig, create_app
-from tests.serve.serve_helpers import EchoGenerator, png_bytes
+from crrg.serve.app import create_app
+from tests.serve.serve_helpers import EchoGenerator, png_bytes, service_config
 
 FILES = {"image": ("a.png", png_bytes(), "image/png")}
 
 
 def client_for(generator, base_url: str = "http://localhost", **config) -> TestClient:
-    return TestClient(create_app(generator, "echo", "1.0", ServiceConfig(**config)), base_url=base_url)
+    return TestClient(create_app(generator, "echo", "1.0", service_config(**config)), base_url=base_url)
 
 
 @pytest.mark.parametrize("host, expected", [
@@ -155,10 +155,12 @@ def test_serve_without_model_serves_the_bundled_default(monkeypatch):
         crrg_config = {"version": "9.9"}
 
     monkeypatch.setattr(crrg.generation, "load_generator", lambda name, device: loaded.append((name, device)) or Stub())
-    monkeypatch.setattr(crrg.serve.server, "serve", lambda application, host, port, limits=None: served.append(host))
+    monkeypatch.setattr(crrg.serve.server, "serve",
+                        lambda application, host, port, limits=None: served.append((host, application.state.service.gate)))
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 0, result.output
-    assert loaded == [(DEFAULT_MODEL, "auto")] and served == ["127.0.0.1"]
+    assert loaded == [(DEFAULT_MODEL, "auto")] and served == [("127.0.0.1", True)]
+    assert CliRunner().invoke(app, ["serve", "--no-gate"]).exit_code == 0 and served[-1] == ("127.0.0.1", False)
 
 
 class OptionsEcho(EchoGenerator):
@@ -179,3 +181,23 @@ def test_decoding_options_as_query_parameters(echo):
         assert r.status_code == 422 and r.json()["detail"], bad
     names = {p["name"] for p in client.get("/openapi.json").json()["paths"]["/v1/report"]["post"]["parameters"]}
     assert {"format", "preview", "beams", "consensus", "joint"} <= names
+
+
+EXAMPLE_FILM = __import__("pathlib").Path(__file__).resolve().parents[2] / "examples" / "normal_frontal.png"
+
+
+@pytest.mark.parametrize("gate", [True, False])
+def test_chest_radiograph_gate_422_and_modality_415(gate):
+    from tests.serve.test_app import dicom_bytes
+
+    echo = EchoGenerator()
+    client = TestClient(create_app(echo, "echo", "1.0", service_config(gate=gate)), base_url="http://localhost")
+    film = client.post("/v1/report", files={"image": ("f.png", EXAMPLE_FILM.read_bytes(), "image/png")})
+    assert film.status_code == 200, film.text
+    flat = client.post("/v1/report", files=FILES)  # a flat gray square: no chest film
+    assert flat.status_code == (422 if gate else 200), flat.text
+    if gate:
+        assert "chest radiograph" in flat.json()["detail"]
+    ct = client.post("/v1/report", files={"image": ("ct.dcm", dicom_bytes(modality="CT"), "application/dicom")})
+    assert ct.status_code == 415 and "modality CT" in ct.json()["detail"]  # refused by its header, gate or not
+    assert echo.calls == (1 if gate else 2)

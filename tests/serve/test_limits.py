@@ -10,15 +10,15 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from crrg.serve.app import ServiceConfig, ServiceLimits, create_app
+from crrg.serve.app import ServiceLimits, create_app
 from tests.serve.serve_helpers import (EchoGenerator, LiveServer, closed_within, multipart_body, multipart_head,
-                                       png_bytes, read_status)
+                                       png_bytes, read_status, service_config)
 
 FILES = {"image": ("a.png", png_bytes(), "image/png")}
 
 
 def client_for(generator, **config) -> TestClient:
-    return TestClient(create_app(generator, "echo", "1.0", ServiceConfig(**config)), base_url="http://localhost")
+    return TestClient(create_app(generator, "echo", "1.0", service_config(**config)), base_url="http://localhost")
 
 
 def wait_until(predicate, timeout: float = 10.0) -> bool:
@@ -71,7 +71,7 @@ def test_job_waiting_in_the_pool_is_cancelled_on_timeout_and_frees_its_slot():
 
 def test_full_service_refuses_a_large_upload_before_reading_its_body():
     """The 429 comes while the client has sent only the headers of a 31 MB body."""
-    app = create_app(EchoGenerator(delay_s=2.0), "echo", "1.0", ServiceConfig(limits=ServiceLimits(max_queue=1)))
+    app = create_app(EchoGenerator(delay_s=2.0), "echo", "1.0", service_config(limits=ServiceLimits(max_queue=1)))
     with LiveServer(app) as server:
         busy = socket.create_connection(("127.0.0.1", server.port))
         body = multipart_body(png_bytes())
@@ -116,7 +116,7 @@ def _trickle_until_closed(sock: socket.socket, payload: bytes, timeout: float, e
 def test_slowloris_headers_are_cut_off_at_the_header_deadline():
     from crrg.serve.server import ConnectionLimits
 
-    app = create_app(EchoGenerator(), "echo", "1.0", ServiceConfig())
+    app = create_app(EchoGenerator(), "echo", "1.0", service_config())
     with LiveServer(app, ConnectionLimits(header_timeout_s=0.6)) as server:
         with socket.create_connection(("127.0.0.1", server.port)) as idle:
             assert closed_within(idle, 3.0) is not None  # connected, never sent a byte
@@ -130,7 +130,7 @@ def test_trickling_body_gets_408_at_the_body_deadline():
     from crrg.serve.server import ConnectionLimits
 
     generator = EchoGenerator()
-    app = create_app(generator, "echo", "1.0", ServiceConfig(limits=ServiceLimits(body_timeout_s=0.5)))
+    app = create_app(generator, "echo", "1.0", service_config(limits=ServiceLimits(body_timeout_s=0.5)))
     with LiveServer(app, ConnectionLimits(header_timeout_s=0.5)) as server:
         with socket.create_connection(("127.0.0.1", server.port)) as slow:
             body = multipart_body(png_bytes())
@@ -143,7 +143,7 @@ def test_refused_upload_trickled_on_is_closed():
     """uvicorn drops the rest of a refused body; a client trickling it is disconnected at the deadline."""
     from crrg.serve.server import ConnectionLimits
 
-    app = create_app(EchoGenerator(), "echo", "1.0", ServiceConfig(api_keys=frozenset({"k" * 20})))
+    app = create_app(EchoGenerator(), "echo", "1.0", service_config(api_keys=frozenset({"k" * 20})))
     limits = ConnectionLimits(header_timeout_s=0.5, keep_alive_s=1, linger_s=1.0)
     with LiveServer(app, limits) as server:
         with socket.create_connection(("127.0.0.1", server.port)) as slow:
@@ -158,7 +158,7 @@ def test_client_that_sends_its_whole_body_before_reading_still_gets_the_429():
     before it reads) still gets the 429, not a connection error."""
     from crrg.serve.server import ConnectionLimits
 
-    app = create_app(EchoGenerator(delay_s=3.0), "echo", "1.0", ServiceConfig(limits=ServiceLimits(max_queue=1)))
+    app = create_app(EchoGenerator(delay_s=3.0), "echo", "1.0", service_config(limits=ServiceLimits(max_queue=1)))
     with LiveServer(app, ConnectionLimits(linger_s=1.0)) as server:
         busy = socket.create_connection(("127.0.0.1", server.port))
         small = multipart_body(png_bytes())
@@ -206,7 +206,7 @@ def test_client_gone_mid_upload_is_no_server_error(caplog):
     import logging
 
     caplog.set_level(logging.INFO, logger="crrg.serve")
-    app = create_app(EchoGenerator(), "echo", "1.0", ServiceConfig())
+    app = create_app(EchoGenerator(), "echo", "1.0", service_config())
     with LiveServer(app) as server:
         with socket.create_connection(("127.0.0.1", server.port)) as gone:
             gone.sendall(multipart_head(server.port, 100_000) + b"--crrgboundary\r\n")
@@ -221,7 +221,7 @@ def test_failed_large_uploads_do_not_wait_for_the_garbage_collector():
     import gc
     import tracemalloc
 
-    app = create_app(EchoGenerator(), "echo", "1.0", ServiceConfig())
+    app = create_app(EchoGenerator(), "echo", "1.0", service_config())
     body = multipart_body(b"\x89PNG" + b"\0" * (8 * 1024 * 1024))  # not a decodable image: 400 from the worker
 
     def post_junk() -> int | None:

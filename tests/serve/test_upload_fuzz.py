@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from crrg.serve.app import ServiceConfig, ServiceLimits, create_app
-from tests.serve.serve_helpers import EchoGenerator, png_declaring
+from crrg.serve.app import ServiceLimits, create_app
+from tests.serve.serve_helpers import EchoGenerator, png_declaring, service_config
 from tests.serve.test_app import dicom_bytes
 
 CASES = 360
@@ -89,7 +89,7 @@ def _case(i: int) -> tuple[str, bytes]:
 @pytest.fixture(scope="module")
 def client():
     limits = ServiceLimits(max_queue=4, decode_timeout_s=20.0, inference_timeout_s=20.0, max_pixels=8_000_000)
-    app = create_app(EchoGenerator(), "echo", "1.0", ServiceConfig(limits=limits))
+    app = create_app(EchoGenerator(), "echo", "1.0", service_config(limits=limits))
     with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as c:
         yield c
 

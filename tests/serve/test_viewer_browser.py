@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from crrg.serve.app import ServiceConfig, create_app
-from tests.serve.serve_helpers import EchoGenerator, LiveServer, png_bytes
+from crrg.serve.app import create_app
+from tests.serve.serve_helpers import EchoGenerator, LiveServer, png_bytes, service_config
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -20,7 +20,7 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-ru
 def test_viewer_upload_boxes_hover_report_and_bars(tmp_path):
     image = tmp_path / "study.png"
     image.write_bytes(png_bytes(90, (400, 400)))
-    app = create_app(EchoGenerator(), "echo", "1.0", ServiceConfig())
+    app = create_app(EchoGenerator(), "echo", "1.0", service_config())
     with LiveServer(app) as server, playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -58,7 +58,7 @@ def test_viewer_upload_boxes_hover_report_and_bars(tmp_path):
 def test_viewer_shows_server_errors(tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"definitely not a png")
-    app = create_app(EchoGenerator(), "echo", "1.0", ServiceConfig())
+    app = create_app(EchoGenerator(), "echo", "1.0", service_config())
     with LiveServer(app) as server, playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         page = browser.new_page()
@@ -72,7 +72,7 @@ def test_viewer_shows_server_errors(tmp_path):
 def test_docs_render_from_local_assets_under_csp():
     """Swagger UI comes from the service itself and runs under its Content-Security-Policy."""
     pytest.importorskip("swagger_ui")
-    app = create_app(EchoGenerator(), "echo", "1.0", ServiceConfig())
+    app = create_app(EchoGenerator(), "echo", "1.0", service_config())
     with LiveServer(app) as server, playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
         page = browser.new_page()

@@ -28,6 +28,8 @@ def register(app: typer.Typer) -> None:
         header_timeout: float = typer.Option(10.0, help="Seconds a client may take to send a request's headers before it is disconnected."),
         max_connections: int = typer.Option(512, help="Open connections at most (503 beyond)."),
         device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto (a GPU when there is one, else the CPU)."),
+        no_gate: bool = typer.Option(False, "--no-gate", help="Research use: report on images the chest-radiograph gate "
+                                                              "would refuse (a CT or MR DICOM is still refused)."),
     ) -> None:
         """Serve POST /v1/report (JSON or ?format=fhir; decoding options as query parameters, e.g. ?beams=4),
         GET /healthz, GET /v1/models, the API docs at /docs and the web viewer at /."""
@@ -47,7 +49,7 @@ def register(app: typer.Typer) -> None:
         version = str(generator.crrg_config.get("version", "unversioned"))
         limits = ServiceLimits(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_queue=max_queue,
                                inference_timeout_s=timeout, body_timeout_s=body_timeout)
-        config = ServiceConfig(api_keys=keys, cors_origins=tuple(cors_origin),
+        config = ServiceConfig(api_keys=keys, cors_origins=tuple(cors_origin), gate=not no_gate,
                                allowed_hosts=allowed_hosts_for(host, tuple(allowed_host)), limits=limits)
         application = create_app(generator, Path(model).name, version, config)
         info(f"serving {model} on http://{host}:{port}  (viewer at /, API docs at /docs)")

@@ -84,14 +84,18 @@ class ServiceConfig:
     cors_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] = LOCAL_HOSTS
     """Host header names this service answers to (DNS-rebinding guard); ("*",) accepts any."""
+    gate: bool = True
+    """Refuse images that are not chest radiographs (422), as ``crrg report`` does; False: research use."""
     limits: ServiceLimits = field(default_factory=ServiceLimits)
 
 
 class ReportService:
     """Holds the shared model, the request slots and the worker pools."""
 
-    def __init__(self, generator: Any, model_name: str, model_version: str, limits: ServiceLimits):
+    def __init__(self, generator: Any, model_name: str, model_version: str, limits: ServiceLimits,
+                 gate: bool = True):
         self.generator = generator
+        self.gate = gate
         self.model_name = model_name
         self.model_version = model_version
         self.limits = limits
@@ -111,7 +115,7 @@ class ReportService:
             upload = upload_from_parts(parse_form(body, content_type, self.limits.max_images + 8), self.limits.max_images)
         finally:
             del body[:]  # the parts hold their own copies; the raw body is not needed any more
-        return upload, [decode_upload(data, view_hint, self.limits.max_pixels) for data, view_hint in upload.files]
+        return upload, [decode_upload(data, view_hint, self.limits.max_pixels, self.gate) for data, view_hint in upload.files]
 
     def infer(self, images: list[DecodedImage], indication: str, options: dict[str, Any]) -> GeneratedReport:
         study = StudyInput(images=[im.pixels for im in images], views=[im.view for im in images], indication=indication)
@@ -218,7 +222,7 @@ def create_app(generator: Any, model_name: str, model_version: str = __version__
     """Build the FastAPI app around an already-loaded generator (anything with ``generate_report``)."""
     config = config or ServiceConfig()
     limits = config.limits
-    service = ReportService(generator, model_name, model_version, limits)
+    service = ReportService(generator, model_name, model_version, limits, config.gate)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from crrg.errors import CrrgError, ImageError, InputError
 from crrg.generation import GenerationError
+from crrg.image.gate import GateError
 from crrg.serve.inputs import UnsupportedModality
 
 STATUS_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (UnsupportedModality, 415),  # a DICOM of another modality (CT, MR, US...)
+    (GateError, 422),  # decodes, but is not a chest radiograph
     (GenerationError, 422),  # a decoding option the generator cannot honour
     (ImageError, 400),
     (InputError, 400),

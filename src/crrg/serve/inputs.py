@@ -1,9 +1,10 @@
 """Uploaded bytes -> a decoded radiograph with its view, checked at the edge of the service.
 
 DICOM uploads must be plain radiographs (modality CR, DX or DR, or none stated): a CT slice or an
-ultrasound frame would decode to pixels and silently produce a meaningless report. The view comes
-from the form field (``frontal`` / ``lateral``), else DICOM ViewPosition, else "unknown" (generators
-treat unknown as frontal).
+ultrasound frame is refused from its header, before any pixel is decoded (415). Every image then
+goes through the chest-radiograph gate of :mod:`crrg.image.gate`, the same one ``crrg report``
+uses (422 for a photograph, a document, noise...). The view comes from the form field (``frontal`` /
+``lateral``), else DICOM ViewPosition, else "unknown" (generators treat unknown as frontal).
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from crrg.errors import ImageError
-from crrg.image import load_image
-
-RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
+from crrg.image.gate import RADIOGRAPH_MODALITIES, load_radiograph
 
 
 class UnsupportedModality(ImageError):
@@ -41,7 +40,7 @@ def dicom_view_and_modality(data: bytes, max_pixels: int | None = None) -> tuple
     return header.view, header.modality
 
 
-def decode_upload(data: bytes, view_hint: str | None, max_pixels: int) -> DecodedImage:
+def decode_upload(data: bytes, view_hint: str | None, max_pixels: int, gate: bool = True) -> DecodedImage:
     view = "unknown"
     if is_dicom(data):
         view, modality = dicom_view_and_modality(data, max_pixels)
@@ -51,5 +50,5 @@ def decode_upload(data: bytes, view_hint: str | None, max_pixels: int) -> Decode
         view = "PA"
     elif view_hint == "lateral":
         view = "LATERAL"
-    pixels = load_image(data, name="uploaded file", max_pixels=max_pixels)
+    pixels, _ = load_radiograph(data, name="uploaded file", max_pixels=max_pixels, gate=gate)
     return DecodedImage(pixels=pixels, view=view)
