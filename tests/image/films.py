@@ -29,3 +29,13 @@ def write_chest_film(path: str | Path, seed: int = 0, size: tuple[int, int] = (7
 
     Image.fromarray(chest_film(seed, size)).save(path)
     return Path(path)
+
+
+def chest_film_png(seed: int = 0, size: tuple[int, int] = (72, 64)) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(chest_film(seed, size)).save(buffer, format="PNG")
+    return buffer.getvalue()

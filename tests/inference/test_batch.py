@@ -7,6 +7,7 @@ import pytest
 from crrg.errors import InputError
 from crrg.inference.batch import collect_jobs, done_ids, merge_parts, part_path, run_batch, shard
 from crrg.records import ImageRef, StudyRecord, write_manifest
+from tests.image.films import write_chest_film
 from tests.serve.serve_helpers import EchoGenerator, png_bytes
 
 
@@ -15,8 +16,8 @@ def folder(tmp_path):
     root = tmp_path / "imgs"
     (root / "sub").mkdir(parents=True)
     for i in range(3):
-        (root / f"s{i}.png").write_bytes(png_bytes(10 * i, (30 + i, 20)))
-    (root / "sub" / "s9.png").write_bytes(png_bytes(5))
+        write_chest_film(root / f"s{i}.png", i, (50, 50 + i))  # films: the chest-radiograph gate refuses flat gray
+    write_chest_film(root / "sub" / "s9.png", 9, (64, 64))
     (root / "notes.txt").write_text("not an image")
     return root
 
@@ -59,7 +60,7 @@ def test_run_batch_writes_resumes_and_records_failures(folder, tmp_path):
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["id"] for line in lines] == ["s0", "s1", "broken", "s2", "sub/s9"]
     assert "error" in lines[2] and "broken.png" in lines[2]["error"]
-    assert "Indication echo" in lines[1]["findings"] and "Size 31x20" in lines[1]["findings"]
+    assert "Indication echo" in lines[1]["findings"] and "Size 51x50" in lines[1]["findings"]
     assert done_ids(out) == {j.id for j in jobs} - {"broken"}  # a failed study is not done: --resume retries it
 
 

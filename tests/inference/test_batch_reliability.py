@@ -14,13 +14,12 @@ import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from crrg.errors import InputError
 from crrg.inference import batch
 from crrg.inference.batch import collect_jobs, output_lock, read_output, run_batch, view_from_name
+from tests.image.films import chest_film_png, write_chest_film
 from tests.serve.serve_helpers import EchoGenerator, png_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +30,7 @@ def folder(tmp_path):
     root = tmp_path / "imgs"
     root.mkdir()
     for i in range(4):
-        (root / f"s{i}.png").write_bytes(png_bytes(10 * i, (30 + i, 20)))
+        write_chest_film(root / f"s{i}.png", i, (50, 50 + i))  # films: the chest-radiograph gate refuses flat gray
     return root
 
 
@@ -124,9 +123,8 @@ def test_a_lateral_film_alone_is_a_failed_study_not_a_frontal_report(tmp_path):
 
     root = tmp_path / "imgs"
     root.mkdir()
-    rng = np.random.default_rng(0)
-    for name in ("x_frontal.png", "x_lateral.png"):
-        Image.fromarray((rng.random((64, 60)) * 255).astype(np.uint8)).save(root / name)
+    for i, name in enumerate(("x_frontal.png", "x_lateral.png")):
+        write_chest_film(root / name, i, (64, 60))  # films pass the chest-radiograph gate
     engine = load_generator(save_pretrained(untrained_model(), tmp_path / "m"), device="cpu")
     summary = run_batch(engine, collect_jobs([str(root)]), tmp_path / "out.jsonl", workers=0)
     assert summary.written == 1 and summary.failures[0]["id"] == "x_lateral"
@@ -138,7 +136,7 @@ def _script(tmp_path: Path, delay: float) -> Path:
     images = tmp_path / "imgs"
     images.mkdir(exist_ok=True)
     for i in range(40):
-        (images / f"s{i:02d}.png").write_bytes(png_bytes(i, (1500, 1400)))  # decoded 8 MB: fills the queue pipe
+        write_chest_film(images / f"s{i:02d}.png", i, (1400, 1500))  # decoded 8 MB: fills the queue pipe
     script = tmp_path / "run.py"
     script.write_text(f"""
 import json, sys
@@ -213,11 +211,11 @@ def test_the_cli_exits_non_zero_when_studies_failed_and_retries_them(tmp_path):
     model = save_pretrained(untrained_model(), tmp_path / "m")
     root = tmp_path / "imgs"
     root.mkdir()
-    Image.fromarray((np.random.default_rng(0).random((64, 60)) * 255).astype(np.uint8)).save(root / "good.png")
+    write_chest_film(root / "good.png", 0, (64, 60))
     (root / "broken.png").write_bytes(png_bytes()[:30])
     out = tmp_path / "out.jsonl"
     args = ["-q", "report", str(root), "--model", str(model), "--out", str(out), "--workers", "0"]
     assert CliRunner().invoke(app, args).exit_code == 1
-    (root / "broken.png").write_bytes(png_bytes())
+    (root / "broken.png").write_bytes(chest_film_png(1, (64, 60)))
     assert CliRunner().invoke(app, [*args, "--resume"]).exit_code == 0
     assert sorted(_ids(out)) == ["broken", "good"] and "error" not in out.read_text()

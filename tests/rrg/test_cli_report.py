@@ -1,19 +1,16 @@
 import json
 
-import numpy as np
-from PIL import Image
 from typer.testing import CliRunner
 
 from crrg.cli.main import app
 from crrg.observations import CHEXPERT_14
+from tests.image.films import write_chest_film
 
 runner = CliRunner()
 
 
 def _png(path, seed=0):
-    rng = np.random.default_rng(seed)
-    Image.fromarray((rng.random((80, 72)) * 255).astype(np.uint8)).save(path)
-    return path
+    return write_chest_film(path, seed, (80, 72))  # a film: the chest-radiograph gate refuses noise
 
 
 def test_report_text_and_json(saved_tiny_model, tmp_path):
@@ -51,7 +48,8 @@ def test_bad_input_is_one_line_error(saved_tiny_model, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
     assert "bad.png" in _one_line_error(["report", str(bad), "--model", str(saved_tiny_model)])
-    assert "does not exist" in _one_line_error(["report", str(tmp_path / "missing.png"), "--model", str(saved_tiny_model)])
+    missing = _one_line_error(["report", str(tmp_path / "missing.png"), "--model", str(saved_tiny_model)])
+    assert "no such file" in missing or "does not exist" in missing
     assert "saved crrg model" in _one_line_error(["-q", "report", str(_png(tmp_path / "a.png")), "--model", str(tmp_path)])
     assert "--format" in _one_line_error(["report", str(_png(tmp_path / "a.png")), "--model", str(saved_tiny_model),
                                           "--format", "xml"])
