@@ -197,7 +197,7 @@ def main() -> None:
               "(held-out, or 5-fold by patient when NIH labels train), used to choose C.\n",
               "Mapping: Effusion→Pleural Effusion, Mass/Nodule→Lung Lesion, Infiltration→Lung Opacity, "
               "Pleural_Thickening→Pleural Other, others by name; normal vs abnormal = NIH `No Finding` vs any label.\n",
-              table(rows), ""]
+              table(rows), "", tower_choice(base)]
     if args.export:
         for suffix, recipe, result in (("", real, real_result), ("-synthetic-only", base, synth_result)):
             out = args.export.parent / (args.export.name + suffix)
@@ -212,6 +212,31 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(text)
     print(text)
+
+
+def tower_choice(recipe: ProbeRecipe) -> str:
+    """How the tower was chosen: NIH train only, 5-fold by patient, NIH labels only (no synthetic films)."""
+    from crrg.clip.probe import Standardiser, group_folds, out_of_fold_scores
+    from crrg.clip.probe_recipe import _nih_groups
+
+    items = read_nih14(recipe.nih, recipe.labels, split="train")
+    y = np.array([i.target for i in items], np.float32)
+    m = np.array([i.mask for i in items], np.float32)
+    folds = group_folds(_nih_groups(Path(recipe.nih), items), recipe.folds, recipe.seed)
+    lines = ["## Tower choice (NIH train only, 5-fold by patient, NIH labels, mean AUC over labels; best C)\n",
+             "| tower | weights | features | dim | mean AUC |", "|---|---|---|---|---|"]
+    for arch in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        for weights in ("imagenet", None):
+            for options in ({"blocks": 5}, {}):
+                if weights is None and arch != "efficientnet_lite0":
+                    continue
+                cfg = {"name": arch, "weights": weights, "image_size": recipe.tower.get("image_size", 128), "options": options}
+                x = FeatureCache(cfg, recipe.cache_dir).features([i.path for i in items])
+                x = Standardiser.fit(x)(x)
+                best = max(mean_auc(y, m, out_of_fold_scores(x, y, m, c, folds)) for c in (1e-4, 1e-3, 3e-3))
+                where = "after 5 stages" if options else "full (1280-d head conv)"
+                lines.append(f"| {arch} | {weights or 'random'} | {where} | {x.shape[1]} | {best:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _as_dict(cfg: RealismConfig) -> dict:
