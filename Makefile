@@ -12,8 +12,8 @@ $(PY):
 
 # One install of everything (runtime, synthetic-data, service and test extras), redone when
 # pyproject.toml changes.
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -e ".[synth,serve,dev]"
+$(STAMP): pyproject.toml constraints.txt | $(PY)
+	$(PY) -m pip install -c constraints.txt -e ".[synth,serve,dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)
