@@ -102,6 +102,11 @@ def _augment(rng, image: np.ndarray, negative: bool) -> np.ndarray:
         if rng.random() < 0.3:
             out = 1.0 - out
     out = np.clip(out, 0, 1) ** rng.uniform(0.6, 1.6 if negative else 1.4)
+    if not negative and rng.random() < 0.3:  # a film padded into a figure or a square (black or white bands)
+        h, w = out.shape
+        pad = [(0, 0), (0, 0)]
+        pad[int(rng.integers(0, 2))] = (int(rng.integers(0, h // 3 + 1)), int(rng.integers(0, w // 3 + 1)))
+        out = np.pad(out, pad, constant_values=float(rng.choice([0.0, 1.0])))
     return gate.thumbnail(np.ascontiguousarray(out, dtype=np.float32))
 
 
