@@ -62,14 +62,17 @@ class Plan:
     candidates: int
 
 
-def analyse_study(model, study: StudyInput, options: DecodingOptions) -> Analysis:
+def analyse_study(model, study: StudyInput, options: DecodingOptions, source=...) -> Analysis:
+    """Step 1; ``source`` is the finding source (default: the model's :attr:`finding_source`; the
+    model passes the one its OOD routing chose, :meth:`crrg.rrg.model.RRGModel.finding_source_for`)."""
     from crrg.rrg import joint
     from crrg.rrg.model import Thresholds
 
     index = study.frontal_index()
     det, feats, probs = model.analyse(study.images[index])
     finding_probs, finding_thresholds = probs["findings"], dict(model.thresholds.findings or {})
-    source = model.finding_source
+    if source is ...:
+        source = model.finding_source
     if source is not None:
         finding_probs, finding_thresholds = joint.merge_external(source, study, finding_probs, finding_thresholds)
     finding_probs = finding_probs.to(feats.device)
@@ -254,10 +257,10 @@ def assemble(model, analysis: Analysis, written: dict[str, list[list[str]]], tex
     )
 
 
-def decode_study(model, study: StudyInput, options: DecodingOptions) -> GeneratedReport:
-    """All five steps, timed (:data:`crrg.reporting.TIMING_KEYS`)."""
+def decode_study(model, study: StudyInput, options: DecodingOptions, source=...) -> GeneratedReport:
+    """All five steps, timed (:data:`crrg.reporting.TIMING_KEYS`); ``source`` as in :func:`analyse_study`."""
     start = time.perf_counter()
-    analysis = analyse_study(model, study, options)
+    analysis = analyse_study(model, study, options, source)
     t_encoded = time.perf_counter()
     plan = plan_candidates(options)
     written = write_candidates(model, analysis, options, plan)

@@ -20,7 +20,10 @@ Two optional children, both ``nn.Module`` children (seen by ``.to()``, ``state_d
 and saved in the model folder apart from its own weights (:data:`CHILD_DIRS`):
 ``finding_classifier`` (the joint design's classifier, :mod:`crrg.rrg.joint`) and ``context_encoder``
 (the image tower of the region context). In crrg-default both are the same CLIP classifier, stored
-once in ``classifier/``. The FINDINGS sentence order learned from the training reports
+once in ``classifier/``. A third, ``real_finding_classifier`` (``classifier_real/``), is the joint
+design's finding source for a film the OOD score (:mod:`crrg.ood`) calls unreliable, i.e. unlike the
+synthetic training films (:meth:`RRGModel.finding_source_for`); the region context keeps its
+``context_encoder`` whatever the film. The FINDINGS sentence order learned from the training reports
 (:mod:`crrg.rrg.ordering`) is the folder's ``sentence_order.json``.
 """
 
@@ -51,7 +54,8 @@ log = logging.getLogger(__name__)
 THRESHOLDS_FILE = "thresholds.json"
 CLASSIFIER_DIR = "classifier"  # the finding classifier (and, when it is the same module, the context encoder)
 CONTEXT_DIR = "context_encoder"  # a context encoder that is not the finding classifier
-CHILDREN = ("finding_classifier", "context_encoder")
+REAL_CLASSIFIER_DIR = "classifier_real"  # the finding classifier for films the OOD score calls unreliable
+CHILDREN = ("finding_classifier", "context_encoder", "real_finding_classifier")
 
 
 @dataclass
@@ -135,6 +139,9 @@ class RRGModel(nn.Module):
         self.sentence_order = None
         self.finding_classifier: nn.Module | None = None
         self.context_encoder: nn.Module | None = None
+        self.real_finding_classifier: nn.Module | None = None
+        # False routes every film to the synthetic-trained source (how benchmarks measure "before")
+        self.route_ood = True
         self._plain_source = None  # a finding source that is not a module (a stand-in, a remote service)
 
     # ----- the optional children -----
@@ -148,6 +155,18 @@ class RRGModel(nn.Module):
         from crrg.rrg.joint import as_finding_source
 
         return as_finding_source(self.finding_classifier)
+
+    def finding_source_for(self, assessment) -> tuple[Any, str | None]:
+        """The finding source for a film with this OOD ``assessment`` (None: not scored) and the name
+        recorded in ``report.ood["finding_source"]``: the real-film classifier when the film is
+        unreliable and the model has one, else :attr:`finding_source` (name None: nothing recorded,
+        so an in-distribution report is byte-for-byte what it was before the real child existed)."""
+        if (self.route_ood and self.real_finding_classifier is not None and assessment is not None
+                and assessment.unreliable):
+            from crrg.rrg.joint import as_finding_source
+
+            return as_finding_source(self.real_finding_classifier), "real"
+        return self.finding_source, None
 
     @finding_source.setter
     def finding_source(self, source) -> None:
@@ -217,6 +236,8 @@ class RRGModel(nn.Module):
         if self.context_encoder is not None:
             shared = self.context_encoder is self.finding_classifier
             dirs["context_encoder"] = CLASSIFIER_DIR if shared else CONTEXT_DIR
+        if self.real_finding_classifier is not None:
+            dirs["real_finding_classifier"] = REAL_CLASSIFIER_DIR
         return dirs
 
     def weights_apart(self) -> tuple[str, ...]:
@@ -257,7 +278,7 @@ class RRGModel(nn.Module):
             if name == "context_encoder" and sub == CLASSIFIER_DIR:
                 continue  # the same module as the finding classifier, saved once
             save_pretrained(child, folder / sub, dtype=dtype)
-        for sub in (CLASSIFIER_DIR, CONTEXT_DIR):
+        for sub in (CLASSIFIER_DIR, CONTEXT_DIR, REAL_CLASSIFIER_DIR):
             if sub not in dirs.values() and (folder / sub).exists():
                 shutil.rmtree(folder / sub)
 
@@ -313,11 +334,16 @@ class RRGModel(nn.Module):
             options = self.decoding.replace(options)
         options = options.replace(overrides)
         self.eval()
-        report = decode_study(self, study, options)
         ood = getattr(self, "ood", None)
-        if ood is not None:  # how unlike the model's training films this film is (crrg.ood, docs/ood.md)
-            assessment = ood.assess(study.images[study.frontal_index()])
+        # how unlike the model's training films this film is (crrg.ood, docs/ood.md); scored first, as
+        # it picks the finding source (finding_source_for)
+        assessment = ood.assess(study.images[study.frontal_index()]) if ood is not None else None
+        source, source_name = self.finding_source_for(assessment)
+        report = decode_study(self, study, options, source)
+        if assessment is not None:
             report.ood = assessment.to_dict()
+            if source_name is not None:
+                report.ood["finding_source"] = source_name
             if assessment.warning:
                 report.warnings.append(assessment.warning)
         return report
