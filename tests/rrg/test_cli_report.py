@@ -84,3 +84,26 @@ def test_anatomical_order_option_turns_the_learned_order_off(saved_tiny_model, t
         out = runner.invoke(app, ["-q", "report", str(frontal), "--model", str(saved_tiny_model)] + flag)
         assert out.exit_code == 0, out.output
     assert orders[0] is not None and orders[1] is None
+
+
+def test_rexrank_input_json_gives_the_submission_json(saved_tiny_model, tmp_path):
+    """`crrg report IN.json --rexrank-images ROOT --out SUB.json`: every ReXrank entry comes back unchanged
+    with its `model_prediction`, through the same batch mode as a manifest."""
+    root = tmp_path / "images"
+    for folder in ("CXR1_IM-1", "CXR2_IM-2"):
+        (root / folder).mkdir(parents=True)
+    _png(root / "CXR1_IM-1" / "0.png", seed=1)
+    _png(root / "CXR2_IM-2" / "0.png", seed=2)
+    entry = {"image_path": ["CXR1_IM-1/0.png"], "key_image_path": "CXR1_IM-1/0.png", "frontal_lateral": ["Frontal"],
+             "section_findings": "Lungs are clear.", "section_impression": "Normal.", "split": "test", "context": ""}
+    second = dict(entry, image_path=["CXR2_IM-2/0.png"], key_image_path="CXR2_IM-2/0.png")
+    inp = tmp_path / "ReXRank_IUXray_test.json"
+    inp.write_text(json.dumps({"CXR1_IM-1": entry, "CXR2_IM-2": second}))
+    sub = tmp_path / "submission.json"
+    out = runner.invoke(app, ["-q", "report", str(inp), "--rexrank-images", str(root), "--out", str(sub),
+                              "--model", str(saved_tiny_model)])
+    assert out.exit_code == 0, out.output
+    got = json.loads(sub.read_text())
+    assert set(got) == {"CXR1_IM-1", "CXR2_IM-2"}
+    assert all(v["model_prediction"].strip() for v in got.values())
+    assert got["CXR1_IM-1"]["section_findings"] == "Lungs are clear."

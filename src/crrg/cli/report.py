@@ -24,7 +24,7 @@ FORMATS = ("text", "json")
 def load_study(paths: list[Path], views: list[str] | None = None, indication: str = "", study_id: str = ""):
     """Decode the images of one study. Views: ``views`` if given, else the DICOM header, else the
     order given (first frontal PA, second LATERAL)."""
-    from crrg.image import load_image_with_info
+    from crrg.image import load_radiograph
     from crrg.observations import VIEWS, normalise_view
     from crrg.reporting import StudyInput
 
@@ -36,9 +36,7 @@ def load_study(paths: list[Path], views: list[str] | None = None, indication: st
         raise InputError(f"--view was given {len(views)} time(s) for {len(paths)} image(s); give one per image")
     images, found = [], []
     for path in paths:
-        if not Path(path).is_file():
-            raise InputError(f"image {path} does not exist")
-        pixels, info = load_image_with_info(path)
+        pixels, info = load_radiograph(path)  # regular files only; the chest-radiograph gate (crrg.image.gate)
         images.append(pixels)
         found.append(info.view)
     if views:
@@ -191,6 +189,8 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Batch mode: skip studies already in --out."),
         workers: int = typer.Option(1, "--workers", min=0, help="Batch mode: image-decoding worker processes."),
         split: Optional[str] = typer.Option(None, "--split", help="Batch mode with a manifest: only this split."),
+        rexrank_images: Optional[Path] = typer.Option(None, "--rexrank-images", help="The input is a ReXrank JSON and "
+                                                      "this its image root: write ReXrank's submission JSON to --out."),
     ) -> None:
         """Write radiology reports: one study, or (folders, globs, manifests) a resumable batch.
 
@@ -204,6 +204,16 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
         options = decoding_overrides(beams, sample, top_p, temperature, consensus, joint, impression,
                                      anatomical_order, filter_candidates, max_new_tokens)
+        if rexrank_images is not None:
+            from crrg.data.rexrank import report_rexrank
+
+            if len(images) != 1 or out is None:
+                raise InputError("--rexrank-images takes one ReXrank input JSON and --out for the submission JSON")
+            run = lambda items, jsonl: run_batch_command(items, model, jsonl, False, workers, None, options, device)  # noqa: E731
+            code = report_rexrank(Path(images[0]), rexrank_images, out, run)
+            if code:
+                raise typer.Exit(code)
+            return
         if is_batch_input(images) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             if out is None:
                 raise InputError("batch mode (folders, globs, manifests or torchrun) needs --out FILE.jsonl")

@@ -205,13 +205,13 @@ class _Loader:
         return len(self.jobs)
 
     def __getitem__(self, index: int):
-        from crrg.image import load_image_with_info
+        from crrg.image import load_radiograph
 
         job = self.jobs[index]
         try:
             images, views = [], []
             for path, view in zip(job.paths, job.views):
-                pixels, info = load_image_with_info(path)
+                pixels, info = load_radiograph(path)  # the chest-radiograph gate, as crrg report and the service
                 images.append(pixels)
                 views.append(view if view != "unknown" else info.view)  # the DICOM header's ViewPosition
             return StudyJob(job.id, job.paths, views, job.indication), images, None
