@@ -89,13 +89,14 @@ def test_bad_images_are_user_errors(tiny_config):
 
 
 def test_crrg_report_cli_runs_a_saved_blip_model(tiny_config, tmp_path):
-    from PIL import Image
     from typer.testing import CliRunner
 
     from crrg.cli.main import app
 
+    from tests.image.films import write_chest_film
+
     save_pretrained(build_model(tiny_config), tmp_path / "m")
-    Image.fromarray((random_image(0) * 255).astype(np.uint8)).save(tmp_path / "f.png")
+    write_chest_film(tmp_path / "f.png")  # a film: the chest-radiograph gate refuses noise
     result = CliRunner().invoke(app, ["--quiet", "report", str(tmp_path / "f.png"), "--model", str(tmp_path / "m"),
                                       "--format", "json", "--indication", "cough"])
     assert result.exit_code == 0, result.output
