@@ -27,13 +27,12 @@ log = logging.getLogger(__name__)
 
 
 def frontal_paths(manifest: str, split: str | None, limit: int | None = None) -> list[str]:
-    """The frontal film of each study of ``split`` (first PA/AP image, else the first image)."""
-    from crrg.observations import FRONTAL_VIEWS
+    """The frontal film of each study of ``split``, chosen by the one frontal rule the model reads with
+    (:meth:`crrg.records.StudyRecord.frontal_image`); studies of lateral films only are left out."""
     from crrg.records import read_manifest
 
     records = read_manifest(manifest, split=split)
-    paths = [next((im.path for im in r.images if im.view in FRONTAL_VIEWS), r.images[0].path)
-             for r in records if r.images]
+    paths = [im.path for im in (r.frontal_image() for r in records) if im is not None]
     if not paths:
         raise InputError(f"{manifest} has no studies with images in split {split!r}")
     return paths[:limit] if limit else paths
