@@ -71,3 +71,21 @@ def test_merge_parts_orders_by_input_and_removes_parts(tmp_path):
     assert merge_parts(out, 2, ["a", "b", "c"]) == 3
     assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["a", "b", "c"]
     assert not part_path(out, 0).exists()
+
+
+def test_no_gate_reports_on_a_film_the_gate_refuses(tmp_path):
+    """`crrg report --no-gate` (research on unusual films): the gate's statistics are skipped in batch
+    and single-study mode alike; with the gate a flat gray image is one failed study."""
+    from crrg.cli.report import load_study
+    from crrg.errors import ImageError
+
+    gray = tmp_path / "gray.png"
+    gray.write_bytes(png_bytes(128, (64, 64)))
+    jobs = collect_jobs([str(gray)])
+    gated = run_batch(EchoGenerator(), jobs, tmp_path / "gated.jsonl")
+    assert gated.failed == 1 and "chest radiograph" in gated.failures[0]["error"]
+    ungated = run_batch(EchoGenerator(), jobs, tmp_path / "ungated.jsonl", gate=False)
+    assert ungated.written == 1 and ungated.failed == 0
+    with pytest.raises(ImageError):
+        load_study([gray])
+    assert load_study([gray], gate=False).images[0].shape == (64, 64)

@@ -21,9 +21,11 @@ from crrg.models.registry import DEFAULT_MODEL
 FORMATS = ("text", "json")
 
 
-def load_study(paths: list[Path], views: list[str] | None = None, indication: str = "", study_id: str = ""):
+def load_study(paths: list[Path], views: list[str] | None = None, indication: str = "", study_id: str = "",
+               gate: bool = True):
     """Decode the images of one study. Views: ``views`` if given, else the DICOM header, else the
-    order given (first frontal PA, second LATERAL)."""
+    order given (first frontal PA, second LATERAL). ``gate=False`` skips the chest-radiograph gate's
+    statistics (a CT or MR DICOM is still refused)."""
     from crrg.image import load_radiograph
     from crrg.observations import VIEWS, normalise_view
     from crrg.reporting import StudyInput
@@ -36,7 +38,7 @@ def load_study(paths: list[Path], views: list[str] | None = None, indication: st
         raise InputError(f"--view was given {len(views)} time(s) for {len(paths)} image(s); give one per image")
     images, found = [], []
     for path in paths:
-        pixels, info = load_radiograph(path)  # regular files only; the chest-radiograph gate (crrg.image.gate)
+        pixels, info = load_radiograph(path, gate=gate)  # regular files only; the chest-radiograph gate (crrg.image.gate)
         images.append(pixels)
         found.append(info.view)
     if views:
@@ -110,7 +112,7 @@ def is_batch_input(items: list[str]) -> bool:
 
 
 def run_batch_command(items: list[str], model: str, out: Path, resume: bool, workers: int,
-                      split: Optional[str], options: dict[str, Any], device: str = "auto") -> int:
+                      split: Optional[str], options: dict[str, Any], device: str = "auto", gate: bool = True) -> int:
     """Batch mode, sharded across ranks when started by torchrun (RANK / WORLD_SIZE set)."""
     from crrg.cli.common import info, progress
     from crrg.inference.batch import DistributedContext, collect_jobs, ids_in, merge_parts, part_path, run_batch, shard
@@ -129,14 +131,15 @@ def run_batch_command(items: list[str], model: str, out: Path, resume: bool, wor
             merged = ids_in(out) if out.exists() else set()
             summary = run_batch(generator, shard(jobs, dist.rank, dist.world_size), part_path(out, dist.rank),
                                 resume=resume, workers=workers, options=options,
-                                progress=progress if dist.rank == 0 else None, already_done=merged)
+                                progress=progress if dist.rank == 0 else None, already_done=merged, gate=gate)
             dist.barrier()
             if dist.rank == 0:
                 total = merge_parts(out, dist.world_size, [j.id for j in jobs])
                 info(f"merged {dist.world_size} shards into {out}: {total} studies")
             dist.barrier()
         else:
-            summary = run_batch(generator, jobs, out, resume=resume, workers=workers, options=options, progress=progress)
+            summary = run_batch(generator, jobs, out, resume=resume, workers=workers, options=options, progress=progress,
+                                gate=gate)
     finally:
         dist.close()
     report = summary.as_dict()
@@ -189,6 +192,9 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Batch mode: skip studies already in --out."),
         workers: int = typer.Option(1, "--workers", min=0, help="Batch mode: image-decoding worker processes."),
         split: Optional[str] = typer.Option(None, "--split", help="Batch mode with a manifest: only this split."),
+        gate: bool = typer.Option(True, "--gate/--no-gate", help="Refuse inputs that do not look like a chest radiograph "
+                                                                 "(default). --no-gate is for research on unusual films; "
+                                                                 "the report still carries its OOD warning."),
         rexrank_images: Optional[Path] = typer.Option(None, "--rexrank-images", help="The input is a ReXrank JSON and "
                                                       "this its image root: write ReXrank's submission JSON to --out."),
     ) -> None:
@@ -209,7 +215,7 @@ def register(app: typer.Typer) -> None:
 
             if len(images) != 1 or out is None:
                 raise InputError("--rexrank-images takes one ReXrank input JSON and --out for the submission JSON")
-            run = lambda items, jsonl: run_batch_command(items, model, jsonl, False, workers, None, options, device)  # noqa: E731
+            run = lambda items, jsonl: run_batch_command(items, model, jsonl, False, workers, None, options, device, gate)  # noqa: E731
             code = report_rexrank(Path(images[0]), rexrank_images, out, run)
             if code:
                 raise typer.Exit(code)
@@ -219,11 +225,11 @@ def register(app: typer.Typer) -> None:
                 raise InputError("batch mode (folders, globs, manifests or torchrun) needs --out FILE.jsonl")
             if view or indication:
                 raise InputError("--view and --indication apply to one study; a manifest carries them in batch mode")
-            code = run_batch_command(images, model, out, resume, workers, split, options, device)
+            code = run_batch_command(images, model, out, resume, workers, split, options, device, gate)
             if code:
                 raise typer.Exit(code)
             return
-        study = load_study([Path(i) for i in images], view, indication, study_id=Path(images[0]).stem)
+        study = load_study([Path(i) for i in images], view, indication, study_id=Path(images[0]).stem, gate=gate)
         info(f"loading model {model}")
         generator = load_generator(model, device=device)
         result = report_study(generator, study, **options)

@@ -198,8 +198,9 @@ def _die_with_parent(_worker_id: int = 0) -> None:
 class _Loader:
     """Decodes the images of each job in DataLoader workers so decoding overlaps generation."""
 
-    def __init__(self, jobs: list[StudyJob]):
+    def __init__(self, jobs: list[StudyJob], gate: bool = True):
         self.jobs = jobs
+        self.gate = gate
 
     def __len__(self) -> int:
         return len(self.jobs)
@@ -211,7 +212,7 @@ class _Loader:
         try:
             images, views = [], []
             for path, view in zip(job.paths, job.views):
-                pixels, info = load_radiograph(path)  # the chest-radiograph gate, as crrg report and the service
+                pixels, info = load_radiograph(path, gate=self.gate)  # the chest-radiograph gate, as crrg report and the service
                 images.append(pixels)
                 views.append(view if view != "unknown" else info.view)  # the DICOM header's ViewPosition
             return StudyJob(job.id, job.paths, views, job.indication), images, None
@@ -221,15 +222,15 @@ class _Loader:
             return job, None, f"could not decode the images ({type(exc).__name__}: {exc})"
 
 
-def iterate_decoded(jobs: list[StudyJob], workers: int) -> Iterator[tuple[StudyJob, list | None, str | None]]:
+def iterate_decoded(jobs: list[StudyJob], workers: int, gate: bool = True) -> Iterator[tuple[StudyJob, list | None, str | None]]:
     if workers <= 0:
-        loader = _Loader(jobs)
+        loader = _Loader(jobs, gate)
         for i in range(len(loader)):
             yield loader[i]
         return
     from torch.utils.data import DataLoader
 
-    yield from DataLoader(_Loader(jobs), batch_size=None, shuffle=False, num_workers=workers,
+    yield from DataLoader(_Loader(jobs, gate), batch_size=None, shuffle=False, num_workers=workers,
                           collate_fn=lambda x: x, prefetch_factor=2, persistent_workers=False,
                           worker_init_fn=_die_with_parent)
 
@@ -301,10 +302,12 @@ def _report_line(generator, job: StudyJob, images: list, options: dict) -> tuple
 
 
 def run_batch(generator, jobs: list[StudyJob], out_path: Path, resume: bool = False, workers: int = 1,
-              options: dict | None = None, progress=None, already_done: set[str] | None = None) -> BatchSummary:
+              options: dict | None = None, progress=None, already_done: set[str] | None = None,
+              gate: bool = True) -> BatchSummary:
     """Generate a report per job into ``out_path`` (JSONL); see the module docstring for what it promises.
 
-    ``already_done`` adds ids finished elsewhere (a merged output of an earlier distributed run)."""
+    ``already_done`` adds ids finished elsewhere (a merged output of an earlier distributed run);
+    ``gate=False`` skips the chest-radiograph gate's statistics (research on unusual films)."""
     options = options or {}
     summary = BatchSummary(total=len(jobs))
     try:
@@ -322,7 +325,7 @@ def run_batch(generator, jobs: list[StudyJob], out_path: Path, resume: bool = Fa
             handle = open(out_path, "a", encoding="utf-8")
         except OSError as exc:
             raise InputError(f"cannot write {out_path} ({exc.strerror}); choose another --out") from None
-        stream = iterate_decoded(todo, workers)
+        stream = iterate_decoded(todo, workers, gate)
         try:
             with handle, _stop_on_signals():
                 shown = progress(stream, total=len(todo), description="reports") if progress is not None else stream
