@@ -87,6 +87,10 @@ def test_fhir_carries_the_ood_score_and_an_unreliable_report_says_so():
     text = base64.b64decode(resource["presentedForm"][0]["data"]).decode()
     assert text.startswith("WARNING: This film is unlike")
     assert "extension" not in diagnostic_report(GeneratedReport("a", "b"), "0.7.0")
+    assert "finding-source" not in ext
+    routed = GeneratedReport("a", "b", ood={**report.ood, "finding_source": "real"})
+    ext = {e["url"].rsplit("/", 1)[1]: e for e in diagnostic_report(routed, "0.8.0")["extension"]}
+    assert ext["finding-source"]["valueString"] == "real"
     assert json.loads(json.dumps(report.to_dict()))["ood"]["unreliable"] is True
 
 

@@ -80,4 +80,7 @@ def diagnostic_report(report: GeneratedReport, model_version: str, issued: datet
             {"url": f"{EXTENSIONS}/ood-threshold", "valueDecimal": round(float(report.ood["threshold"]), 4)},
             {"url": f"{EXTENSIONS}/ood-unreliable", "valueBoolean": bool(report.ood["unreliable"])},
         ]
+        if report.ood.get("finding_source"):  # which classifier stated the findings (OOD routing, crrg.rrg.model)
+            resource["extension"].append({"url": f"{EXTENSIONS}/finding-source",
+                                          "valueString": str(report.ood["finding_source"])})
     return resource
