@@ -104,3 +104,17 @@ def test_dataset_fits_rare_sentence_counts_on_its_own_reports():
     aug = TextAugment(shuffle=False, drop_probability=0.0, single_sentence_probability=1.0, rare_sentence_power=0.5)
     ImageTextDataset(records, 32, section="findings", text_augment=aug)
     assert aug.sentence_counts == {"No effusion.": 3, "Heart normal.": 3}
+
+
+def test_primary_image_follows_the_one_frontal_rule():
+    """CLIP pairs read the frontal film by crrg.observations.frontal_index: an unlabelled film beats a
+    lateral one; a lateral-only study still gives its first film."""
+    from crrg.clip.data import primary_image
+
+    def study(*views):
+        return StudyRecord(id="s", images=[ImageRef(f"{i}.png", v) for i, v in enumerate(views)])
+
+    assert primary_image(study("LATERAL", "unknown")) == "1.png"
+    assert primary_image(study("LATERAL", "AP")) == "1.png"
+    assert primary_image(study("LATERAL", "LL")) == "0.png"
+    assert primary_image(StudyRecord(id="s", images=[])) is None

@@ -142,11 +142,12 @@ def report_text(record: StudyRecord, section: str) -> str:
 
 
 def primary_image(record: StudyRecord) -> str | None:
-    """The first frontal image (the view CLIP models are trained on), else the first image."""
-    frontal = record.frontal_images()
-    if frontal:
-        return frontal[0].path
-    return record.images[0].path if record.images else None
+    """The frontal image by the one rule (:func:`crrg.observations.frontal_index`); a study of lateral
+    films only gives its first one, since a CLIP pair still learns from a lateral film and its report."""
+    from crrg.observations import frontal_index
+
+    index = frontal_index([im.view for im in record.images], fallback=0)
+    return record.images[index].path if record.images else None
 
 
 def usable_pairs(records: Sequence[StudyRecord], section: str) -> list[tuple[str, str, StudyRecord]]:
