@@ -109,14 +109,14 @@ def cmd_params(args: argparse.Namespace) -> None:
 def _predicted_findings(classifier_path: str | None, records) -> dict[str, dict[str, float]] | None:
     if not classifier_path:
         return None
+    from crrg.clip.data import primary_image
     from crrg.clip.predict import load_classifier
     from crrg.image import load_image
 
     classifier = load_classifier(classifier_path)
     out = {}
     for r in records:
-        frontal = r.frontal_images() or r.images
-        probs = classifier.probabilities([load_image(frontal[0].path)])[0]
+        probs = classifier.probabilities([load_image(primary_image(r))])[0]
         out[r.id] = {n: float(p) for n, p in zip(classifier.names, probs)}
     return out
 
