@@ -2,8 +2,9 @@
 
 Stage 1 (image-report alignment) trains the Q-Former, its query tokens and projection, plus LoRA on
 the image encoder, with the language model frozen. Stage 2 (report generation) adds LoRA to the
-language model. Adapters are attached to a named submodule (``vision`` or ``lm``) of the model;
-each is stored in peft's own format (``adapter_config.json`` + ``adapter_model.safetensors``) so it
+language model. Adapters are attached to a named submodule (``vision`` or ``lm``) of the model
+(a model may say where each part lives with ``adapter_place(part) -> (owner, attribute)`` and how its
+parameters group with ``parameter_group(name)``, as the hub InstructBLIP does); each is stored in peft's own format (``adapter_config.json`` + ``adapter_model.safetensors``) so it
 can be shipped or swapped on its own, and can be merged into the base weights for inference.
 """
 
@@ -63,7 +64,8 @@ def add_lora(model: nn.Module, part: str, spec: LoraSpec, default_targets: list[
     if has_lora(model, part):
         raise ConfigError(f"model.{part} already has LoRA adapters")
     targets = spec.target_modules or default_targets
-    sub = getattr(model, part)
+    owner, attr = _place(model, part)
+    sub = getattr(owner, attr)
     # GPT-2's Conv1D stores weights transposed; peft must be told (it warns and guesses otherwise).
     conv1d = any(type(m).__name__ == "Conv1D" for n, m in sub.named_modules() if n.rsplit(".", 1)[-1] in targets)
     config = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout,
@@ -72,20 +74,40 @@ def add_lora(model: nn.Module, part: str, spec: LoraSpec, default_targets: list[
         wrapped = get_peft_model(sub, config)
     except ValueError as exc:  # peft: target modules not found
         raise ConfigError(f"LoRA on {part}: {exc}") from None
-    setattr(model, part, wrapped)
+    setattr(owner, attr, wrapped)
+
+
+def _place(model: nn.Module, part: str) -> tuple[nn.Module, str]:
+    """The module holding ``part`` and its attribute name (``model.<part>`` unless the model says otherwise)."""
+    return model.adapter_place(part) if hasattr(model, "adapter_place") else (model, part)
+
+
+def _part(model: nn.Module, part: str) -> nn.Module:
+    owner, attr = _place(model, part)
+    return getattr(owner, attr)
 
 
 def has_lora(model: nn.Module, part: str) -> bool:
     from peft import PeftModel
 
-    return isinstance(getattr(model, part), PeftModel)
+    return isinstance(_part(model, part), PeftModel)
+
+
+def add_adapters(model: nn.Module, part: str, spec: dict[str, Any]) -> None:
+    """Attach LoRA to ``part`` through the model's own ``_attach_lora`` (its default targets) and record
+    it in the model's config, so a saved folder rebuilds the same structure (stage 1 -> stage 2)."""
+    model._attach_lora(part, spec)
+    for cfg in (getattr(model, "config", None), getattr(model, "crrg_config", None)):
+        if isinstance(cfg, dict):
+            cfg.setdefault("lora", {})[part] = dict(spec)
 
 
 def merge_lora(model: nn.Module, part: str) -> None:
     """Fold ``model.<part>``'s adapters into its base weights and drop the peft wrapper."""
     if not has_lora(model, part):
         raise ConfigError(f"model.{part} has no LoRA adapters to merge")
-    setattr(model, part, getattr(model, part).merge_and_unload())
+    owner, attr = _place(model, part)
+    setattr(owner, attr, getattr(owner, attr).merge_and_unload())
 
 
 def save_adapter(model: nn.Module, part: str, out_dir: str | Path) -> Path:
@@ -95,7 +117,7 @@ def save_adapter(model: nn.Module, part: str, out_dir: str | Path) -> Path:
 
     if not has_lora(model, part):
         raise ConfigError(f"model.{part} has no LoRA adapters to save")
-    peft_model = getattr(model, part)
+    peft_model = _part(model, part)
     out = Path(out_dir)
     state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
     atomic_save_file(out / ADAPTER_WEIGHTS, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
@@ -118,7 +140,7 @@ def load_adapter(model: nn.Module, part: str, adapter_dir: str | Path) -> None:
         spec = LoraSpec(r=saved["r"], alpha=saved["lora_alpha"], dropout=saved.get("lora_dropout", 0.0),
                         target_modules=list(saved["target_modules"]))
         add_lora(model, part, spec, spec.target_modules or [])
-    result = set_peft_model_state_dict(getattr(model, part), load_file(str(folder / ADAPTER_WEIGHTS)))
+    result = set_peft_model_state_dict(_part(model, part), load_file(str(folder / ADAPTER_WEIGHTS)))
     unexpected = getattr(result, "unexpected_keys", [])
     if unexpected:
         raise InputError(f"adapter {folder} does not fit model.{part}: unexpected keys {unexpected[:3]}")
@@ -143,9 +165,10 @@ def set_trainable(model: nn.Module, groups: Iterable[str]) -> dict[str, int]:
     for part, group in (("vision", "vision_lora"), ("lm", "lm_lora")):
         if group in groups and not has_lora(model, part):
             raise ConfigError(f"stage trains {group} but model.{part} has no LoRA adapters (set lora.{part})")
+    group_of = getattr(model, "parameter_group", _group_of)
     counts: dict[str, int] = {}
     for name, param in model.named_parameters():
-        group = _group_of(name)
+        group = group_of(name)
         param.requires_grad_(group in groups)
         if param.requires_grad:
             counts[group] = counts.get(group, 0) + param.numel()
@@ -154,9 +177,10 @@ def set_trainable(model: nn.Module, groups: Iterable[str]) -> dict[str, int]:
 
 def parameter_counts(model: nn.Module) -> dict[str, dict[str, int]]:
     """Total and trainable parameters per group (for the per-stage table)."""
+    group_of = getattr(model, "parameter_group", _group_of)
     out: dict[str, dict[str, int]] = {}
     for name, param in model.named_parameters():
-        row = out.setdefault(_group_of(name), {"total": 0, "trainable": 0})
+        row = out.setdefault(group_of(name), {"total": 0, "trainable": 0})
         row["total"] += param.numel()
         row["trainable"] += param.numel() if param.requires_grad else 0
     return out

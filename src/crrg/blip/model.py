@@ -246,10 +246,7 @@ class ClinicalBlip(nn.Module):
 
     def add_adapters(self, part: str, spec: Mapping[str, Any]) -> None:
         """Attach LoRA to ``vision`` or ``lm`` (e.g. going from stage 1 to stage 2); the config follows."""
-        self._attach_lora(part, spec)
-        for cfg in (self.config, getattr(self, "crrg_config", None)):
-            if cfg is not None:
-                cfg.setdefault("lora", {})[part] = dict(spec)
+        lora_lib.add_adapters(self, part, spec)
 
     def attached_classifier(self) -> Callable[[StudyInput], dict[str, float]]:
         """The classifier named by ``config["classifier"]`` (a saved crrg CLIP or classifier model), loaded once.

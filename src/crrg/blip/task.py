@@ -4,10 +4,13 @@ Config sections (see ``configs/blip/stage1.yaml`` and ``stage2.yaml``)::
 
     stage: "1"                      # or "2"; --stage sets it
     model:
+      backend: null                 # null: crrg's own ClinicalBLIP; instructblip: a hub InstructBLIP
       name: blip-vit-small-gpt2     # registry config (crrg/models/configs/blip-*.json) ...
       overrides: {}                 # ... with these keys merged in (image_size, qformer sizes, prompt)
       init_from: null               # a saved ClinicalBLIP folder to continue from (stage 2: stage 1's model/)
       lm_pretrained: null           # language model folder or hub id (replaces lm.pretrained)
+      hub_id: null                  # instructblip: hub id (Salesforce/instructblip-flan-t5-xl) or local folder
+      dtype: null                   # instructblip: the frozen base's dtype (float32, bfloat16, float16)
     lora:                           # adapters to attach if the model does not have them yet
       vision: {r: 8, alpha: 16, dropout: 0.05}
       lm: null
@@ -21,6 +24,11 @@ Config sections (see ``configs/blip/stage1.yaml`` and ``stage2.yaml``)::
 Stage 1 trains the Q-Former bridge and vision LoRA with the language model frozen; stage 2 adds LoRA
 to the language model (see :mod:`crrg.blip.lora`). The exported model folder holds the full weights
 and each adapter separately under ``adapters/``.
+
+With ``backend: instructblip`` the stages fine-tune Salesforce's InstructBLIP (:mod:`crrg.blip.hub`):
+the same groups train (its Q-Former, query tokens and language projection; LoRA on its ViT, then on
+its LM's query/value projections), the prompts and data are the same, the loss is the LM loss of the
+report, and the exported folder holds only the trained weights and names the hub base.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from torch.utils.data import DataLoader
 
 from crrg.blip import lora as lora_lib
 from crrg.blip.data import BlipStudyDataset, read_findings_file
+from crrg.blip.hub import HubBatch, HubInstructBlip
 from crrg.blip.model import BlipBatch, ClinicalBlip
 from crrg.errors import ConfigError, InputError
 from crrg.models.registry import create_model, load_pretrained, save_pretrained
@@ -45,7 +54,8 @@ log = logging.getLogger(__name__)
 
 STAGES = ("1", "2")
 _SECTIONS = {
-    "model": {"name": "blip-vit-small-gpt2", "overrides": {}, "init_from": None, "lm_pretrained": None},
+    "model": {"backend": None, "name": "blip-vit-small-gpt2", "overrides": {}, "init_from": None, "lm_pretrained": None,
+              "hub_id": None, "dtype": None},
     "lora": {"vision": None, "lm": None},
     "prompt": {"train_variants": ["none", "indication", "ground_truth"], "findings_file": None},
     "loss": {"itc_weight": 0.0},
@@ -70,47 +80,99 @@ def stage_of(config: dict) -> str:
     return stage
 
 
-def build_blip(config: dict) -> ClinicalBlip:
+BACKENDS = (None, "instructblip")
+
+
+def _hub_config(model_cfg: dict) -> dict:
+    """The model config of a hub InstructBLIP to start stage 1 from."""
+    if not model_cfg["hub_id"]:
+        raise ConfigError("model.backend instructblip needs model.hub_id: a hub id such as "
+                          "Salesforce/instructblip-flan-t5-xl or a local folder (stage 2: model.init_from, stage 1's model/)")
+    if model_cfg["lm_pretrained"]:
+        raise ConfigError("model.lm_pretrained is for crrg's own ClinicalBLIP; an InstructBLIP's LM is part of model.hub_id")
+    return {**dict(model_cfg["overrides"] or {}), "family": "blip", "backend": "instructblip",
+            "hub_id": str(model_cfg["hub_id"]), "dtype": model_cfg["dtype"] or "float32"}
+
+
+def _load_init(model_cfg: dict):
+    folder = model_cfg["init_from"]
+    if not Path(folder).is_dir():
+        raise InputError(f"model.init_from {folder} is not a folder (stage 2 starts from stage 1's model/)")
+    model = load_pretrained(folder).train()
+    if model_cfg["backend"] == "instructblip" and not isinstance(model, HubInstructBlip):
+        raise ConfigError(f"model.init_from {folder} is crrg's own ClinicalBLIP, not an InstructBLIP (model.backend)")
+    base = getattr(model, "config", {}).get("hub_id") if isinstance(model, HubInstructBlip) else None
+    if model_cfg["hub_id"] and base and str(model_cfg["hub_id"]) != base:
+        raise ConfigError(f"model.init_from {folder} was trained from {base}, not model.hub_id {model_cfg['hub_id']}")
+    return model
+
+
+def build_blip(config: dict) -> ClinicalBlip | HubInstructBlip:
     """The model a stage starts from, with the stage's adapters attached and its groups trainable."""
     model_cfg, lora_cfg = _section(config, "model"), _section(config, "lora")
+    if model_cfg["backend"] not in BACKENDS:
+        raise ConfigError(f"model.backend {model_cfg['backend']!r} is not one of {list(BACKENDS)}")
     if model_cfg["init_from"]:
-        if not Path(model_cfg["init_from"]).is_dir():
-            raise InputError(f"model.init_from {model_cfg['init_from']} is not a folder (stage 2 starts from stage 1's model/)")
-        model = load_pretrained(model_cfg["init_from"]).train()
+        model = _load_init(model_cfg)
+    elif model_cfg["backend"] == "instructblip":
+        model = create_model(_hub_config(model_cfg))
     else:
         overrides = dict(model_cfg["overrides"] or {})
         if model_cfg["lm_pretrained"]:
             overrides["lm"] = {**overrides.get("lm", {}), "pretrained": str(model_cfg["lm_pretrained"])}
         model = create_model(model_cfg["name"], **overrides)
-    if not isinstance(model, ClinicalBlip):
+    hub = isinstance(model, HubInstructBlip)
+    if not isinstance(model, ClinicalBlip) and not hub:
         raise ConfigError(f"{model_cfg['init_from'] or model_cfg['name']} is not a trainable ClinicalBLIP model")
     for part in lora_lib.ADAPTER_PARTS:
         if lora_cfg[part] and not lora_lib.has_lora(model, part):
             model.add_adapters(part, lora_cfg[part])
-    model.itc_weight = float(_section(config, "loss")["itc_weight"])
+    itc = float(_section(config, "loss")["itc_weight"])
+    if hub and itc > 0:
+        raise ConfigError("loss.itc_weight is for crrg's own ClinicalBLIP; an InstructBLIP trains on the report's LM loss (set 0)")
     groups = config.get("trainable") or lora_lib.STAGE_DEFAULTS[int(stage_of(config))]
-    groups = [g for g in groups if g != "soft_prompt" or model.soft_prompt is not None]
+    groups = [g for g in groups if g != "soft_prompt" or getattr(model, "soft_prompt", None) is not None]
+    if hub and {"vision", "lm"} & set(groups):
+        raise ConfigError("an InstructBLIP trains its Q-Former and LoRA adapters only (its folder names the hub base "
+                          "for the rest): drop 'vision' / 'lm' from trainable")
     counts = lora_lib.set_trainable(model, groups)
-    log.info("ClinicalBLIP stage %s trains %s parameters: %s", stage_of(config), f"{sum(counts.values()):,}", counts)
+    model.train()  # a hub checkpoint is loaded in eval mode; its dropout belongs to fine-tuning as in LAVIS
+    if hub:
+        model.train_in_float32()
+    else:
+        model.itc_weight = itc
+    total = sum(p.numel() for p in model.parameters())
+    log.info("ClinicalBLIP stage %s trains %s of %s parameters: %s", stage_of(config), f"{sum(counts.values()):,}",
+             f"{total:,}", counts)
     return model
 
 
 class BlipModule(L.LightningModule):
-    def __init__(self, model: ClinicalBlip, config: dict) -> None:
+    def __init__(self, model: ClinicalBlip | HubInstructBlip, config: dict) -> None:
         super().__init__()
         self.model = model
         self.config = config
 
-    def training_step(self, batch: BlipBatch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: BlipBatch | HubBatch, batch_idx: int) -> torch.Tensor:
         loss = self.model(batch)
-        self.log("train_loss", loss, prog_bar=True, batch_size=batch.lm_ids.shape[0])
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch.labels.shape[0])
         return loss
 
-    def validation_step(self, batch: BlipBatch, batch_idx: int) -> None:
-        self.log("val_loss", self.model(batch), prog_bar=True, batch_size=batch.lm_ids.shape[0], sync_dist=True)
+    def validation_step(self, batch: BlipBatch | HubBatch, batch_idx: int) -> None:
+        self.log("val_loss", self.model(batch), prog_bar=True, batch_size=batch.labels.shape[0], sync_dist=True)
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        return batch.to(device) if isinstance(batch, BlipBatch) else super().transfer_batch_to_device(batch, device, dataloader_idx)
+        if isinstance(batch, (BlipBatch, HubBatch)):
+            return batch.to(device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """A hub InstructBLIP's checkpoints hold only what it trains (HubInstructBlip.state_dict): its own
+        loader knows the hub base is not in them and still refuses a checkpoint lacking a trained weight."""
+        if isinstance(self.model, HubInstructBlip):
+            inner = {k.removeprefix("model."): v for k, v in state_dict.items()}
+            return self.model.load_state_dict(inner, strict=strict, assign=assign)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -122,7 +184,7 @@ class BlipModule(L.LightningModule):
 
 
 class BlipData(L.LightningDataModule):
-    def __init__(self, model: ClinicalBlip, config: dict) -> None:
+    def __init__(self, model: ClinicalBlip | HubInstructBlip, config: dict) -> None:
         super().__init__()
         self.model, self.config = model, config
         self.data, self.prompt = _section(config, "data"), _section(config, "prompt")
@@ -164,13 +226,18 @@ class BlipTask:
     stages = STAGES
 
     def __init__(self) -> None:
-        self._model: ClinicalBlip | None = None
+        self._model: ClinicalBlip | HubInstructBlip | None = None
 
     def validate(self, config: dict) -> None:
-        """Checks that need no model: the stage and every section's keys."""
+        """Checks that need no model: the stage, every section's keys and the backend's settings."""
         stage_of(config)
         for name in _SECTIONS:
             _section(config, name)
+        model_cfg = _section(config, "model")
+        if model_cfg["backend"] not in BACKENDS:
+            raise ConfigError(f"model.backend {model_cfg['backend']!r} is not one of {list(BACKENDS)}")
+        if model_cfg["backend"] == "instructblip" and not model_cfg["init_from"]:
+            _hub_config(model_cfg)
 
     def build_module(self, config: dict) -> BlipModule:
         self._model = build_blip(config)
