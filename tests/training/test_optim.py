@@ -63,3 +63,67 @@ def test_no_task_builds_its_own_schedule():
     own = [str(p.relative_to(src)) for p in src.rglob("*.py")
            if "lr_scheduler." in p.read_text() and p.name != "optim.py"]
     assert own == []
+
+
+def _plateau(*overrides: str) -> tuple[object, torch.optim.Optimizer]:
+    from crrg.training.config import TrainerConfig
+    from crrg.training.optim import PlateauSchedule
+
+    cfg = TrainerConfig.from_config(load_config(None, ["trainer.max_steps=10", "trainer.lr=0.1", "trainer.schedule=plateau",
+                                                       "trainer.plateau_monitor=val_loss", *overrides]))
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    schedule = PlateauSchedule(cfg)
+    schedule.attach([optimizer])
+    return schedule, optimizer
+
+
+def _lrs(schedule, optimizer, values: list[float]) -> list[float]:
+    out = []
+    for value in values:
+        schedule.observe(value)
+        out.append(optimizer.param_groups[0]["lr"])
+    return out
+
+
+def test_plateau_lowers_the_lr_once_the_metric_stops_improving():
+    schedule, optimizer = _plateau("trainer.plateau_patience=2", "trainer.plateau_factor=0.5", "trainer.plateau_threshold=0.01")
+    # improving, then three validations no better than 1 % below the best (0.8): the third exceeds patience 2
+    assert _lrs(schedule, optimizer, [1.0, 0.8, 0.799, 0.81, 0.805, 0.7]) == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.05, 0.05])
+    # mode max (e.g. an AUC), with a cooldown of one validation after each drop
+    schedule, optimizer = _plateau("trainer.plateau_mode=max", "trainer.plateau_patience=0", "trainer.plateau_cooldown=1",
+                                   "trainer.plateau_threshold=0")
+    assert _lrs(schedule, optimizer, [0.5, 0.6, 0.6, 0.6, 0.6]) == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
+
+
+def test_plateau_is_stepped_by_the_engine_callback_not_per_optimizer_step():
+    from types import SimpleNamespace
+
+    from crrg.training.engine import _callbacks
+    from crrg.training.optim import PlateauSchedule
+
+    config = load_config(None, ["trainer.max_steps=10", "trainer.schedule=plateau", "trainer.monitor=val_loss"])
+    assert "lr_scheduler" not in configure_adamw(None, [torch.nn.Parameter(torch.zeros(1))], config)
+    from crrg.training.config import TrainerConfig
+
+    cfg = TrainerConfig.from_config(config)
+    plateau = [c for c in _callbacks(cfg, Path("/nonexistent"), None) if isinstance(c, PlateauSchedule)]
+    assert len(plateau) == 1 and plateau[0].metric == "val_loss"  # falls back to trainer.monitor
+
+    schedule, optimizer = _plateau()
+    trainer = SimpleNamespace(sanity_checking=False, callback_metrics={"val_acc": torch.tensor(1.0)})
+    with pytest.raises(ConfigError, match="val_loss"):
+        schedule.on_validation_end(trainer, None)  # the watched metric was never logged
+    trainer.callback_metrics["val_loss"] = torch.tensor(0.5)
+    schedule.on_validation_end(trainer, None)
+    assert schedule.schedulers[0].best == pytest.approx(0.5)
+
+
+def test_plateau_settings_are_checked():
+    base = ["trainer.max_steps=1", "trainer.schedule=plateau", "trainer.plateau_monitor=val_loss"]
+    with pytest.raises(ConfigError, match="plateau_monitor"):
+        load_config(None, ["trainer.max_steps=1", "trainer.schedule=plateau"])  # nothing to watch
+    for bad in ("trainer.plateau_factor=1.5", "trainer.plateau_factor=0", "trainer.plateau_mode=median",
+                "trainer.plateau_patience=-1", "trainer.plateau_cooldown=-1", "trainer.plateau_threshold=-0.1",
+                "trainer.plateau_patience=2.5", "trainer.schedule=step"):
+        with pytest.raises(ConfigError):
+            load_config(None, [*base, bad])

@@ -59,3 +59,45 @@ def test_unshuffled_loader_keeps_order_and_eval_sharding():
     sharded = make_sharded(loader, rank=1, world_size=2)
     assert batches(sharded) == [[1, 3, 5], [7]]
     assert batches(make_sharded(loader, rank=0, world_size=1)) == [[0, 1, 2], [3, 4, 5], [6, 7]]
+
+
+def test_loader_options_reach_the_rebuilt_loaders():
+    """pin_memory / persistent_workers / prefetch_factor from the trainer section are set on the loaders
+    the engine builds; worker settings only where the task's loader has workers."""
+    from crrg.training.sampling import LoaderOptions, make_resumable
+
+    options = LoaderOptions(pin_memory=True, persistent_workers=True, prefetch_factor=4)
+    with_workers = make_resumable(DataLoader(dataset(), batch_size=4, shuffle=True, num_workers=1), seed=0, rank=0,
+                                  world_size=1, options=options).loader
+    assert with_workers.persistent_workers and with_workers.prefetch_factor == 4 and with_workers.pin_memory
+    val = make_sharded(DataLoader(dataset(), batch_size=4, num_workers=1), rank=0, world_size=1, options=options)
+    assert val.persistent_workers and val.prefetch_factor == 4 and val.pin_memory
+    plain = make_resumable(DataLoader(dataset(), batch_size=4, num_workers=0), seed=0, rank=0, world_size=1,
+                           options=options).loader
+    assert not plain.persistent_workers and plain.prefetch_factor is None  # no workers: nothing to keep alive
+    default = make_resumable(DataLoader(dataset(), batch_size=4, num_workers=1), seed=0, rank=0, world_size=1).loader
+    assert not default.persistent_workers and not default.pin_memory and default.prefetch_factor == 2
+
+
+def test_engine_pins_memory_only_for_cuda_unless_told():
+    from types import SimpleNamespace
+
+    from crrg.training.config import TrainerConfig, load_config
+    from crrg.training.engine import _wrap_dataloaders, loader_options
+    from crrg.training.toy import ToyTask
+
+    cfg = TrainerConfig.from_config(load_config(None, ["trainer.max_steps=1"]))
+    assert loader_options(cfg, on_cuda=True).pin_memory and not loader_options(cfg, on_cuda=False).pin_memory
+    assert loader_options(cfg, on_cuda=True).persistent_workers  # the default
+    off = TrainerConfig.from_config(load_config(None, ["trainer.max_steps=1", "trainer.pin_memory=false",
+                                                       "trainer.persistent_workers=false"]))
+    assert not loader_options(off, on_cuda=True).pin_memory and not loader_options(off, on_cuda=True).persistent_workers
+
+    config = load_config(None, ["trainer.max_steps=1", "trainer.num_workers=2", "trainer.prefetch_factor=3"])
+    data = ToyTask().build_datamodule(config)
+    data.setup()
+    _wrap_dataloaders(data, TrainerConfig.from_config(config))
+    data.trainer = SimpleNamespace(global_rank=0, world_size=1, strategy=SimpleNamespace(root_device=torch.device("cuda", 0)))
+    train, val = data.train_dataloader().loader, data.val_dataloader()
+    for loader in (train, val):
+        assert loader.num_workers == 2 and loader.persistent_workers and loader.prefetch_factor == 3 and loader.pin_memory

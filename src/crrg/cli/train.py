@@ -4,6 +4,9 @@ A recipe with a ``stages:`` section (``configs/rrg/*.yaml``) runs those stages i
 ``OUT/<stage>`` and each started from the previous one's model, with its per-stage settings
 (:mod:`crrg.training.stages`); ``--stages a,b`` picks some of them, ``--stage S`` runs one into OUT.
 ``--validate-only`` checks the config of every stage that would run and trains nothing.
+``--devices``/``--num-nodes``/``--accelerator``/``--precision`` say where it trains (docs/training.md):
+``--devices N`` alone starts N processes on this machine; under torchrun or srun each launched process
+is one rank and the flags must match the launcher's process counts.
 """
 
 from __future__ import annotations
@@ -73,7 +76,12 @@ def train_command(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config or recipe (trainer:, model:, data:, stages: sections)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Training manifest (JSONL); sets data.manifest."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder: config, checkpoints, logs, exported model (per stage: OUT/<stage>)."),
-    devices: int = typer.Option(1, "--devices", help="Processes/GPUs; more than 1 runs DDP (gloo on CPU, NCCL on GPU)."),
+    devices: int = typer.Option(1, "--devices", help="Processes/GPUs per node; more than 1 runs DDP (gloo on CPU, NCCL on GPU). "
+                                                     "Under torchrun/srun: the processes per node the launcher started."),
+    num_nodes: int = typer.Option(1, "--num-nodes", help="Nodes; more than 1 needs a launcher on every node (torchrun or srun, see docs/training.md)."),
+    accelerator: Optional[str] = typer.Option(None, "--accelerator", help="cpu, gpu (cuda) or auto (a GPU when there is one); sets trainer.accelerator."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="32-true, bf16-mixed, 16-mixed or auto (bf16 where the GPU has it, else fp16 on a GPU, "
+                                                                      "fp32 on the CPU); sets trainer.precision."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out (finished stages are skipped)."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Run one stage of a multi-stage task into --out, with its recipe settings."),
     stages: Optional[str] = typer.Option(None, "--stages", help="Run these stages (comma-separated) of the recipe, each in --out/<stage>."),
@@ -86,7 +94,9 @@ def train_command(
 
     if data is not None and not data.exists():
         raise InputError(f"--data {data} does not exist")
-    cfg = load_config(config, set_)
+    flags = [f"trainer.accelerator={accelerator}"] if accelerator is not None else []
+    flags += [f"trainer.precision={precision}"] if precision is not None else []
+    cfg = load_config(config, [*set_, *flags])  # the flags win over --set and the file
     if data is not None:
         cfg = set_in(cfg, "data.manifest", str(data.resolve()))
     names, cfg = plan(task, cfg, stage, stages)
@@ -96,6 +106,9 @@ def train_command(
         return
     if out is None:
         raise InputError("--out is required (the run folder)")
+    from crrg.training.launch import check_processes, detect_launch
+
+    check_processes(devices, num_nodes, detect_launch())  # before torch and Lightning are imported
     from crrg.training.engine import train  # imports torch + Lightning: only after the config is known good
 
     quiet = _quiet(ctx)
@@ -110,11 +123,12 @@ def train_command(
         from crrg.training.stages import run_stages
 
         validate(task, cfg, names)  # every stage's config is checked before the first one trains
-        model_dir = run_stages(task, cfg, out, names, resume=resume, devices=devices, progress_bar=not quiet)
+        model_dir = run_stages(task, cfg, out, names, resume=resume, devices=devices, num_nodes=num_nodes, progress_bar=not quiet)
     else:
-        model_dir = train(task, cfg, out, devices=devices, resume=resume, progress_bar=not quiet)
+        model_dir = train(task, cfg, out, devices=devices, num_nodes=num_nodes, resume=resume, progress_bar=not quiet)
     typer.echo(str(model_dir))
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train", help="Train a model (task) from a YAML config or recipe; resumable, multi-stage, DDP with --devices.")(train_command)
+    app.command("train", help="Train a model (task) from a YAML config or recipe; resumable, multi-stage, "
+                              "DDP with --devices, several nodes with --num-nodes under torchrun or srun.")(train_command)

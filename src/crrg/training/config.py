@@ -23,7 +23,8 @@ import yaml
 from crrg.errors import ConfigError
 
 TRAINER_SECTION = "trainer"
-SCHEDULES = ("warmup_cosine", "constant")
+SCHEDULES = ("warmup_cosine", "constant", "plateau")
+PRECISION_AUTO = "auto"
 
 
 @dataclass
@@ -37,6 +38,8 @@ class TrainerConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     accumulate_grad_batches: int = 1
+    # Lightning's precision ("32-true", "bf16-mixed", "16-mixed" ...), or "auto": bf16-mixed on a GPU
+    # that has bf16, 16-mixed on an older GPU, 32-true on the CPU (crrg.training.engine).
     precision: str = "32-true"
     gradient_clip: float | None = None
     checkpoint_every_n_steps: int = 100
@@ -45,6 +48,13 @@ class TrainerConfig:
     val_check_interval: float | int | None = None
     limit_val_batches: float | int | None = None
     num_workers: int = 0
+    # Data loading that keeps a GPU busy (applied by the engine to every task's loaders,
+    # crrg.training.sampling): pin_memory null = pinned when training on CUDA; persistent_workers
+    # keeps loader workers alive across epochs and validations (with num_workers > 0);
+    # prefetch_factor = batches each worker loads ahead (null: PyTorch's 2).
+    pin_memory: bool | None = None
+    persistent_workers: bool = True
+    prefetch_factor: int | None = None
     deterministic: bool | str = "warn"
     accelerator: str = "auto"
     strategy: str | None = None
@@ -53,9 +63,18 @@ class TrainerConfig:
     # The learning-rate schedule every task uses (crrg.training.optim): linear warmup over
     # warmup_fraction of the optimizer steps (at least one), then a cosine from lr down to
     # min_lr_ratio * lr; "constant" keeps lr throughout.
+    # "plateau" is RGRG's: ReduceLROnPlateau stepped once per validation with plateau_monitor
+    # (default: monitor), multiplying the LR by plateau_factor after plateau_patience validations
+    # without a relative improvement of plateau_threshold, then waiting plateau_cooldown validations.
     schedule: str = "warmup_cosine"
     warmup_fraction: float = 0.05
     min_lr_ratio: float = 0.0
+    plateau_monitor: str | None = None
+    plateau_mode: str | None = None
+    plateau_factor: float = 0.5
+    plateau_patience: int = 10
+    plateau_threshold: float = 1e-3
+    plateau_cooldown: int = 0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -80,8 +99,34 @@ class TrainerConfig:
             raise ConfigError(f"trainer.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ConfigError(f"trainer.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        self._check_plateau()
+        if self.prefetch_factor is not None and self.prefetch_factor < 1:
+            raise ConfigError(f"trainer.prefetch_factor must be at least 1 (or null), got {self.prefetch_factor}")
         if isinstance(self.deterministic, str) and self.deterministic != "warn":
             raise ConfigError(f"trainer.deterministic must be true, false or 'warn', got {self.deterministic!r}")
+
+    def _check_plateau(self) -> None:
+        if self.plateau_mode not in (None, "min", "max"):
+            raise ConfigError(f"trainer.plateau_mode must be 'min' or 'max' (or null: monitor_mode), got {self.plateau_mode!r}")
+        if not 0.0 < self.plateau_factor < 1.0:
+            raise ConfigError(f"trainer.plateau_factor must be in (0, 1), got {self.plateau_factor}")
+        for name in ("plateau_patience", "plateau_cooldown"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"trainer.{name} must be >= 0, got {getattr(self, name)}")
+        if self.plateau_threshold < 0:
+            raise ConfigError(f"trainer.plateau_threshold must be >= 0, got {self.plateau_threshold}")
+        if self.schedule == "plateau" and self.plateau_metric is None:
+            raise ConfigError("trainer.schedule 'plateau' needs a validation metric: set trainer.plateau_monitor "
+                              "(or trainer.monitor), e.g. val_loss")
+
+    @property
+    def plateau_metric(self) -> str | None:
+        """The metric the plateau schedule watches: plateau_monitor, else monitor."""
+        return self.plateau_monitor or self.monitor
+
+    @property
+    def plateau_direction(self) -> str:
+        return self.plateau_mode or self.monitor_mode
 
     @classmethod
     def from_config(cls, config: dict) -> "TrainerConfig":

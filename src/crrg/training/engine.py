@@ -1,4 +1,4 @@
-"""The one training engine: ``train(task, config, out_dir, devices, resume)``.
+"""The one training engine: ``train(task, config, out_dir, devices, resume, num_nodes=...)``.
 
 Every trainable model in crrg is a *task* (see :mod:`crrg.training.tasks` for the three methods a
 task provides). The engine owns everything that is the same for all of them, so each model gets
@@ -27,10 +27,18 @@ seeded per step and per sample); with
 already holds checkpoints is refused rather than overwritten.
 
 ``devices > 1`` runs DDP: gloo on CPU, NCCL on GPUs. The engine starts one fresh Python process per
-device (:mod:`crrg.training.worker`) with the torch.distributed environment set, and waits for them.
+device (:mod:`crrg.training.worker`, started by :func:`crrg.training.launch.launch_workers`) with the
+torch.distributed environment set, and waits for them.
 Fresh processes rather than forks: a fork of a process whose OpenMP pool has run deadlocks, and
 rather than Lightning's re-run of ``sys.argv``: that works from a notebook or a test as well. If one
 worker dies, the others are stopped and :class:`WorkerFailed` is raised; ``resume=True`` continues.
+
+Started by a cluster launcher instead (torchrun, or srun under SLURM: :mod:`crrg.training.launch`),
+the engine starts no processes: this process is one rank, trained directly, and Lightning's cluster
+environment (TorchElasticEnvironment / SLURMEnvironment) takes the ranks and addresses from the
+launcher. That is the only way to train on several nodes (``num_nodes > 1``). In every case only global
+rank 0 writes config.json, checkpoints, metrics.json and the exported models; on several nodes ``out_dir``
+must be on a file system every node sees (a resume reads it on every rank).
 """
 
 from __future__ import annotations
@@ -47,24 +55,19 @@ from lightning.pytorch.callbacks import Callback
 from crrg.errors import ConfigError
 from crrg.io import atomic_write_json
 from crrg.training.checkpoint import LAST, AtomicCheckpointIO, find_resume_checkpoint, has_checkpoints, load_checkpoint_file
-from crrg.training.config import TrainerConfig, resolved_config
-from crrg.training.sampling import make_resumable, make_sharded
+from crrg.training.config import PRECISION_AUTO, TrainerConfig, resolved_config
+from crrg.training.launch import WorkerFailed, check_processes, detect_launch, is_rank_zero, launch_workers  # noqa: F401  (WorkerFailed: re-exported)
+from crrg.training.sampling import LoaderOptions, make_resumable, make_sharded
 from crrg.training.seeding import StepSeed
 from crrg.training.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
-WORKER_ENV = "CRRG_DDP_WORKER"
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 CHECKPOINT_DIR = "checkpoints"
 MODEL_DIR = "model"
 BEST_MODEL_DIR = "best-model"
-
-
-def _is_launch_rank_zero() -> bool:
-    """True in the process that started the run (not in re-launched DDP workers)."""
-    return all(int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 def _config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -76,16 +79,39 @@ def _config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
 
 
-def _wrap_dataloaders(datamodule: Any, seed: int) -> None:
+def loader_options(cfg: TrainerConfig, on_cuda: bool) -> LoaderOptions:
+    """The trainer section's data-loading settings; ``pin_memory: null`` pins only when training on CUDA."""
+    pin = on_cuda if cfg.pin_memory is None else cfg.pin_memory
+    return LoaderOptions(pin_memory=pin, persistent_workers=cfg.persistent_workers, prefetch_factor=cfg.prefetch_factor)
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    """``precision: auto``: bf16 mixed precision where the GPU has bf16 (Ampere and later), fp16 mixed
+    precision on an older GPU, full precision on the CPU (where mixed precision is slower, not faster)."""
+    if precision != PRECISION_AUTO:
+        return precision
+    import torch
+
+    cuda = accelerator in ("cuda", "gpu") or (accelerator == "auto" and torch.cuda.is_available())
+    if not cuda:
+        return "32-true"
+    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "16-mixed"
+
+
+def _wrap_dataloaders(datamodule: Any, cfg: TrainerConfig) -> None:
     """Route the task's train/val loaders through the resumable, sharded sampler (see sampling.py)."""
     from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    def options(trainer: Any) -> LoaderOptions:
+        return loader_options(cfg, trainer.strategy.root_device.type == "cuda")
 
     if is_overridden("train_dataloader", datamodule):
         train_loader = datamodule.train_dataloader
 
         def resumable_train_loader() -> Any:
             trainer = datamodule.trainer
-            return make_resumable(train_loader(), seed=seed, rank=trainer.global_rank, world_size=trainer.world_size)
+            return make_resumable(train_loader(), seed=cfg.seed, rank=trainer.global_rank, world_size=trainer.world_size,
+                                  options=options(trainer))
 
         datamodule.train_dataloader = resumable_train_loader
     if is_overridden("val_dataloader", datamodule):
@@ -93,7 +119,7 @@ def _wrap_dataloaders(datamodule: Any, seed: int) -> None:
 
         def sharded_val_loader() -> Any:
             trainer = datamodule.trainer
-            return make_sharded(val_loader(), rank=trainer.global_rank, world_size=trainer.world_size)
+            return make_sharded(val_loader(), rank=trainer.global_rank, world_size=trainer.world_size, options=options(trainer))
 
         datamodule.val_dataloader = sharded_val_loader
 
@@ -108,78 +134,18 @@ def _csv_version(logs: Path, resuming: bool) -> str:
     return f"csv-resume{n}"
 
 
-def _strategy(cfg: TrainerConfig, devices: int) -> Any:
+def _strategy(cfg: TrainerConfig, processes: int) -> Any:
     if cfg.strategy is not None:
         return cfg.strategy
-    # In a worker the processes already exist (LOCAL_RANK is set), so Lightning's "ddp" only joins
-    # the process group: gloo on CPU, NCCL on GPU.
-    return "auto" if devices == 1 else "ddp"
-
-
-class WorkerFailed(RuntimeError):
-    """A DDP worker process died (killed, crashed or raised); the run can be continued with resume."""
-
-    def __init__(self, rank: int, exit_code: int) -> None:
-        super().__init__(f"training worker rank {rank} exited with code {exit_code}; the others were stopped")
-        self.rank, self.exit_code = rank, exit_code
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _launch_workers(task: str, out: Path, devices: int, resume_from: Path | None, progress_bar: bool) -> None:
-    """Run rank 0..devices-1 as fresh processes of crrg.training.worker; stop all if one fails."""
-    import subprocess
-    import sys
-
-    port = _free_port()
-    procs: list[subprocess.Popen] = []
-    try:
-        for rank in range(devices):
-            env = {
-                **os.environ,
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": str(port),
-                "WORLD_SIZE": str(devices),
-                "NODE_RANK": "0",
-                "LOCAL_RANK": str(rank),
-                "RANK": str(rank),
-                WORKER_ENV: "1",
-            }
-            cmd = [sys.executable, "-m", "crrg.training.worker", task, str(out), str(devices)]
-            if resume_from is not None:
-                cmd += ["--resume-from", str(resume_from)]
-            if not progress_bar:
-                cmd.append("--no-progress")
-            procs.append(subprocess.Popen(cmd, env=env))
-        while True:
-            codes = [p.poll() for p in procs]
-            failed = [(rank, code) for rank, code in enumerate(codes) if code not in (None, 0)]
-            if failed:
-                raise WorkerFailed(*failed[0])
-            if all(code == 0 for code in codes):
-                return
-            time.sleep(0.1)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.time() + 10
-        for proc in procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.time()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    # In a worker the processes already exist (LOCAL_RANK is set, or a launcher's variables), so
+    # Lightning's "ddp" only joins the process group: gloo on CPU, NCCL on GPU.
+    return "auto" if processes == 1 else "ddp"
 
 
 def _callbacks(cfg: TrainerConfig, ckpt_dir: Path, summary: RunSummary) -> list[Any]:
     from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from crrg.training.optim import PlateauSchedule
 
     callbacks: list[Any] = [
         ModelCheckpoint(
@@ -196,6 +162,8 @@ def _callbacks(cfg: TrainerConfig, ckpt_dir: Path, summary: RunSummary) -> list[
         summary,
         FinalCheckpoint(ckpt_dir / LAST),
     ]
+    if cfg.schedule == "plateau":
+        callbacks.append(PlateauSchedule(cfg))
     if cfg.monitor:
         callbacks.append(
             ModelCheckpoint(
@@ -250,17 +218,20 @@ def train(
     devices: int = 1,
     resume: bool = False,
     *,
+    num_nodes: int = 1,
     progress_bar: bool = True,
     extra_callbacks: Iterable[Any] = (),
 ) -> Path:
     """Train ``task`` with ``config`` into ``out_dir``; return the folder of the exported final model.
 
-    ``task`` is a registered task name or a task object. Raises :class:`ConfigError` for a bad
-    config, an unknown task or a run folder that already holds checkpoints without ``resume``.
+    ``task`` is a registered task name or a task object. ``devices`` is processes (GPUs) per node;
+    ``num_nodes > 1`` needs a cluster launcher (module docstring). Raises :class:`ConfigError` for a bad
+    config, an unknown task, device counts that do not fit the launch, or a run folder that already
+    holds checkpoints without ``resume``.
     """
 
-    if not isinstance(devices, int) or devices < 1:
-        raise ConfigError(f"devices must be a positive integer, got {devices!r}")
+    launch = detect_launch()
+    check_processes(devices, num_nodes, launch)
     task_obj = get_task(task) if isinstance(task, str) else task
     task_name = task if isinstance(task, str) else type(task).__name__
     config = resolved_config(config)  # validates the trainer section
@@ -278,7 +249,7 @@ def train(
     elif has_checkpoints(ckpt_dir):
         raise ConfigError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
 
-    if _is_launch_rank_zero():
+    if is_rank_zero():
         previous = out / CONFIG_FILE
         if resume_from is not None and previous.is_file():
             changed = _config_differences(json.loads(previous.read_text()), config)
@@ -286,12 +257,13 @@ def train(
                 log.warning("resuming with a changed config: %s", "; ".join(changed))
         atomic_write_json(previous, config)
 
-    if devices > 1:
+    if launch is None and devices > 1:
         if not isinstance(task, str):
             raise ConfigError("training on several devices needs a registered task name (workers look it up by name)")
-        _launch_workers(task, out, devices, resume_from, progress_bar)
-    else:
-        fit(task_obj, task_name, config, out, devices=1, resume_from=resume_from, progress_bar=progress_bar, extra_callbacks=extra_callbacks)
+        launch_workers(task, out, devices, resume_from, progress_bar)
+    else:  # one process, or this rank of a torchrun / srun launch
+        fit(task_obj, task_name, config, out, devices=devices, num_nodes=num_nodes, resume_from=resume_from,
+            progress_bar=progress_bar, extra_callbacks=extra_callbacks)
     return out / MODEL_DIR
 
 
@@ -303,6 +275,7 @@ def fit(
     *,
     devices: int,
     resume_from: Path | None,
+    num_nodes: int = 1,
     progress_bar: bool = True,
     extra_callbacks: Iterable[Any] = (),
 ) -> None:
@@ -316,7 +289,7 @@ def fit(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = task_obj.build_module(config)
     datamodule = task_obj.build_datamodule(config)
-    _wrap_dataloaders(datamodule, cfg.seed)
+    _wrap_dataloaders(datamodule, cfg)
 
     summary = RunSummary(out / METRICS_FILE, {"task": task_name, "resumed_from": str(resume_from) if resume_from else None})
     try:
@@ -324,8 +297,9 @@ def fit(
             default_root_dir=out,
             accelerator=cfg.accelerator,
             devices=devices,
-            strategy=_strategy(cfg, devices),
-            precision=cfg.precision,
+            num_nodes=num_nodes,
+            strategy=_strategy(cfg, devices * num_nodes),
+            precision=resolve_precision(cfg.precision, cfg.accelerator),
             max_steps=cfg.max_steps if cfg.max_steps is not None else -1,
             max_epochs=cfg.max_epochs,
             accumulate_grad_batches=cfg.accumulate_grad_batches,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import torch
@@ -28,6 +29,19 @@ from crrg.training.seeding import seeded, step_seed
 
 log = logging.getLogger(__name__)
 SAMPLE_SEED_RANK = -1  # sample seeds do not depend on the rank: an index is the same sample everywhere
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """What the engine adds to every task's loader so a GPU is not left waiting (from the trainer
+    section, see :func:`crrg.training.engine.loader_options`): pinned host memory for fast, asynchronous
+    copies to the GPU; workers kept alive across epochs and validations instead of re-started (and the
+    dataset re-pickled) each time; how many batches each worker loads ahead. A task's loader keeps
+    whatever it set itself; worker settings apply only when it has workers."""
+
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    prefetch_factor: int | None = None
 
 
 class ShardSampler(Sampler[int]):
@@ -93,7 +107,8 @@ class SeededDataset(Dataset):
 class ResumableLoader:
     """A stateful wrapper around a task's DataLoader with a :class:`ShardSampler` in place of its sampler."""
 
-    def __init__(self, loader: DataLoader, *, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool | None = None) -> None:
+    def __init__(self, loader: DataLoader, *, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool | None = None,
+                 options: LoaderOptions = LoaderOptions()) -> None:
         if shuffle is None:
             shuffle = isinstance(loader.sampler, RandomSampler)
         if loader.batch_size is None:
@@ -104,7 +119,7 @@ class ResumableLoader:
         self.seed = seed
         self._dataset = loader.dataset
         self._generator = torch.Generator()  # worker seeds come from here, never from the global RNG
-        self.loader = _rebuild(loader, self.sampler, self._generator, dataset=SeededDataset(loader.dataset, seed))
+        self.loader = _rebuild(loader, self.sampler, self._generator, dataset=SeededDataset(loader.dataset, seed), options=options)
         self._consumed = 0
         self._skip = 0
 
@@ -136,21 +151,23 @@ class ResumableLoader:
         log.info("resuming data at epoch %d after %d batches", state["epoch"], self._skip)
 
 
-def _rebuild(loader: DataLoader, sampler: Sampler, generator: torch.Generator | None = None, dataset: Any = None) -> DataLoader:
+def _rebuild(loader: DataLoader, sampler: Sampler, generator: torch.Generator | None = None, dataset: Any = None,
+             options: LoaderOptions = LoaderOptions()) -> DataLoader:
+    workers = loader.num_workers > 0
     return DataLoader(
         loader.dataset if dataset is None else dataset,
         batch_size=loader.batch_size,
         sampler=sampler,
         num_workers=loader.num_workers,
         collate_fn=loader.collate_fn,
-        pin_memory=loader.pin_memory,
+        pin_memory=loader.pin_memory or options.pin_memory,
         drop_last=loader.drop_last,
         timeout=loader.timeout,
         worker_init_fn=loader.worker_init_fn,
         multiprocessing_context=loader.multiprocessing_context if loader.num_workers else None,
         generator=generator,
-        prefetch_factor=loader.prefetch_factor if loader.num_workers else None,
-        persistent_workers=loader.persistent_workers,
+        prefetch_factor=(options.prefetch_factor or loader.prefetch_factor) if workers else None,
+        persistent_workers=workers and (loader.persistent_workers or options.persistent_workers),
     )
 
 
@@ -162,29 +179,32 @@ def _is_plain(loader: Any) -> bool:
     )
 
 
-def make_sharded(loader: Any, *, rank: int, world_size: int) -> Any:
+def make_sharded(loader: Any, *, rank: int, world_size: int, options: LoaderOptions = LoaderOptions()) -> Any:
     """An evaluation loader that gives each rank its own, unshuffled part of the data (DDP)."""
     if _is_plain(loader):
         # Own generator: starting an evaluation loader must not draw from the global RNG.
         sampler = ShardSampler(len(loader.dataset), shuffle=False, seed=0, rank=rank, world_size=world_size)
-        return _rebuild(loader, sampler, torch.Generator().manual_seed(0))
+        return _rebuild(loader, sampler, torch.Generator().manual_seed(0), options=options)
     if world_size == 1:
         return loader
     if isinstance(loader, (list, tuple)):
-        return type(loader)(make_sharded(item, rank=rank, world_size=world_size) for item in loader)
+        return type(loader)(make_sharded(item, rank=rank, world_size=world_size, options=options) for item in loader)
     if isinstance(loader, dict):
-        return {key: make_sharded(item, rank=rank, world_size=world_size) for key, item in loader.items()}
+        return {key: make_sharded(item, rank=rank, world_size=world_size, options=options) for key, item in loader.items()}
     log.warning("evaluation loader %s is not a plain DataLoader; every rank evaluates all of it", type(loader).__name__)
     return loader
 
 
-def make_resumable(loader: Any, *, seed: int, rank: int, world_size: int, shuffle: bool | None = None) -> Any:
+def make_resumable(loader: Any, *, seed: int, rank: int, world_size: int, shuffle: bool | None = None,
+                   options: LoaderOptions = LoaderOptions()) -> Any:
     """Wrap a plain DataLoader; anything else (custom batch samplers, iterables) is returned as is."""
     if _is_plain(loader):
-        return ResumableLoader(loader, seed=seed, rank=rank, world_size=world_size, shuffle=shuffle)
+        return ResumableLoader(loader, seed=seed, rank=rank, world_size=world_size, shuffle=shuffle, options=options)
     if isinstance(loader, (list, tuple)):
-        return type(loader)(make_resumable(item, seed=seed, rank=rank, world_size=world_size, shuffle=shuffle) for item in loader)
+        return type(loader)(make_resumable(item, seed=seed, rank=rank, world_size=world_size, shuffle=shuffle, options=options)
+                            for item in loader)
     if isinstance(loader, dict):
-        return {key: make_resumable(item, seed=seed, rank=rank, world_size=world_size, shuffle=shuffle) for key, item in loader.items()}
+        return {key: make_resumable(item, seed=seed, rank=rank, world_size=world_size, shuffle=shuffle, options=options)
+                for key, item in loader.items()}
     log.warning("train loader %s is not a plain DataLoader; a resumed run restarts its epoch from the beginning", type(loader).__name__)
     return loader

@@ -84,7 +84,7 @@ def stage_config(config: dict, stage: str, init: str | os.PathLike | None = None
 
 
 def run_stages(task_name: str, config: dict, out_dir: str | os.PathLike, stages: Sequence[str], *, resume: bool = False,
-               devices: int = 1, progress_bar: bool = True, extra_callbacks: Iterable[Any] = ()) -> Path:
+               devices: int = 1, num_nodes: int = 1, progress_bar: bool = True, extra_callbacks: Iterable[Any] = ()) -> Path:
     """Train ``stages`` of ``task_name`` in order into ``out_dir/<stage>``; return the last exported model."""
     from crrg.training import engine
     from crrg.training.tasks import get_task
@@ -104,7 +104,7 @@ def run_stages(task_name: str, config: dict, out_dir: str | os.PathLike, stages:
             init = done
             continue
         cfg = stage_config(config, stage, init, init_key)
-        init = Path(engine.train(task_name, cfg, stage_dir, devices=devices, resume=resume and stage_dir.exists(),
+        init = Path(engine.train(task_name, cfg, stage_dir, devices=devices, num_nodes=num_nodes, resume=resume and stage_dir.exists(),
                                  progress_bar=progress_bar, extra_callbacks=extra_callbacks))
     if init is None:
         raise ConfigError("no stage to run")
