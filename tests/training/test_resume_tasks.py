@@ -154,3 +154,21 @@ def test_report_lm_pretraining_resumes_bit_identical(tmp_path):
     config = {**load_config(None, STEPS), "lm": {"vocab_size": 300, "n_layer": 1, "n_embd": 32, "n_head": 2, "n_positions": 64,
                                                       "max_tokens": 48}, "data": {"texts": texts}}
     kill_resume_compare("report-lm", config, tmp_path, die_after=5)
+
+
+@pytest.mark.parametrize("checkpoint_every", [3, 4], ids=["between-validations", "at-a-validation"])
+def test_plateau_schedule_resumes_bit_identical(tmp_path, checkpoint_every):
+    """RGRG's schedule (ReduceLROnPlateau per validation) keeps its best value, bad-validation count and the
+    lowered LR across a kill. Validation every 2 batches; the kill comes after step 5 and the resume starts
+    from step 3 (between validations) or step 4, whose checkpoint was written before that step's
+    validation, which Lightning skips on resume: the schedule runs it again so it sees every value."""
+    config = load_config(REPO / "configs" / "toy.yaml", [
+        "trainer.max_steps=14", f"trainer.checkpoint_every_n_steps={checkpoint_every}", "trainer.val_check_interval=2",
+        "trainer.log_every_n_steps=1", "trainer.deterministic=true", "trainer.schedule=plateau",
+        "trainer.plateau_patience=0", "trainer.plateau_threshold=0.5"])  # any gain under 50 % halves the LR
+    kill_resume_compare("toy", config, tmp_path, die_after=5)
+    for run in ("straight", "killed"):
+        last = torch.load(tmp_path / run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        state = last["callbacks"]["PlateauSchedule"]["schedulers"][0]
+        assert last["optimizer_states"][0]["param_groups"][0]["lr"] < config["trainer"]["lr"] / 4  # dropped at least 3 times
+        assert state["last_epoch"] == 7  # one step per validation (steps 2, 4, ..., 14), none lost or repeated
