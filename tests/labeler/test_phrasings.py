@@ -39,6 +39,8 @@ def lab(text, name):
         ("Endotracheal tube 4 cm above the carina.", "Support Devices", 1),
         ("Median sternotomy wires.", "Support Devices", 1),
         ("Widened mediastinum.", "Enlarged Cardiomediastinum", 1),
+        ("Widening of the upper mediastinum.", "Enlarged Cardiomediastinum", 1),  # was "No Finding"
+        ("Prominence of the superior mediastinum.", "Enlarged Cardiomediastinum", 1),
         ("Apical pleural thickening on the right.", "Pleural Other", 1),
         # negation
         ("No pleural effusion.", "Pleural Effusion", 0),

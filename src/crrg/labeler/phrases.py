@@ -50,7 +50,7 @@ _BORDERLINE = r"borderline|upper limits? of normal|upper normal|top normal|top-n
 PHRASES: dict[str, ObservationPhrases] = {
     "Enlarged Cardiomediastinum": ObservationPhrases(
         findings=(
-            r"widen(?:ed|ing) (?:of the )?(?:superior )?mediastin\w*",
+            r"(?:widen(?:ed|ing)|prominence) (?:of the )?(?:superior |upper )?mediastin\w*",
             r"mediastinal widening",
             r"enlarged cardiomediastinal",
             r"mediastinal (?:lymph node )?(?:enlargement|adenopathy|lymphadenopathy|prominence)",
