@@ -45,6 +45,20 @@ def test_no_finding_only_counts_for_sentences_that_state_nothing_else():
     assert joint.contradicts({"No Finding": 1, "Pneumothorax": 0}, _decisions("Edema")) == []
 
 
+def test_an_abnormality_outside_the_14_contradicts_a_normal_study():
+    """On real films the generator wrote granulomas and emphysema on films its classifier called normal,
+    so no report of a normal film could be read as normal (CheXpert: such a finding rules out No Finding)."""
+    texts = ["A punctate calcified granuloma projects over the left upper lung zone.",
+             "Hyperinflation, consistent with emphysema.", "No acute osseous abnormality.",
+             "Endotracheal tube terminates 4 cm above the carina.", "Small left pleural effusion.", ""]
+    normal_with_tube = _decisions("No Finding", "Support Devices")
+    assert joint.consistent_sentences(texts, normal_with_tube) == [False, False, True, True, False, True]
+    # a study the classifier calls abnormal keeps them (nothing decides a granuloma either way)
+    assert joint.consistent_sentences(texts[:2], _decisions("Pleural Effusion")) == [True, True]
+    # a region that looks normal speaks for itself, as for its "No Finding"
+    assert joint.consistent_sentences(texts[:1], _decisions("No Finding"), local=[True]) == [True]
+
+
 def test_a_normal_region_may_call_itself_normal_in_an_abnormal_study():
     texts = ["No acute osseous abnormality.", "No acute osseous abnormality.", "Normal chest radiograph."]
     effusion = _decisions("Pleural Effusion")

@@ -178,10 +178,16 @@ def contradicts(labels: dict[str, int | None], decisions: dict[str, bool]) -> li
     A positive or uncertain mention (1 / -1) of a finding the classifier calls absent contradicts it, and
     so does a negated mention (0) of a finding it calls present. "No Finding" counts only for a sentence
     that states nothing else ("The lungs are clear."): the labeler also sets it beside every negation,
-    where it says nothing the other labels do not.
+    where it says nothing the other labels do not. ``labels`` are a non-empty sentence's: one that
+    states an abnormality outside the 14 (a granuloma, emphysema: nothing positive, yet no "No
+    Finding", the CheXpert convention) contradicts a study the classifier calls normal.
     """
     found = []
     stated = {name: labels.get(name) for name in CHEXPERT_14 if labels.get(name) is not None}
+    other_abnormality = labels.get("No Finding") is None and not any(
+        v in (1, -1) for name, v in stated.items() if name not in NOT_ABNORMAL)
+    if other_abnormality and decisions.get("No Finding"):
+        found.append("No Finding")
     for name, value in stated.items():
         if name not in decisions:
             continue
@@ -218,6 +224,9 @@ def consistent_sentences(texts: list[str], decisions: dict[str, bool],
     keep = []
     regional = {name: v for name, v in decisions.items() if name != "No Finding"}
     for i, text in enumerate(texts):
+        if not text.strip():
+            keep.append(True)
+            continue
         bad = contradicts(_label(text), regional if local is not None and local[i] else decisions)
         if bad:
             log.debug("joint filter drops %r (contradicts the classifier on %s)", text, ", ".join(bad))
