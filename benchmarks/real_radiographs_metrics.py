@@ -101,6 +101,44 @@ def iu_metrics(items: list[dict], out: dict, shared: Path) -> dict:
     return res
 
 
+def nih_label_dict(labels: list[str]) -> dict:
+    """NIH's official labels as a CheXpert label dict (1 = positive), what the labeler gives a report."""
+    from crrg.observations import CHEXPERT_14
+
+    found = {NIH_TO_CHEXPERT[n] for n in labels if n in NIH_TO_CHEXPERT}
+    if labels == ["No Finding"]:
+        found = {"No Finding"}
+    return {name: (1 if name in found else None) for name in CHEXPERT_14}
+
+
+def nih_report_metrics(items: list[dict], out: dict, shifts: int = 20) -> dict:
+    """The written reports of NIH ``valid/`` films, labelled by crrg's labeler, against the films' own
+    labels (which NIH text-mined from the radiologists' reports): the clinical scores of a real set
+    with reports, beside the shuffled-report baseline in label space (each film given another valid
+    film's labels; ``shifts`` random derangements averaged) and a report that always says normal."""
+    from crrg.evaluation.clinical import ce_from_labels
+    from crrg.labeler import label_reports
+
+    valid = [dict(it, **out[it["id"]]) for it in items
+             if it["set"] == "nih" and it["split"] == "valid" and "findings" in out.get(it["id"], {})]
+    if not valid:
+        return {}
+    keys = ("ce_micro5_f1", "ce_example14_f1", "ce_macro14_f1")
+    refs = [nih_label_dict(r["labels"]) for r in valid]
+    preds = label_reports([" ".join(p for p in (r["findings"], r["impression"]) if p) for r in valid])
+    rng = random.Random(0)
+    draws = []
+    for _ in range(shifts):
+        order = list(range(len(refs)))
+        rng.shuffle(order)
+        draws.append(ce_from_labels([refs[i] for i in order], refs))
+    normal = nih_label_dict(["No Finding"])
+    score = lambda m: {k: round(float(m[k]), 4) for k in keys}  # noqa: E731
+    return {"n": len(valid), "model": score(ce_from_labels(preds, refs)),
+            "shuffled": {k: round(sum(d[k] for d in draws) / len(draws), 4) for k in keys},
+            "always_normal": score(ce_from_labels([normal] * len(refs), refs))}
+
+
 def summarise(items: list[dict], out: dict, extra: dict, shared: Path) -> dict:
     from crrg.rrg.contradictions import report_contradictions
 
@@ -147,6 +185,7 @@ def summarise(items: list[dict], out: dict, extra: dict, shared: Path) -> dict:
                                      for n in REAL_SETS if n in by_set and by_set[n]["ood"]}
         res["ood_median"] = {n: round(median(by_set[n]["ood"]), 3) for n in by_set if by_set[n]["ood"]}
     res["nih"] = nih_metrics(items, out)
+    res["nih_reports"] = nih_report_metrics(items, out)
     res["covid"] = covid_metrics(items, out, res["nih"]["opacity_score"])
     res["iu"] = iu_metrics(items, out, shared)
     return res
@@ -170,6 +209,10 @@ def table(summary: dict, args, n_items: int, wall: float) -> str:
         row(f"NIH valid AUC {obs} (n+={summary[names[-1]]['nih']['n_positive'][obs]})", lambda s, o=obs: s["nih"]["auc"][o])
     row("NIH valid normal vs abnormal AUC", lambda s: s["nih"]["normal_vs_abnormal"]["auc"])
     row("  score (chosen on NIH train)", lambda s: s["nih"]["normal_vs_abnormal"]["score"])
+    for key in ("ce_micro5_f1", "ce_example14_f1", "ce_macro14_f1"):
+        row(f"NIH valid reports {key} (labels from the report)", lambda s, k=key: s["nih_reports"]["model"][k])
+        row(f"  shuffled labels / always normal {key}",
+            lambda s, k=key: f"{s['nih_reports']['shuffled'][k]:.3f} / {s['nih_reports']['always_normal'][k]:.3f}")
     row("COVID lung boxes mean IoU (same side)", lambda s: s["covid"]["same side"]["mean_iou"])
     row("COVID lung boxes hit rate IoU>=.5", lambda s: s["covid"]["same side"]["hit_rate_iou_0.5"])
     row("COVID lung boxes mean IoU (sides swapped)", lambda s: s["covid"]["swapped"]["mean_iou"])
