@@ -49,3 +49,19 @@ def make_tiny_instructblip(folder: Path, lm: str = "t5", num_query_tokens: int =
     InstructBlipForConditionalGeneration(config).save_pretrained(str(folder))
     processor.save_pretrained(str(folder))
     return Path(folder)
+
+
+def count_generated_tokens(hub_model) -> list[int]:
+    """Spy on ``hub_model.model.generate``: the list fills with how many tokens each call wrote beyond its
+    prompt (a decoder-only LM returns the prompt first, a T5 its decoder start token)."""
+    calls: list[int] = []
+    generate = hub_model.model.generate
+
+    def spy(**inputs):
+        out = generate(**inputs)
+        prompt = inputs["input_ids"].shape[1] if hub_model.decoder_only else 1  # T5: the decoder start token
+        calls.append(out.shape[1] - prompt)
+        return out
+
+    hub_model.model.generate = spy
+    return calls

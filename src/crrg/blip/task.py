@@ -83,13 +83,33 @@ def stage_of(config: dict) -> str:
 BACKENDS = (None, "instructblip")
 
 
-def _hub_config(model_cfg: dict) -> dict:
-    """The model config of a hub InstructBLIP to start stage 1 from."""
-    if not model_cfg["hub_id"]:
-        raise ConfigError("model.backend instructblip needs model.hub_id: a hub id such as "
-                          "Salesforce/instructblip-flan-t5-xl or a local folder (stage 2: model.init_from, stage 1's model/)")
+def _check_backend(config: dict) -> None:
+    """Settings that do not fit the backend, refused before any model is built."""
+    model_cfg = _section(config, "model")
+    if model_cfg["backend"] not in BACKENDS:
+        raise ConfigError(f"model.backend {model_cfg['backend']!r} is not one of {list(BACKENDS)}")
+    if model_cfg["backend"] != "instructblip":
+        return
     if model_cfg["lm_pretrained"]:
         raise ConfigError("model.lm_pretrained is for crrg's own ClinicalBLIP; an InstructBLIP's LM is part of model.hub_id")
+    if float(_section(config, "loss")["itc_weight"]) > 0:
+        raise ConfigError("loss.itc_weight is for crrg's own ClinicalBLIP; an InstructBLIP trains on the report's LM loss (set 0)")
+    if {"vision", "lm"} & set(config.get("trainable") or ()):
+        raise ConfigError("an InstructBLIP trains its Q-Former and LoRA adapters only (its folder names the hub base "
+                          "for the rest): drop 'vision' / 'lm' from trainable")
+    # stage 2 recipes leave model.init_from to the command line, as crrg's own recipes do
+    if stage_of(config) == "1" and not model_cfg["hub_id"] and not model_cfg["init_from"]:
+        raise ConfigError(_NO_HUB_ID)
+
+
+_NO_HUB_ID = ("model.backend instructblip needs model.hub_id: a hub id such as Salesforce/instructblip-flan-t5-xl "
+              "or a local folder (stage 2: model.init_from, stage 1's model/)")
+
+
+def _hub_config(model_cfg: dict) -> dict:
+    """The model config of a hub InstructBLIP to start from."""
+    if not model_cfg["hub_id"]:
+        raise ConfigError(_NO_HUB_ID)
     return {**dict(model_cfg["overrides"] or {}), "family": "blip", "backend": "instructblip",
             "hub_id": str(model_cfg["hub_id"]), "dtype": model_cfg["dtype"] or "float32"}
 
@@ -109,9 +129,8 @@ def _load_init(model_cfg: dict):
 
 def build_blip(config: dict) -> ClinicalBlip | HubInstructBlip:
     """The model a stage starts from, with the stage's adapters attached and its groups trainable."""
+    _check_backend(config)
     model_cfg, lora_cfg = _section(config, "model"), _section(config, "lora")
-    if model_cfg["backend"] not in BACKENDS:
-        raise ConfigError(f"model.backend {model_cfg['backend']!r} is not one of {list(BACKENDS)}")
     if model_cfg["init_from"]:
         model = _load_init(model_cfg)
     elif model_cfg["backend"] == "instructblip":
@@ -127,20 +146,16 @@ def build_blip(config: dict) -> ClinicalBlip | HubInstructBlip:
     for part in lora_lib.ADAPTER_PARTS:
         if lora_cfg[part] and not lora_lib.has_lora(model, part):
             model.add_adapters(part, lora_cfg[part])
-    itc = float(_section(config, "loss")["itc_weight"])
-    if hub and itc > 0:
-        raise ConfigError("loss.itc_weight is for crrg's own ClinicalBLIP; an InstructBLIP trains on the report's LM loss (set 0)")
+    if hub and model_cfg["backend"] is None:  # an InstructBLIP folder continued without naming the backend
+        _check_backend({**config, "model": {**model_cfg, "backend": "instructblip"}})
     groups = config.get("trainable") or lora_lib.STAGE_DEFAULTS[int(stage_of(config))]
     groups = [g for g in groups if g != "soft_prompt" or getattr(model, "soft_prompt", None) is not None]
-    if hub and {"vision", "lm"} & set(groups):
-        raise ConfigError("an InstructBLIP trains its Q-Former and LoRA adapters only (its folder names the hub base "
-                          "for the rest): drop 'vision' / 'lm' from trainable")
     counts = lora_lib.set_trainable(model, groups)
     model.train()  # a hub checkpoint is loaded in eval mode; its dropout belongs to fine-tuning as in LAVIS
     if hub:
         model.train_in_float32()
     else:
-        model.itc_weight = itc
+        model.itc_weight = float(_section(config, "loss")["itc_weight"])
     total = sum(p.numel() for p in model.parameters())
     log.info("ClinicalBLIP stage %s trains %s of %s parameters: %s", stage_of(config), f"{sum(counts.values()):,}",
              f"{total:,}", counts)
@@ -233,11 +248,7 @@ class BlipTask:
         stage_of(config)
         for name in _SECTIONS:
             _section(config, name)
-        model_cfg = _section(config, "model")
-        if model_cfg["backend"] not in BACKENDS:
-            raise ConfigError(f"model.backend {model_cfg['backend']!r} is not one of {list(BACKENDS)}")
-        if model_cfg["backend"] == "instructblip" and not model_cfg["init_from"]:
-            _hub_config(model_cfg)
+        _check_backend(config)
 
     def build_module(self, config: dict) -> BlipModule:
         self._model = build_blip(config)
