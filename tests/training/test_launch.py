@@ -47,6 +47,8 @@ def test_launchers_are_detected_from_their_environment():
     assert (srun.launcher, srun.world_size, srun.rank, srun.local_rank, srun.node_rank) == (SLURM, 8, 5, 1, 1)
     for name in ("bash", "interactive"):  # salloc / srun --pty bash: an allocation, not a launch (Lightning's rule)
         assert detect_launch({**SRUN_ENV, "SLURM_JOB_NAME": name}) is None
+    # one task without srun (sbatch --ntasks=1 --gpus=4; crrg train --devices 4): crrg starts its own workers
+    assert detect_launch({**SRUN_ENV, "SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) is None
     with pytest.raises(ConfigError, match="WORLD_SIZE"):
         detect_launch({**TORCHRUN_ENV, "WORLD_SIZE": "four"})
 
@@ -88,6 +90,34 @@ def test_under_a_launcher_the_engine_trains_the_rank_itself(clean_env, tmp_path)
     engine.train("toy", config, tmp_path / "run", devices=2, num_nodes=2, progress_bar=False)
     assert [(c["devices"], c["num_nodes"]) for c in calls] == [(2, 2)]
     assert (tmp_path / "run" / "config.json").is_file()  # written by global rank 0
+
+
+def test_own_workers_in_a_one_task_slurm_job_do_not_look_srun_launched(clean_env, tmp_path):
+    """sbatch --ntasks=1 --gpus=4 + crrg train --devices 4: crrg's workers must not carry SLURM_NTASKS,
+    or Lightning in each would take SLURM's one-process world instead of crrg's rank and world size."""
+    import subprocess as sp
+
+    from crrg.training import launch
+
+    started: list[dict] = []
+
+    class Done:
+        def __init__(self, cmd, env):
+            started.append(env)
+
+        def poll(self):
+            return 0
+
+        def wait(self, timeout=None):
+            return 0
+
+    clean_env.setattr(sp, "Popen", Done)
+    clean_env.setenv("SLURM_NTASKS", "1")
+    clean_env.setenv("SLURM_JOB_ID", "42")
+    assert detect_launch() is None
+    launch.launch_workers("toy", tmp_path, 2, None, False)
+    assert [e["RANK"] for e in started] == ["0", "1"] and all(e["WORLD_SIZE"] == "2" for e in started)
+    assert all("SLURM_NTASKS" not in e and e["SLURM_JOB_ID"] == "42" for e in started)
 
 
 def test_several_nodes_without_a_launcher_is_refused(clean_env, tmp_path):

@@ -10,7 +10,10 @@ launchers are understood, the two Lightning's cluster environments take over fro
   (Lightning's ``TorchElasticEnvironment``);
 - **SLURM** (``srun`` inside an allocation): sets ``SLURM_NTASKS``, ``SLURM_PROCID``,
   ``SLURM_LOCALID``, ``SLURM_NODEID`` (Lightning's ``SLURMEnvironment``; a job named ``bash`` or
-  ``interactive`` is an interactive allocation and is not treated as a launch, as in Lightning).
+  ``interactive`` is an interactive allocation and is not treated as a launch, as in Lightning). A job
+  of one task (``sbatch --ntasks=1 --gpus=4`` running ``crrg train --devices 4`` without srun) is not a
+  launch either: crrg starts its own workers there, without the variable that would make Lightning in
+  them believe srun had started a one-process job.
 
 Under a launcher each process is one rank: the engine trains it directly, with ``devices`` (processes
 per node) and ``num_nodes`` passed to Lightning, which checks them against the launcher's numbers.
@@ -33,6 +36,7 @@ TORCHRUN = "torchrun"
 SLURM = "slurm"
 # An interactive SLURM allocation (salloc; srun --pty bash) is not a launch (Lightning's rule too).
 SLURM_INTERACTIVE_JOB_NAMES = ("bash", "interactive")
+SLURM_TASKS_VAR = "SLURM_NTASKS"  # what Lightning's SLURMEnvironment.detect() looks for
 
 
 @dataclass(frozen=True)
@@ -60,8 +64,9 @@ def detect_launch(env: Mapping[str, str] | None = None) -> ExternalLaunch | None
     if env.get("TORCHELASTIC_RUN_ID"):  # what torch.distributed.is_torchelastic_launched() checks
         return ExternalLaunch(TORCHRUN, _int(env, "WORLD_SIZE", 1), _int(env, "RANK"), _int(env, "LOCAL_RANK"),
                               _int(env, "GROUP_RANK"))
-    if "SLURM_NTASKS" in env and env.get("SLURM_JOB_NAME") not in SLURM_INTERACTIVE_JOB_NAMES:
-        return ExternalLaunch(SLURM, _int(env, "SLURM_NTASKS", 1), _int(env, "SLURM_PROCID"), _int(env, "SLURM_LOCALID"),
+    if SLURM_TASKS_VAR in env and env.get("SLURM_JOB_NAME") not in SLURM_INTERACTIVE_JOB_NAMES \
+            and _int(env, SLURM_TASKS_VAR, 1) > 1:
+        return ExternalLaunch(SLURM, _int(env, SLURM_TASKS_VAR, 1), _int(env, "SLURM_PROCID"), _int(env, "SLURM_LOCALID"),
                               _int(env, "SLURM_NODEID"))
     return None
 
@@ -122,7 +127,7 @@ def launch_workers(task: str, out: Path, devices: int, resume_from: Path | None,
     try:
         for rank in range(devices):
             env = {
-                **os.environ,
+                **{k: v for k, v in os.environ.items() if k != SLURM_TASKS_VAR},  # see the module docstring
                 "MASTER_ADDR": "127.0.0.1",
                 "MASTER_PORT": str(port),
                 "WORLD_SIZE": str(devices),
