@@ -49,3 +49,19 @@ def test_instructblip_recipes_train_both_stages_and_write_a_report(dataset, data
     assert result.exit_code == 0, result.output
     report = json.loads(result.output[result.output.index("{"):])
     assert "findings" in report and report["model"] == str(standin)
+
+
+def test_instructblip_stage_killed_and_resumed_is_bit_identical(tmp_path):
+    """Checkpoints hold only the trained weights (HubInstructBlip.state_dict); resuming from one still
+    gives exactly the weights of an uninterrupted run (dropout, random prompt variants, schedule)."""
+    from crrg.training.config import load_config
+
+    from ..training.test_resume_tasks import STEPS, kill_resume_compare
+    from .conftest import write_tiny_manifest
+
+    standin = make_tiny_instructblip(tmp_path / "instructblip-t5", "t5")
+    manifest = write_tiny_manifest(tmp_path / "data", n=12)  # 8 training studies: 2 batches an epoch
+    config = {**load_config(None, STEPS), "stage": "1", "model": {"backend": "instructblip", "hub_id": str(standin)},
+              "lora": {"vision": {"r": 2}}, "prompt": {"train_variants": ["none", "indication", "ground_truth"]},
+              "data": {"manifest": str(manifest)}}
+    kill_resume_compare("blip", config, tmp_path / "runs", die_after=5)
