@@ -147,3 +147,16 @@ def test_bad_instructblip_configs_are_config_errors(standin, manifest, tmp_path)
     model.model.config.text_config.model_type = "bloom"  # an LM whose projection names crrg does not know
     with pytest.raises(ConfigError, match="not 'bloom'; name them in lora.lm.target_modules"):
         model.add_adapters("lm", {"r": 2})
+
+
+def test_a_bfloat16_base_trains_float32_weights_under_autocast(standin):
+    from crrg.blip.task import build_blip
+
+    model = build_blip({**_config(standin, "unused.jsonl", "1", dtype="bfloat16"), "lora": {"vision": {"r": 2}}})
+    assert all((p.dtype == torch.float32) == p.requires_grad for n, p in model.named_parameters()
+               if n != "model.query_tokens")  # transformers keeps the query tokens in float32 anyway
+    sample = model.prepare_sample([np.ones((40, 30), np.float32)], ["PA"], "Indication: cough.", "The lungs are clear.")
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what trainer.precision: bf16-mixed does
+        loss = model(model.collate([sample, sample]))
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters() if p.requires_grad)
