@@ -1,0 +1,355 @@
+"""Report latency and memory on real films beside synthetic studies, previous code vs this tree (issue 20's
+speed target: real p95 <= 1.5 x synthetic p95, real p50 <= 0.6 s, peak RSS <= 1 GB).
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_real_latency.py \\
+        --synth /work/data/b4_synth/manifest.jsonl [--per-set 10] [--rounds 2]
+    nice -n 10 .venv/bin/python benchmarks/bench_real_latency.py --all-real   # every real film, this tree
+
+Latency mode: real frontal films from ``../shared/data`` (NIH ``valid/`` 64 px, COVID, VinDr, the
+full-size samples; ``--per-set`` of each, chosen with a fixed seed) and the synthetic studies of
+``--synth`` (frontal + lateral) are decoded once with this tree's image loader, so both versions get
+the same pixels, then written by ``crrg-default`` in a subprocess per version (``PYTHONPATH`` = that
+version's ``src``), one torch thread, real and synthetic studies interleaved, the versions alternating
+round by round so that a change of load on the machine hits both. Per version and set: p50 / p95 /
+mean seconds of report generation (the first study of a run, which pays for lazy imports, left out),
+queries decoded per study (selected regions + IMPRESSION + whole-study sentences: the rows of the
+decoder's batch), the peak RSS of the process, failures, and self-contradicting reports
+(:func:`crrg.rrg.contradictions.report_contradictions`, this tree's check for both versions). The load
+average before and after each run is in the table: the target is stated for an idle machine.
+
+``--all-real``: every real film (NIH train + valid, every COVID film, VinDr, the full-size samples, the IU
+samples as their 5 studies) through this tree, one process, counting self-contradicting reports and
+failures; a lateral-only film is refused by design (counted apart). Rows stream to ``--rows`` so an
+interrupted pass still says how far it got. Results go to ``benchmarks/results/real_latency.{md,json}``
+(an ``--all-real`` pass adds its counts to the JSON of the latency run, and the other way round).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, machine, median, percentile, print_table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CRRG_SHARED", ROOT.parent / "shared")) / "data"
+NAME = "real_latency"
+
+WORKER = r"""
+import json, resource, sys, time
+import numpy as np
+import torch
+torch.set_num_threads(1)
+data, out = sys.argv[1], sys.argv[2]
+from crrg.generation import load_generator  # both versions have the one loader (crrg-default of their own tree)
+from crrg.reporting import StudyInput
+engine = load_generator(None, device="cpu")
+model, run = engine.model, engine.generate
+arrays = np.load(data, allow_pickle=False)
+meta = json.loads(str(arrays["meta"]))
+rows_decoded = []
+generate = model.language.generate
+def counting(features, *args, **kwargs):
+    rows_decoded.append(int(features.shape[0]))
+    return generate(features, *args, **kwargs)
+model.language.generate = counting
+rows = []
+for k, study in enumerate(meta):
+    images = [arrays[f"s{k}_{i}"] for i in range(len(study["views"]))]
+    row = {"id": study["id"], "set": study["set"]}
+    rows_decoded.clear()
+    t0 = time.perf_counter()
+    try:
+        report = run(StudyInput(images=images, views=study["views"], id=study["id"]))
+    except Exception as exc:
+        row["error"] = f"{type(exc).__name__}: {exc}"
+    else:
+        row.update(findings=report.findings, impression=report.impression,
+                   selected=sum(bool(r.selected) for r in report.regions))
+    row["seconds"] = time.perf_counter() - t0
+    row["queries"] = sum(rows_decoded)
+    rows.append(row)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+json.dump({"rows": rows, "peak_rss_mb": peak}, open(out, "w"))
+"""
+
+
+# ------------------------------------------------------------------------------------------ films
+def real_films(shared: Path, every: bool = False) -> list[dict]:
+    """Real films as one-image studies: id, set, path, view. Without ``every``, frontal films only and
+    NIH from ``valid/`` only (the latency sets); with it, every film (the ``--all-real`` pass)."""
+    import csv
+
+    films = []
+    nih = shared / "nih1000_64px"
+    with open(nih / "labels14.csv", newline="") as f:
+        films += [{"id": f"nih/{r['path']}", "set": "nih", "paths": [str(nih / r["path"])], "views": ["PA"]}
+                  for r in csv.DictReader(f) if every or r["path"].startswith("valid/")]
+    covid = shared / "covid_cxr"
+    for line in (covid / "metadata.jsonl").read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            films.append({"id": f"covid/{r['image']}", "set": "covid", "paths": [str(covid / r["image"])],
+                          "views": [r.get("view") or "unknown"]})
+    films += [{"id": f"vindr/{p.name}", "set": "vindr", "paths": [str(p)], "views": ["PA"]}
+              for p in sorted((shared / "vindr_cxr_samples").glob("*.png"))]
+    films += [{"id": f"fullsize/{p.name}", "set": "fullsize", "paths": [str(p)], "views": ["PA"]}
+              for p in sorted((shared / "real_cxr_samples").iterdir()) if p.suffix in (".png", ".dcm")]
+    if every:
+        films += iu_studies(shared)
+    from crrg.observations import normalise_view
+
+    for film in films:
+        film["views"] = [normalise_view(v) for v in film["views"]]
+    if not every:
+        from crrg.observations import frontal_index
+
+        films = [f for f in films if frontal_index(f["views"]) is not None]
+    return films
+
+
+def iu_studies(shared: Path) -> list[dict]:
+    """The 5 IU studies of ``iu_xray_image_samples`` (views from the DICOM metadata)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from real_radiographs import iu_studies as studies
+
+    return [{"id": s["id"], "set": "iu", "paths": s["paths"], "views": s["views"]} for s in studies(shared)]
+
+
+def synthetic_studies(manifest: Path) -> list[dict]:
+    from crrg.records import read_manifest
+
+    return [{"id": f"synth/{r.id}", "set": "synth", "paths": [im.path for im in r.images],
+             "views": [im.view for im in r.images]} for r in read_manifest(manifest)]
+
+
+def latency_items(shared: Path, synth: Path, per_set: int, seed: int, synth_limit: int | None = None) -> list[dict]:
+    """``per_set`` frontal films of each real set and every synthetic study, interleaved (real, synthetic,
+    ...) so that both meet the same load."""
+    rng = random.Random(seed)
+    real = []
+    films = real_films(shared)
+    for name in ("nih", "covid", "vindr", "fullsize"):
+        group = [f for f in films if f["set"] == name]
+        real += sorted(rng.sample(group, min(per_set, len(group))), key=lambda f: f["id"])
+    rng.shuffle(real)
+    synthetic = synthetic_studies(synth)[:synth_limit]
+    items = []
+    for i in range(max(len(real), len(synthetic))):
+        items += real[i:i + 1] + synthetic[i:i + 1]
+    return items
+
+
+def decode_items(items: list[dict], folder: Path) -> Path:
+    import numpy as np
+
+    from crrg.image import load_image
+
+    arrays, meta = {}, []
+    for k, item in enumerate(items):
+        meta.append({"id": item["id"], "set": item["set"], "views": item["views"]})
+        for i, path in enumerate(item["paths"]):
+            arrays[f"s{k}_{i}"] = load_image(path)
+    path = folder / "studies.npz"
+    np.savez(path, meta=json.dumps(meta), **arrays)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ runs
+def run_side(src: Path, data: Path, out: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, "-c", WORKER, str(data), str(out)], env=env, check=True,
+                   stderr=subprocess.DEVNULL)
+    return json.loads(out.read_text())
+
+
+def contradicting(row: dict) -> list[str]:
+    from crrg.rrg.contradictions import report_contradictions
+
+    return report_contradictions(row["findings"], row["impression"]) if "findings" in row else []
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Per set ("real" = every real set together, and each real set alone): latency, queries, failures,
+    self-contradicting reports (of the first run: the texts are the same each round)."""
+    out: dict = {}
+    first = runs[0]["rows"]
+    sets = sorted({r["set"] for r in first})
+    groups = {"real": [s for s in sets if s != "synth"], "synth": ["synth"], **{s: [s] for s in sets if s != "synth"}}
+    for name, members in groups.items():
+        # the first study of each run also pays for lazy imports and caches: left out of the latency
+        secs = [r["seconds"] for run in runs for r in run["rows"][1:] if r["set"] in members and "error" not in r]
+        rows = [r for r in first if r["set"] in members]
+        if not rows:
+            continue
+        out[name] = {"studies": len(rows), "p50_s": median(secs), "p95_s": percentile(secs, 0.95),
+                     "mean_s": sum(secs) / len(secs) if secs else float("nan"),
+                     "queries_mean": sum(r["queries"] for r in rows) / len(rows),
+                     "selected_mean": sum(r.get("selected", 0) for r in rows) / len(rows),
+                     "failures": sum("error" in r for r in rows),
+                     "contradicting": sum(bool(contradicting(r)) for r in rows)}
+    out["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs)
+    return out
+
+
+def latency(args: argparse.Namespace) -> int:
+    items = latency_items(SHARED, args.synth, args.per_set, args.seed, args.synth_limit)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        data = decode_items(items, tmp_path)
+        runs: dict[str, list[dict]] = {"previous": [], "current": []}
+        loads: dict[str, list[float]] = {"previous": [], "current": []}
+        for r in range(args.rounds):
+            for side, src in (("previous", args.reference), ("current", ROOT / "src")):
+                start, load = time.perf_counter(), os.getloadavg()[0]
+                runs[side].append(run_side(src, data, tmp_path / f"{side}{r}.json"))
+                loads[side] += [load, os.getloadavg()[0]]
+                print(f"round {r + 1}: {side} done in {time.perf_counter() - start:.0f} s "
+                      f"(load {load:.1f} -> {os.getloadavg()[0]:.1f})", file=sys.stderr)
+    summary = {side: summarise(rs) for side, rs in runs.items()}
+    prev, cur = runs["previous"][0]["rows"], runs["current"][0]["rows"]
+    same = {s: [a["id"] for a, b in zip(prev, cur) if a["set"] in s and a.get("findings") == b.get("findings")
+                and a.get("impression") == b.get("impression")] for s in (("synth",), ("nih", "covid", "vindr", "fullsize"))}
+    header = ["code", "set", "studies", "p50 s", "p95 s", "mean s", "queries/study", "failures", "contradicting",
+              "peak RSS MB", "load"]
+    rows = []
+    for side in ("previous", "current"):
+        for name, s in summary[side].items():
+            if name == "peak_rss_mb" or name not in ("real", "synth") and not args.per_set_rows:
+                continue
+            rows.append([side, name, s["studies"], s["p50_s"], s["p95_s"], s["mean_s"], round(s["queries_mean"], 1),
+                         s["failures"], s["contradicting"], round(summary[side]["peak_rss_mb"]),
+                         f"{min(loads[side]):.1f}-{max(loads[side]):.1f}"])
+    ratio = {side: summary[side]["real"]["p95_s"] / summary[side]["synth"]["p95_s"] for side in summary}
+    n_synth = sum(1 for r in cur if r["set"] == "synth")
+    title = (f"crrg-default report latency, real films vs synthetic studies, previous code ({args.reference}) vs "
+             f"this tree, 1 torch thread, {args.rounds} alternating round(s); real p95 / synthetic p95: "
+             f"previous {ratio['previous']:.2f}, current {ratio['current']:.2f}; synthetic reports identical: "
+             f"{len(same[('synth',)])}/{n_synth}; real reports identical: {len(same[('nih', 'covid', 'vindr', 'fullsize')])}"
+             f"/{len(cur) - n_synth}")
+    table = print_table(title, header, rows)
+    payload = {"synth": str(args.synth), "reference": str(args.reference), "per_set": args.per_set,
+               "rounds": args.rounds, "threads": 1, "summary": summary, "real_over_synth_p95": ratio,
+               "synth_identical": len(same[("synth",)]), "synth_studies": n_synth,
+               "real_identical": len(same[("nih", "covid", "vindr", "fullsize")]), "load_average": loads,
+               "differing_synth": [a["id"] for a, b in zip(prev, cur) if a["set"] == "synth"
+                                   and (a.get("findings"), a.get("impression")) != (b.get("findings"), b.get("impression"))]}
+    save(payload, table, "latency")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ all real
+def all_real(args: argparse.Namespace) -> int:
+    """Every real film through this tree: self-contradicting reports and failures (streamed to ``--rows``)."""
+    import resource
+
+    import torch
+
+    from crrg.errors import CrrgError
+    from crrg.generation import load_generator
+    from crrg.image import load_image
+    from crrg.reporting import StudyInput
+
+    torch.set_num_threads(1)
+    films = real_films(SHARED, every=True)
+    done = {}
+    if args.rows.is_file():  # resume an interrupted pass
+        for line in args.rows.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[row["id"]] = row
+    engine = load_generator(None, device="cpu")
+    args.rows.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.rows, "a") as out:
+        for film in films:
+            if film["id"] in done:
+                continue
+            row = {"id": film["id"], "set": film["set"]}
+            t0 = time.perf_counter()
+            try:
+                images = [load_image(p) for p in film["paths"]]
+                report = engine.generate(StudyInput(images=images, views=film["views"], id=film["id"]))
+                row.update(findings=report.findings, impression=report.impression)
+            except CrrgError as exc:
+                row["refused" if "lateral" in str(exc) else "error"] = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # a crash is a failure to count, not the end of the pass
+                row["error"] = f"{type(exc).__name__}: {exc}"
+            row["seconds"] = time.perf_counter() - t0
+            row["contradictions"] = contradicting(row)
+            done[film["id"]] = row
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+    rows = [done[f["id"]] for f in films if f["id"] in done]
+    by_set: dict = {}
+    for r in rows:
+        s = by_set.setdefault(r["set"], {"films": 0, "reports": 0, "contradicting": 0, "failures": 0, "refused": 0})
+        s["films"] += 1
+        s["reports"] += "findings" in r
+        s["contradicting"] += bool(r["contradictions"])
+        s["failures"] += "error" in r
+        s["refused"] += "refused" in r
+    secs = [r["seconds"] for r in rows if "findings" in r]
+    total = {k: sum(s[k] for s in by_set.values()) for k in ("films", "reports", "contradicting", "failures", "refused")}
+    payload = {"films_total": len(films), **total, "by_set": by_set,
+               "p50_s": median(secs), "p95_s": percentile(secs, 0.95),
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "examples": [{"id": r["id"], "contradictions": r["contradictions"][:2]} for r in rows if r["contradictions"]][:10],
+               "errors": [{"id": r["id"], "error": r["error"]} for r in rows if "error" in r][:10]}
+    header = ["set", "films", "reports", "contradicting", "failures", "refused (lateral only)"]
+    table_rows = [[name, s["films"], s["reports"], s["contradicting"], s["failures"], s["refused"]]
+                  for name, s in sorted(by_set.items())]
+    table_rows.append(["all", total["films"], total["reports"], total["contradicting"], total["failures"],
+                       total["refused"]])
+    table = print_table(f"Every real film through this tree's crrg-default ({len(rows)}/{len(films)} done): "
+                        f"self-contradicting reports and failures", header, table_rows)
+    save(payload, table, "all_real")
+    return 0
+
+
+def save(payload: dict, table: str, key: str) -> None:
+    """Writes this mode's part of ``real_latency.{json,md}``, keeping the other mode's part."""
+    from crrg.io import atomic_write_json, atomic_write_text
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{NAME}.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    old[key] = {"machine": machine(), **payload}
+    old.setdefault("tables", {})[key] = table
+    atomic_write_json(path, old)
+    text = f"Machine: {machine()}\n"
+    for part in ("latency", "all_real"):
+        if part in old.get("tables", {}):
+            text += "\n" + old["tables"][part] + "\n"
+    atomic_write_text(RESULTS / f"{NAME}.md", text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--synth", type=Path, default=Path("/work/data/b4_synth/manifest.jsonl"),
+                        help="manifest of the synthetic studies (crrg synth generate --views frontal,lateral)")
+    parser.add_argument("--reference", type=Path, default=Path("/work/baseline/src"),
+                        help="the previous version's src folder")
+    parser.add_argument("--per-set", type=int, default=10, help="frontal films of each real set (latency mode)")
+    parser.add_argument("--synth-limit", type=int, default=None, help="first N synthetic studies only")
+    parser.add_argument("--per-set-rows", action="store_true", help="also a table row per real set")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per version")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--all-real", action="store_true", help="every real film through this tree (see above)")
+    parser.add_argument("--rows", type=Path, default=Path("/work/runs/b4/all_real_rows.jsonl"),
+                        help="--all-real: where rows stream (and an interrupted pass resumes from)")
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        raise SystemExit(f"no shared data at {SHARED} (set CRRG_SHARED to the folder holding data/)")
+    return all_real(args) if args.all_real else latency(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
