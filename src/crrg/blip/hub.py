@@ -58,6 +58,12 @@ _PARTS = {"vision": "vision_model", "lm": "language_model"}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def _dtype(name: str) -> torch.dtype:
+    if name not in _DTYPES:
+        raise ConfigError(f"dtype {name!r} is not float32, float16 or bfloat16")
+    return _DTYPES[name]
+
+
 @dataclass
 class HubBatch:
     """The tensors InstructBLIP's ``forward`` takes; built by :meth:`HubInstructBlip.collate`."""
@@ -81,9 +87,7 @@ class HubInstructBlip(nn.Module):
         source = config.get("hub_id")
         if not source:
             raise ConfigError("an 'instructblip' backend config needs 'hub_id' (hub id or local folder)")
-        dtype = _DTYPES.get(config.get("dtype", "float32"))
-        if dtype is None:
-            raise ConfigError(f"dtype {config.get('dtype')!r} is not float32, float16 or bfloat16")
+        dtype = _dtype(config.get("dtype", "float32"))
         try:
             self.processor = InstructBlipProcessor.from_pretrained(source)
             self.model = InstructBlipForConditionalGeneration.from_pretrained(source, dtype=dtype)
@@ -102,9 +106,11 @@ class HubInstructBlip(nn.Module):
         # LLaMA) adds it itself: the report is encoded the way it would read after the instruction
         first = tokenizer.convert_ids_to_tokens(tokenizer("a", add_special_tokens=False)["input_ids"][:1])
         self._report_prefix = "" if first and first[0][:1] in ("▁", "Ġ") else " "
+        self.base_dtype = dtype
         for part, spec in (config.get("lora") or {}).items():
             if spec:
                 self._attach_lora(part, spec)
+        self._saved_in_float32()
         self.model.eval()
 
     # ----- LoRA and parameter groups (crrg.blip.lora) ----------------------------------------------
@@ -137,12 +143,34 @@ class HubInstructBlip(nn.Module):
 
     def add_adapters(self, part: str, spec: Mapping[str, Any]) -> None:
         lora_lib.add_adapters(self, part, spec)
+        self._saved_in_float32()
 
-    def train_in_float32(self) -> None:
-        """Trainable parameters in float32 (AdamW state and updates), whatever ``dtype`` the frozen base has."""
-        for param in self.parameters():
-            if param.requires_grad and param.dtype != torch.float32:
+    # ----- dtypes: the hub base in ``dtype``, what training changes in float32 -------------------------
+    def _saved_in_float32(self) -> None:
+        """The bridge and adapters stay float32 whatever ``dtype`` the base has: AdamW updates them, and
+        stage 2 continues stage 1's weights exactly; :meth:`_autocast` runs the mix."""
+        for name, param in self.named_parameters():
+            if self._saved(name) and param.dtype != torch.float32:
                 param.data = param.data.float()
+
+    def set_base_dtype(self, name: str) -> None:
+        """Hold the hub base in ``name`` (stage 2 may change what stage 1 used); the config follows."""
+        dtype = _dtype(name)
+        for key, tensor in [*self.named_parameters(), *self.named_buffers()]:
+            if not self._saved(key) and tensor.is_floating_point():
+                tensor.data = tensor.data.to(dtype)
+        self.base_dtype = dtype
+        for cfg in (self.config, getattr(self, "crrg_config", None)):
+            if cfg is not None:
+                cfg["dtype"] = name
+
+    def _autocast(self, device: torch.device):
+        """A float16/bfloat16 base meets the float32 bridge under autocast (inside Lightning's own or alone)."""
+        from contextlib import nullcontext
+
+        if self.base_dtype == torch.float32:
+            return nullcontext()  # never autocast(enabled=False): it would switch off trainer.precision's
+        return torch.autocast(device.type, dtype=self.base_dtype)
 
     # ----- what a saved folder and a checkpoint hold ----------------------------------------------
     def _saved(self, key: str) -> bool:
@@ -230,8 +258,7 @@ class HubInstructBlip(nn.Module):
                         labels=pad(labels, -100) if has_target else None)
 
     def _inputs(self, batch: HubBatch) -> dict[str, torch.Tensor]:
-        dtype = next(self.model.vision_model.parameters()).dtype  # the patch embedding's: frozen base dtype
-        return {"pixel_values": batch.pixel_values.to(dtype), "qformer_input_ids": batch.qformer_input_ids,
+        return {"pixel_values": batch.pixel_values.to(self.base_dtype), "qformer_input_ids": batch.qformer_input_ids,
                 "qformer_attention_mask": batch.qformer_attention_mask, "input_ids": batch.input_ids,
                 "attention_mask": batch.attention_mask}
 
@@ -239,7 +266,8 @@ class HubInstructBlip(nn.Module):
         """The LM loss of the report given the image and the instruction."""
         if batch.labels is None:
             raise InputError("a training batch needs report targets")
-        return self.model(**self._inputs(batch), labels=batch.labels).loss
+        with self._autocast(batch.input_ids.device):
+            return self.model(**self._inputs(batch), labels=batch.labels).loss
 
     # ----- one study ----------------------------------------------------------------------------------
     @torch.no_grad()
@@ -265,7 +293,8 @@ class HubInstructBlip(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            out = self.model.generate(**inputs, do_sample=False, **settings)
+            with self._autocast(inputs["input_ids"].device):
+                out = self.model.generate(**inputs, do_sample=False, **settings)
         finally:
             self.train(was_training)
         generated = time.perf_counter()

@@ -148,13 +148,13 @@ def build_blip(config: dict) -> ClinicalBlip | HubInstructBlip:
             model.add_adapters(part, lora_cfg[part])
     if hub and model_cfg["backend"] is None:  # an InstructBLIP folder continued without naming the backend
         _check_backend({**config, "model": {**model_cfg, "backend": "instructblip"}})
+    if hub and model_cfg["init_from"] and model_cfg["dtype"]:
+        model.set_base_dtype(model_cfg["dtype"])
     groups = config.get("trainable") or lora_lib.STAGE_DEFAULTS[int(stage_of(config))]
     groups = [g for g in groups if g != "soft_prompt" or getattr(model, "soft_prompt", None) is not None]
     counts = lora_lib.set_trainable(model, groups)
     model.train()  # a hub checkpoint is loaded in eval mode; its dropout belongs to fine-tuning as in LAVIS
-    if hub:
-        model.train_in_float32()
-    else:
+    if not hub:
         model.itc_weight = float(_section(config, "loss")["itc_weight"])
     total = sum(p.numel() for p in model.parameters())
     log.info("ClinicalBLIP stage %s trains %s of %s parameters: %s", stage_of(config), f"{sum(counts.values()):,}",
