@@ -64,3 +64,20 @@ def test_overrides_do_not_mutate_input():
     base = {"trainer": {"max_steps": 1}}
     out = apply_overrides(base, ["trainer.max_steps=5"])
     assert base["trainer"]["max_steps"] == 1 and out["trainer"]["max_steps"] == 5
+
+
+def test_precision_auto_is_bf16_where_the_gpu_has_it(monkeypatch):
+    import torch
+
+    from crrg.training.engine import resolve_precision
+
+    assert resolve_precision("16-mixed", "auto") == "16-mixed"  # an explicit choice is kept
+    assert resolve_precision("auto", "cpu") == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_precision("auto", "auto") == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", "auto") == "bf16-mixed" and resolve_precision("auto", "gpu") == "bf16-mixed"
+    assert resolve_precision("auto", "cpu") == "32-true"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # e.g. a V100 or T4
+    assert resolve_precision("auto", "cuda") == "16-mixed"
