@@ -43,6 +43,20 @@ class DetectorConfig:
     # RoI features. The box head is trained to tell regions apart, not to see disease; a whiter
     # costophrenic angle or a wider heart shows in these raw descriptors.
     region_descriptor_grid: int = 0
+    # (low, high) percentiles: each film's intensities are stretched so these map to 0 and 1 before the
+    # detector sees it (training and inference). The synthetic training films span their whole range;
+    # real films (figures, portable films, JPEGs) are often washed out. None: the image as loaded.
+    contrast_percentiles: tuple[float, float] | None = None
+    # region name -> (dx1, dy1, dx2, dy2), each edge moved by this fraction of the detected box's width
+    # (x) or height (y). It maps the detector's box convention onto another one (the synthetic "right
+    # lung" is the whole projected lung, behind the heart and the diaphragm domes; annotated real
+    # films box the visible lung field) and is applied to the returned boxes only: the region
+    # features are pooled at the detector's own boxes, so what the report heads read is unchanged.
+    box_calibration: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
+    # > 1: each returned box is the score-weighted mean of the class boxes of the region's best
+    # ``box_votes`` proposals instead of the single best one's (steadier on unfamiliar films); the
+    # features are still pooled at the best proposal's box. 1: the best proposal's box (RGRG's rule).
+    box_votes: int = 1
     extra: dict = field(default_factory=dict)  # further FasterRCNN keyword arguments
 
     @classmethod
@@ -58,6 +72,25 @@ class DetectorConfig:
             raise ConfigError(f"detector backbone {cfg.backbone!r} is not one of {list(BACKBONES)}")
         if not 64 <= cfg.image_size <= 1024:
             raise ConfigError(f"detector image_size {cfg.image_size} is outside 64-1024 px")
+        if cfg.contrast_percentiles is not None:
+            lo, hi = (float(v) for v in cfg.contrast_percentiles)
+            if not 0.0 <= lo < hi <= 100.0:
+                raise ConfigError(f"detector contrast_percentiles {list(cfg.contrast_percentiles)} must be two "
+                                  "percentiles 0 <= low < high <= 100")
+            cfg.contrast_percentiles = (lo, hi)
+        calibration = {}
+        for name, deltas in dict(cfg.box_calibration or {}).items():
+            if name not in ANATOMICAL_REGIONS:
+                raise ConfigError(f"detector box_calibration names {name!r}, which is not one of the 29 regions")
+            deltas = tuple(float(v) for v in deltas)
+            if len(deltas) != 4 or max(abs(v) for v in deltas) > 0.5:
+                raise ConfigError(f"detector box_calibration[{name!r}] must be four edge shifts, each a fraction "
+                                  "of the box's width or height between -0.5 and 0.5")
+            calibration[name] = deltas
+        cfg.box_calibration = calibration
+        if not 1 <= int(cfg.box_votes) <= 100:
+            raise ConfigError(f"detector box_votes {cfg.box_votes} must be between 1 and 100")
+        cfg.box_votes = int(cfg.box_votes)
         return cfg
 
 
@@ -111,6 +144,32 @@ def to_rgb_tensor(image) -> torch.Tensor:
     if t.ndim != 2:
         raise ValueError(f"expected a (H, W) grayscale image, got shape {tuple(t.shape)}")
     return t.unsqueeze(0).expand(3, -1, -1).contiguous()
+
+
+def stretch_contrast(image: torch.Tensor, percentiles: tuple[float, float] | None) -> torch.Tensor:
+    """``image`` with its ``percentiles`` (low, high) mapped to 0 and 1 and clipped; unchanged when
+    ``percentiles`` is None or the image is flat (a blank film has no contrast to stretch)."""
+    if percentiles is None:
+        return image
+    flat = image[0] if image.ndim == 3 else image
+    if flat.numel() > 1_000_000:  # the percentiles of a large film from a regular subsample
+        flat = flat[:: max(1, flat.shape[0] // 1000), :: max(1, flat.shape[1] // 1000)]
+    lo, hi = torch.quantile(flat.reshape(-1).float(), torch.tensor(percentiles, dtype=torch.float32) / 100.0).tolist()
+    if hi - lo < 1e-3:
+        return image
+    return ((image - lo) / (hi - lo)).clamp_(0.0, 1.0)
+
+
+def calibrate_boxes(boxes: torch.Tensor, calibration: dict[str, tuple[float, float, float, float]]) -> torch.Tensor:
+    """(NUM_REGIONS, 4) boxes with each named region's edges moved by its fractions of the box's size."""
+    if not calibration:
+        return boxes
+    out = boxes.clone()
+    for name, deltas in calibration.items():
+        i = ANATOMICAL_REGIONS.index(name)
+        w, h = boxes[i, 2] - boxes[i, 0], boxes[i, 3] - boxes[i, 1]
+        out[i] = boxes[i] + torch.tensor(deltas, dtype=boxes.dtype, device=boxes.device) * torch.stack([w, h, w, h])
+    return out
 
 
 MIN_RESIZED_SIDE = 32  # px after the resize to image_size: the backbone's coarsest stride
@@ -182,11 +241,16 @@ class RegionDetector(nn.Module):
                 if isinstance(module, nn.modules.batchnorm._BatchNorm):
                     module.eval()
 
+    def prepare(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The configured intensity normalisation (``contrast_percentiles``), the same in training and
+        inference; geometry is untouched, so targets and returned boxes need no mapping."""
+        return [stretch_contrast(im, self.cfg.contrast_percentiles) for im in images]
+
     def losses(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
                update_statistics: bool = True) -> dict[str, torch.Tensor]:
         """Training losses; targets have ``boxes`` (N, 4) in pixels and ``labels`` in 1..29."""
         self._loss_mode(update_statistics)
-        return self.frcnn(images, targets)
+        return self.frcnn(self.prepare(images), targets)
 
     def losses_and_target_features(self, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
                                    update_statistics: bool = True
@@ -202,7 +266,7 @@ class RegionDetector(nn.Module):
         """
         frcnn = self.frcnn
         self._loss_mode(update_statistics)
-        image_list, resized = frcnn.transform(images, [dict(t) for t in targets])
+        image_list, resized = frcnn.transform(self.prepare(images), [dict(t) for t in targets])
         features = frcnn.backbone(image_list.tensors)
         proposals, rpn_losses = frcnn.rpn(image_list, features, resized)
         _, head_losses = frcnn.roi_heads(features, proposals, image_list.image_sizes, resized)
@@ -219,12 +283,25 @@ class RegionDetector(nn.Module):
                                                                       image_list.image_sizes)], 1)
         return region_feats
 
+    def _voted(self, boxes: torch.Tensor, scores: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """(NUM_REGIONS, 4): per region, the score-weighted mean class box of its ``box_votes`` best
+        proposals (``chosen``, the best one's, when voting is off). ``boxes`` (N, C + 1, 4), ``scores`` (N, C)."""
+        k = min(self.cfg.box_votes, len(scores))
+        if k <= 1:
+            return chosen
+        top_scores, top = scores.topk(k, dim=0)  # (k, NUM_REGIONS)
+        cls = torch.arange(NUM_REGIONS, device=boxes.device).expand_as(top)
+        weights = top_scores / top_scores.sum(0).clamp_min(1e-12)
+        voted = (boxes[top, cls + 1] * weights.unsqueeze(-1)).sum(0)
+        voted[:, 2:] = torch.maximum(voted[:, 2:], voted[:, :2] + 1.0)
+        return voted
+
     @torch.no_grad()
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:
         """Best box per region for each image, plus the box-head features pooled at those boxes."""
         frcnn = self.frcnn
         true_sizes = [tuple(im.shape[-2:]) for im in images]
-        images = [pad_to_usable_aspect(im, self.cfg.image_size) for im in images]
+        images = [pad_to_usable_aspect(im, self.cfg.image_size) for im in self.prepare(images)]
         original_sizes = [tuple(im.shape[-2:]) for im in images]
         image_list, _ = frcnn.transform(images)
         features = frcnn.backbone(image_list.tensors)
@@ -237,6 +314,7 @@ class RegionDetector(nn.Module):
         counts = [len(p) for p in proposals]
         best_boxes = []
         best_scores = []
+        returned = []
         for boxes, scores, size in zip(all_boxes.split(counts), all_scores.split(counts), image_list.image_sizes):
             boxes = box_ops.clip_boxes_to_image(boxes, size)
             scores = scores[:, 1:]  # drop background
@@ -247,13 +325,14 @@ class RegionDetector(nn.Module):
             chosen[:, 2:] = torch.maximum(chosen[:, 2:], chosen[:, :2] + 1.0)
             best_boxes.append(chosen)
             best_scores.append(scores[idx, cls])
+            returned.append(self._voted(boxes, scores, chosen))
         region_feats = self._features_at(features, image_list, best_boxes)
         out = []
-        for i, (boxes, scores) in enumerate(zip(best_boxes, best_scores)):
+        for i, (boxes, scores) in enumerate(zip(returned, best_scores)):
             scale_h = original_sizes[i][0] / image_list.image_sizes[i][0]
             scale_w = original_sizes[i][1] / image_list.image_sizes[i][1]
             scale = torch.tensor([scale_w, scale_h, scale_w, scale_h], device=boxes.device)
-            boxes = _clip_to(boxes * scale, *true_sizes[i])
+            boxes = _clip_to(calibrate_boxes(boxes * scale, self.cfg.box_calibration), *true_sizes[i])
             out.append(Detections(boxes=boxes, scores=scores,
                                   features=region_feats[i * NUM_REGIONS:(i + 1) * NUM_REGIONS]))
         return out
