@@ -46,6 +46,7 @@ def _weights(model, group):
     return {k: v.clone() for k, v in model.named_parameters() if model.parameter_group(k) == group}
 
 
+@pytest.mark.slow  # 4-7 s per language model here
 def test_stage1_then_stage2_train_the_bridge_and_adapters_and_export_report_writers(standin, manifest, tmp_path):
     from crrg.generation import load_generator
     from crrg.training.engine import train
