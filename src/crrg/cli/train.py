@@ -94,6 +94,10 @@ def train_command(
 
     if data is not None and not data.exists():
         raise InputError(f"--data {data} does not exist")
+    if not validate_only:
+        from crrg.training.launch import check_processes, detect_launch
+
+        check_processes(devices, num_nodes, detect_launch())  # before any task (torch, Lightning) is imported
     flags = [f"trainer.accelerator={accelerator}"] if accelerator is not None else []
     flags += [f"trainer.precision={precision}"] if precision is not None else []
     cfg = load_config(config, [*set_, *flags])  # the flags win over --set and the file
@@ -106,9 +110,6 @@ def train_command(
         return
     if out is None:
         raise InputError("--out is required (the run folder)")
-    from crrg.training.launch import check_processes, detect_launch
-
-    check_processes(devices, num_nodes, detect_launch())  # before torch and Lightning are imported
     from crrg.training.engine import train  # imports torch + Lightning: only after the config is known good
 
     quiet = _quiet(ctx)
