@@ -92,7 +92,8 @@ class HubInstructBlip(nn.Module):
             self.processor = InstructBlipProcessor.from_pretrained(source)
             self.model = InstructBlipForConditionalGeneration.from_pretrained(source, dtype=dtype)
         except (OSError, ValueError) as exc:  # not found locally, bad id, no network, gated repo
-            raise ConfigError(f"cannot load InstructBLIP checkpoint {source!r}: {exc}") from None
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"cannot load InstructBLIP checkpoint {source!r}: {first}") from None
         self.config = config
         self.prompt_config = PromptConfig(**(config.get("prompt") or {"variant": "indication"}))
         self.generation = dict(config.get("generation") or {})
