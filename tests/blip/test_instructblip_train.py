@@ -91,6 +91,8 @@ def test_stage1_then_stage2_train_the_bridge_and_adapters_and_export_report_writ
     assert isinstance(report.findings, str) and report.timings_ms["total_ms"] > 0
     assert report.report == engine.generate(study).report  # greedy: the same report twice
     assert 0 < written[0] <= 6 and "Write the findings" not in report.report  # the prompt is not echoed
+    half = load_generator(stage2, device="cpu", dtype="float16")  # the whole model cast, bridge included
+    assert half.model.base_dtype == torch.float16 and isinstance(half.generate(study).report, str)
 
 
 def test_stage_trainable_counts_follow_the_lora_parts(standin):

@@ -107,7 +107,6 @@ class HubInstructBlip(nn.Module):
         # LLaMA) adds it itself: the report is encoded the way it would read after the instruction
         first = tokenizer.convert_ids_to_tokens(tokenizer("a", add_special_tokens=False)["input_ids"][:1])
         self._report_prefix = "" if first and first[0][:1] in ("▁", "Ġ") else " "
-        self.base_dtype = dtype
         for part, spec in (config.get("lora") or {}).items():
             if spec:
                 self._attach_lora(part, spec)
@@ -160,10 +159,14 @@ class HubInstructBlip(nn.Module):
         for key, tensor in [*self.named_parameters(), *self.named_buffers()]:
             if not self._saved(key) and tensor.is_floating_point():
                 tensor.data = tensor.data.to(dtype)
-        self.base_dtype = dtype
         for cfg in (self.config, getattr(self, "crrg_config", None)):
             if cfg is not None:
                 cfg["dtype"] = name
+
+    @property
+    def base_dtype(self) -> torch.dtype:
+        """The hub base's dtype, read off its LM embedding (it follows ``.to(dtype)`` of the whole model)."""
+        return self.model.language_model.get_input_embeddings().weight.dtype
 
     def _autocast(self, device: torch.device):
         """A float16/bfloat16 base meets the float32 bridge under autocast (inside Lightning's own or alone)."""
