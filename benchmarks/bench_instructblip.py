@@ -14,6 +14,7 @@ Writes benchmarks/results/instructblip_train.{json,md}.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -130,8 +131,10 @@ def main() -> None:
             rows.append([name, stage, f"{c['trainable']:,}", f"{c['total']:,}", f"{100 * c['trainable'] / c['total']:.2f}%"])
     table = print_table("trainable / total parameters per stage (LoRA r=8 on the ViT's qkv; r=16 on the LM's q/v)",
                         ["model", "stage", "trainable", "total", "share"], rows)
-    table += "\n" + print_table(f"training speed, {machine()}", ["model", "stage", "batch", "steps/s", "median ms",
-                                                                 "p95 ms"], speed_rows)
+    load = os.getloadavg()[0]  # other jobs on the machine slow the timings down
+    payload["load_average"] = load
+    table += "\n" + print_table(f"training speed, {machine()}, load average {load:.1f}",
+                                 ["model", "stage", "batch", "steps/s", "median ms", "p95 ms"], speed_rows)
     save_results("instructblip_train", payload, table)
 
 
