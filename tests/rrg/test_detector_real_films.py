@@ -8,8 +8,8 @@ import torch
 
 from crrg.errors import ConfigError
 from crrg.observations import ANATOMICAL_REGIONS
-from crrg.rrg.detector import (DetectorConfig, RegionDetector, calibrate_boxes, stretch_contrast, targets_from_regions,
-                               to_rgb_tensor)
+from crrg.rrg.detector import (DetectorConfig, RegionDetector, calibrate_boxes, mirror_name, stretch_contrast,
+                               targets_from_regions, to_rgb_tensor)
 
 
 def _detector(tiny_config, **options) -> RegionDetector:
@@ -94,6 +94,7 @@ def test_calibrate_boxes_without_calibration_is_the_identity():
     ({"box_calibration": {"right lung": [0, 0, 0]}}, "four edge shifts"),
     ({"box_calibration": {"right lung": [0, 0, 0.9, 0]}}, "four edge shifts"),
     ({"box_votes": 0}, "box_votes"),
+    ({"mirror_regions": ["right atrium"]}, "mirror image"),
 ])
 def test_config_refuses_absurd_real_film_options(options, message):
     with pytest.raises(ConfigError, match=message):
@@ -135,3 +136,25 @@ def test_box_votes_change_the_returned_boxes_not_the_features(tiny_config):
     torch.testing.assert_close(voted.features, plain.features)
     torch.testing.assert_close(voted.scores, plain.scores)
     assert (voted.boxes[:, 2:] > voted.boxes[:, :2]).all()
+
+
+def test_mirror_name_swaps_sides_and_keeps_midline_regions():
+    assert mirror_name("right lung") == "left lung" and mirror_name("left costophrenic angle") == "right costophrenic angle"
+    assert mirror_name("trachea") == "trachea"
+
+
+def test_mirrored_boxes_treat_a_film_and_its_mirror_image_alike(tiny_config):
+    film = _film()
+    width = film.shape[-1]
+    lungs = ("right lung", "left lung")
+    det = _detector(tiny_config, mirror_regions=list(lungs), box_votes=3)
+    own, flipped = det.detect([to_rgb_tensor(film)])[0], det.detect([to_rgb_tensor(film.flip(-1))])[0]
+    for name in lungs:  # both are the mean of the same two looks, so they agree exactly
+        x1, y1, x2, y2 = flipped.boxes[ANATOMICAL_REGIONS.index(mirror_name(name))]
+        torch.testing.assert_close(own.boxes[ANATOMICAL_REGIONS.index(name)],
+                                   torch.stack([width - x2, y1, width - x1, y2]), atol=1e-3, rtol=0)
+    plain = _detector(tiny_config, box_votes=3).detect([to_rgb_tensor(film)])[0]
+    torch.testing.assert_close(own.features, plain.features)
+    others = [i for i, n in enumerate(ANATOMICAL_REGIONS) if n not in lungs]
+    torch.testing.assert_close(own.boxes[others], plain.boxes[others])
+    assert not torch.allclose(own.boxes[0], plain.boxes[0])

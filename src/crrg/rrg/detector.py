@@ -6,6 +6,14 @@ report generator then always sees exactly one box per region, even for a poor im
 
 The input size is fixed by the config (``image_size``, 256-512 px): torchvision's default resizes the
 short side to 800 px, which is slow on a CPU and pointless for radiographs downsampled for training.
+
+Real films (issue 20; ``benchmarks/bench_real_boxes.py`` measures them against annotated lung boxes)
+get four opt-in config options, all off by default so a saved model behaves as it was trained:
+``contrast_percentiles`` (stretch each film's intensities before detection, in training and
+inference), ``box_votes`` (score-weighted mean of the best proposals' boxes), ``mirror_regions``
+(average with the flipped film's mirror-image box) and ``box_calibration`` (per-region edge shifts
+from the synthetic box convention to the annotated one). The last three touch only the returned
+boxes; the region features stay pooled at the best proposal's box.
 """
 
 from __future__ import annotations
@@ -57,6 +65,10 @@ class DetectorConfig:
     # ``box_votes`` proposals instead of the single best one's (steadier on unfamiliar films); the
     # features are still pooled at the best proposal's box. 1: the best proposal's box (RGRG's rule).
     box_votes: int = 1
+    # regions whose returned box is the mean of its own box and the box of its mirror-image region
+    # ("left lung" for "right lung"; itself for a midline region) on the horizontally flipped film,
+    # flipped back. Costs a second detector pass; features are the first pass's.
+    mirror_regions: tuple[str, ...] = ()
     extra: dict = field(default_factory=dict)  # further FasterRCNN keyword arguments
 
     @classmethod
@@ -91,6 +103,11 @@ class DetectorConfig:
         if not 1 <= int(cfg.box_votes) <= 100:
             raise ConfigError(f"detector box_votes {cfg.box_votes} must be between 1 and 100")
         cfg.box_votes = int(cfg.box_votes)
+        cfg.mirror_regions = tuple(cfg.mirror_regions or ())
+        for name in cfg.mirror_regions:
+            if name not in ANATOMICAL_REGIONS or mirror_name(name) not in ANATOMICAL_REGIONS:
+                raise ConfigError(f"detector mirror_regions names {name!r}: only one of the 29 regions whose "
+                                  "mirror image is a region too (a left/right pair or a midline region)")
         return cfg
 
 
@@ -144,6 +161,13 @@ def to_rgb_tensor(image) -> torch.Tensor:
     if t.ndim != 2:
         raise ValueError(f"expected a (H, W) grayscale image, got shape {tuple(t.shape)}")
     return t.unsqueeze(0).expand(3, -1, -1).contiguous()
+
+
+def mirror_name(region: str) -> str:
+    """The region a horizontally flipped film shows in ``region``'s place: right <-> left, else itself."""
+    words = region.split(" ")
+    swap = {"right": "left", "left": "right"}
+    return " ".join(swap.get(w, w) for w in words)
 
 
 def stretch_contrast(image: torch.Tensor, percentiles: tuple[float, float] | None) -> torch.Tensor:
@@ -299,8 +323,33 @@ class RegionDetector(nn.Module):
     @torch.no_grad()
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:
         """Best box per region for each image, plus the box-head features pooled at those boxes."""
+        boxes, scores, features = self._detect(images, with_features=True)
+        if self.cfg.mirror_regions:
+            boxes = self._with_mirrored(images, boxes)
+        return [Detections(boxes=_clip_to(calibrate_boxes(b, self.cfg.box_calibration), *im.shape[-2:]), scores=s,
+                           features=f) for im, b, s, f in zip(images, boxes, scores, features)]
+
+    def _with_mirrored(self, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``boxes`` with each of ``mirror_regions`` averaged with the mirror-image region's box on the
+        horizontally flipped film, flipped back: a second look that halves the detector's left-right
+        asymmetric errors on films unlike its training films."""
+        mirrored, _, _ = self._detect([im.flip(-1) for im in images], with_features=False)
+        out = []
+        for im, own, flipped in zip(images, boxes, mirrored):
+            width = im.shape[-1]
+            own = own.clone()
+            for name in self.cfg.mirror_regions:
+                x1, y1, x2, y2 = flipped[ANATOMICAL_REGIONS.index(mirror_name(name))]
+                i = ANATOMICAL_REGIONS.index(name)
+                own[i] = (own[i] + torch.stack([width - x2, y1, width - x1, y2])) / 2
+            out.append(own)
+        return out
+
+    def _detect(self, images: list[torch.Tensor], with_features: bool
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None]:
+        """Per image: the returned boxes (voted, in the image's pixels, before calibration and clipping),
+        the best scores and (``with_features``) the region features at the best proposals' boxes."""
         frcnn = self.frcnn
-        true_sizes = [tuple(im.shape[-2:]) for im in images]
         images = [pad_to_usable_aspect(im, self.cfg.image_size) for im in self.prepare(images)]
         original_sizes = [tuple(im.shape[-2:]) for im in images]
         image_list, _ = frcnn.transform(images)
@@ -326,16 +375,14 @@ class RegionDetector(nn.Module):
             best_boxes.append(chosen)
             best_scores.append(scores[idx, cls])
             returned.append(self._voted(boxes, scores, chosen))
-        region_feats = self._features_at(features, image_list, best_boxes)
-        out = []
-        for i, (boxes, scores) in enumerate(zip(returned, best_scores)):
+        region_feats = self._features_at(features, image_list, best_boxes) if with_features else None
+        scaled = []
+        for i, boxes in enumerate(returned):
             scale_h = original_sizes[i][0] / image_list.image_sizes[i][0]
             scale_w = original_sizes[i][1] / image_list.image_sizes[i][1]
-            scale = torch.tensor([scale_w, scale_h, scale_w, scale_h], device=boxes.device)
-            boxes = _clip_to(calibrate_boxes(boxes * scale, self.cfg.box_calibration), *true_sizes[i])
-            out.append(Detections(boxes=boxes, scores=scores,
-                                  features=region_feats[i * NUM_REGIONS:(i + 1) * NUM_REGIONS]))
-        return out
+            scaled.append(boxes * torch.tensor([scale_w, scale_h, scale_w, scale_h], device=boxes.device))
+        feats = None if region_feats is None else list(region_feats.split(NUM_REGIONS))
+        return scaled, best_scores, feats
 
 
 def targets_from_regions(regions, image_index: int = 0) -> dict[str, torch.Tensor]:
