@@ -42,9 +42,10 @@ from common import RESULTS, machine, median, percentile, print_table  # noqa: E4
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CRRG_SHARED", ROOT.parent / "shared")) / "data"
 NAME = "real_latency"
+HF_SIDE = "current, transformers' search"
 
 WORKER = r"""
-import json, resource, sys, time
+import json, os, resource, sys, time
 import numpy as np
 import torch
 torch.set_num_threads(1)
@@ -53,6 +54,8 @@ from crrg.generation import load_generator  # both versions have the one loader 
 from crrg.reporting import StudyInput
 engine = load_generator(None, device="cpu")
 model, run = engine.model, engine.generate
+if os.environ.get("CRRG_BENCH_TRANSFORMERS_SEARCH"):  # this tree with transformers' own beam search
+    model.language.fast_beam_search = False
 arrays = np.load(data, allow_pickle=False)
 meta = json.loads(str(arrays["meta"]))
 rows_decoded = []
@@ -164,8 +167,10 @@ def decode_items(items: list[dict], folder: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ runs
-def run_side(src: Path, data: Path, out: Path) -> dict:
+def run_side(src: Path, data: Path, out: Path, transformers_search: bool = False) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    if transformers_search:
+        env["CRRG_BENCH_TRANSFORMERS_SEARCH"] = "1"
     subprocess.run([sys.executable, "-c", WORKER, str(data), str(out)], env=env, check=True,
                    stderr=subprocess.DEVNULL)
     return json.loads(out.read_text())
@@ -205,12 +210,15 @@ def latency(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         data = decode_items(items, tmp_path)
-        runs: dict[str, list[dict]] = {"previous": [], "current": []}
-        loads: dict[str, list[float]] = {"previous": [], "current": []}
+        sides = [("previous", args.reference), ("current", ROOT / "src")]
+        if args.isolate:  # this tree with transformers' search: what the search alone changes
+            sides.insert(1, (HF_SIDE, ROOT / "src"))
+        runs: dict[str, list[dict]] = {side: [] for side, _ in sides}
+        loads: dict[str, list[float]] = {side: [] for side, _ in sides}
         for r in range(args.rounds):
-            for side, src in (("previous", args.reference), ("current", ROOT / "src")):
+            for side, src in sides:
                 start, load = time.perf_counter(), os.getloadavg()[0]
-                runs[side].append(run_side(src, data, tmp_path / f"{side}{r}.json"))
+                runs[side].append(run_side(src, data, tmp_path / f"{side}{r}.json", side == HF_SIDE))
                 loads[side] += [load, os.getloadavg()[0]]
                 print(f"round {r + 1}: {side} done in {time.perf_counter() - start:.0f} s "
                       f"(load {load:.1f} -> {os.getloadavg()[0]:.1f})", file=sys.stderr)
@@ -221,7 +229,7 @@ def latency(args: argparse.Namespace) -> int:
     header = ["code", "set", "studies", "p50 s", "p95 s", "mean s", "queries/study", "failures", "contradicting",
               "peak RSS MB", "load"]
     rows = []
-    for side in ("previous", "current"):
+    for side in runs:
         for name, s in summary[side].items():
             if name == "peak_rss_mb" or name not in ("real", "synth") and not args.per_set_rows:
                 continue
@@ -230,16 +238,23 @@ def latency(args: argparse.Namespace) -> int:
                          f"{min(loads[side]):.1f}-{max(loads[side]):.1f}"])
     ratio = {side: summary[side]["real"]["p95_s"] / summary[side]["synth"]["p95_s"] for side in summary}
     n_synth = sum(1 for r in cur if r["set"] == "synth")
+    if HF_SIDE in runs:  # the search alone must not change a report
+        search_same = sum((a.get("findings"), a.get("impression")) == (b.get("findings"), b.get("impression"))
+                          for a, b in zip(runs[HF_SIDE][0]["rows"], cur))
+        print(f"this tree, transformers' search vs crrg.generation.beam: {search_same}/{len(cur)} reports identical")
     title = (f"crrg-default report latency, real films vs synthetic studies, previous code ({args.reference}) vs "
              f"this tree, 1 torch thread, {args.rounds} alternating round(s); real p95 / synthetic p95: "
              f"previous {ratio['previous']:.2f}, current {ratio['current']:.2f}; synthetic reports identical: "
              f"{len(same[('synth',)])}/{n_synth}; real reports identical: {len(same[('nih', 'covid', 'vindr', 'fullsize')])}"
-             f"/{len(cur) - n_synth}")
+             f"/{len(cur) - n_synth}"
+             + (f"; this tree with transformers' search vs crrg.generation.beam: {search_same}/{len(cur)} identical"
+                if HF_SIDE in runs else ""))
     table = print_table(title, header, rows)
     payload = {"synth": str(args.synth), "reference": str(args.reference), "per_set": args.per_set,
                "rounds": args.rounds, "threads": 1, "summary": summary, "real_over_synth_p95": ratio,
                "synth_identical": len(same[("synth",)]), "synth_studies": n_synth,
                "real_identical": len(same[("nih", "covid", "vindr", "fullsize")]), "load_average": loads,
+               "search_identical": search_same if HF_SIDE in runs else None,
                "differing_synth": [a["id"] for a, b in zip(prev, cur) if a["set"] == "synth"
                                    and (a.get("findings"), a.get("impression")) != (b.get("findings"), b.get("impression"))]}
     save(payload, table, "latency")
@@ -260,18 +275,14 @@ def all_real(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     films = real_films(SHARED, every=True)
-    done = {}
-    if args.rows.is_file():  # resume an interrupted pass
-        for line in args.rows.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                done[row["id"]] = row
-    engine = load_generator(None, device="cpu")
-    args.rows.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.rows, "a") as out:
-        for film in films:
-            if film["id"] in done:
-                continue
+    done = read_rows(args.rows)  # resume an interrupted pass (every shard's rows count)
+    shard, shards = args.shard
+    mine = [f for k, f in enumerate(films) if k % shards == shard and f["id"] not in done]
+    engine = load_generator(None, device="cpu") if mine and not args.summarise else None
+    rows_file = args.rows if shards == 1 else args.rows.with_name(f"{args.rows.stem}.{shard}-of-{shards}.jsonl")
+    rows_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(rows_file, "a") as out:
+        for film in mine if engine is not None else []:
             row = {"id": film["id"], "set": film["set"]}
             t0 = time.perf_counter()
             try:
@@ -287,6 +298,7 @@ def all_real(args: argparse.Namespace) -> int:
             done[film["id"]] = row
             out.write(json.dumps(row) + "\n")
             out.flush()
+    done.update(read_rows(args.rows))  # what the other shards wrote meanwhile
     rows = [done[f["id"]] for f in films if f["id"] in done]
     by_set: dict = {}
     for r in rows:
@@ -300,7 +312,7 @@ def all_real(args: argparse.Namespace) -> int:
     total = {k: sum(s[k] for s in by_set.values()) for k in ("films", "reports", "contradicting", "failures", "refused")}
     payload = {"films_total": len(films), **total, "by_set": by_set,
                "p50_s": median(secs), "p95_s": percentile(secs, 0.95),
-               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if engine is not None else None,
                "examples": [{"id": r["id"], "contradictions": r["contradictions"][:2]} for r in rows if r["contradictions"]][:10],
                "errors": [{"id": r["id"], "error": r["error"]} for r in rows if "error" in r][:10]}
     header = ["set", "films", "reports", "contradicting", "failures", "refused (lateral only)"]
@@ -312,6 +324,18 @@ def all_real(args: argparse.Namespace) -> int:
                         f"self-contradicting reports and failures", header, table_rows)
     save(payload, table, "all_real")
     return 0
+
+
+def read_rows(rows: Path) -> dict[str, dict]:
+    """The rows of ``rows`` and of its shards' files (``<stem>.K-of-N.jsonl`` beside it), by film id."""
+    done = {}
+    for path in [rows, *sorted(rows.parent.glob(f"{rows.stem}.*-of-*.jsonl"))]:
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    done[row["id"]] = row
+    return done
 
 
 def save(payload: dict, table: str, key: str) -> None:
@@ -342,7 +366,12 @@ def main() -> int:
     parser.add_argument("--per-set-rows", action="store_true", help="also a table row per real set")
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds per version")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--isolate", action="store_true",
+                        help="also this tree with transformers' own beam search (what the search alone changes)")
     parser.add_argument("--all-real", action="store_true", help="every real film through this tree (see above)")
+    parser.add_argument("--shard", type=lambda v: tuple(int(x) for x in v.split("/")), default=(0, 1),
+                        metavar="K/N", help="--all-real: this process writes films K, K+N, K+2N, ... (K from 0)")
+    parser.add_argument("--summarise", action="store_true", help="--all-real: only the table of the rows so far")
     parser.add_argument("--rows", type=Path, default=Path("/work/runs/b4/all_real_rows.jsonl"),
                         help="--all-real: where rows stream (and an interrupted pass resumes from)")
     args = parser.parse_args()

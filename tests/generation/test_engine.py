@@ -22,8 +22,8 @@ def test_load_generator_holds_the_model_on_its_device_and_applies_options(saved_
     assert isinstance(engine, ReportEngine) and engine.device == torch.device("cpu") and engine.family == "rrg"
     assert engine.defaults == DecodingOptions()  # the tiny model's decoding.json
     seen = []
-    real = decoding.decode_study
-    monkeypatch.setattr(decoding, "decode_study", lambda m, s, o, *rest: seen.append(o) or real(m, s, o, *rest))
+    real = decoding.decode_studies
+    monkeypatch.setattr(decoding, "decode_studies", lambda m, s, o, *rest: seen.append(o) or real(m, s, o, *rest))
     report = engine.generate(_study(), {"beams": 2, "joint": "off"})
     assert seen[-1].beams == 2 and seen[-1].joint.value == "off"
     assert tuple(report.timings_ms) == TIMING_KEYS and report.timings_ms["total_ms"] > 0

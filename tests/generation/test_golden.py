@@ -45,3 +45,14 @@ def test_the_normal_study_states_no_finding(engine):
     positive = [n for n in CHEXPERT_14 if n != "No Finding" and labels.get(n) in (1, -1)]
     assert positive == [], report.report
     assert report.impression == "No acute cardiopulmonary process."
+
+
+def test_a_batch_of_studies_gets_the_reports_each_study_gets_alone(engine):
+    """generate_many decodes the studies in one search (crrg.generation.beam); no report may change."""
+    names = sorted(p.name[:-len("_frontal.png")] for p in EXAMPLES.glob("*_frontal.png"))[:4]
+    studies = [_study(n) for n in names]
+    alone = [engine.generate(s) for s in studies]
+    together = engine.generate_many(studies)
+    assert len(names) >= 2 and [r.report for r in together] == [r.report for r in alone]
+    assert [r.ood for r in together] == [r.ood for r in alone]
+    assert all(r.timings_ms["total_ms"] > 0 for r in together)

@@ -66,6 +66,19 @@ class ReportEngine:
         report.timings_ms = {k: float(timings.get(k, 0.0)) for k in TIMING_KEYS}
         return report
 
+    def generate_many(self, studies: list[StudyInput], options: DecodingOptions | Mapping[str, Any] | None = None,
+                      ) -> list[GeneratedReport]:
+        """The reports of several studies, each the one :meth:`generate` writes for it; an rrg model decodes
+        them in one batched search (issue 21: a GPU needs batches; on a CPU it saves the per-step
+        overhead), the other families one by one."""
+        resolved = self.options(options)
+        if self.family != "rrg" or len(studies) < 2:
+            return [self.generate(s, resolved) for s in studies]
+        reports = self.model.generate_reports(list(studies), resolved)
+        for report in reports:
+            report.timings_ms = {k: float((report.timings_ms or {}).get(k, 0.0)) for k in TIMING_KEYS}
+        return reports
+
     def generate_report(self, study: StudyInput, **overrides: Any) -> GeneratedReport:
         """The :class:`crrg.reporting.ReportGenerator` protocol, so an engine goes wherever a model did."""
         return self.generate(study, overrides)

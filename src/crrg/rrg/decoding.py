@@ -11,6 +11,9 @@ alone:
 3. :func:`write_candidates` -- one beam search for everything the decoder writes: the IMPRESSION, the
    whole-study ("global") sentences and one sentence per selected region (on a CPU the decoder's step
    loop, not its arithmetic, is most of a report's time, and the searches of a batch do not interact).
+   The search is :mod:`crrg.generation.beam`'s: transformers' own, step for step, without its per-step
+   overhead, and a region whose candidates are settled leaves the batch (a real film selects many
+   regions, and one long sentence used to keep all of them decoding).
 4. :func:`choose_region_sentences` -- per region, the top candidate, their consensus, the re-ranked one
    (joint "rerank"), or the consensus of those that agree with the classifier (joint "filter" with
    ``filter_candidates``).
@@ -104,11 +107,10 @@ def _finding_positive(analysis: Analysis) -> bool:
                for j, name in enumerate(CHEXPERT_14) if name not in NOT_ABNORMAL)
 
 
-def write_candidates(model, analysis: Analysis, options: DecodingOptions, plan: Plan) -> dict[str, list[list[str]]]:
-    """Candidates of everything the decoder writes, in one beam search: ``{"impression": [[...]],
-    "global": [[...]], "regions": [[...] per selected region]}`` (keys only for what is written). The
-    IMPRESSION is written from the abnormal regions, or from the region most likely abnormal when only
-    the finding head calls the study abnormal."""
+def _queries(model, analysis: Analysis) -> dict[str, torch.Tensor]:
+    """The decoder's inputs of one study: the IMPRESSION's (from the abnormal regions, or from the region
+    most likely abnormal when only the finding head calls the study abnormal), the whole-study
+    sentences' and one per selected region (keys only for what is written)."""
     feats, probs, abnormal = analysis.features, analysis.probs, analysis.abnormal
     queries: dict[str, torch.Tensor] = {}
     if bool(abnormal.any()) or _finding_positive(analysis):
@@ -118,23 +120,44 @@ def write_candidates(model, analysis: Analysis, options: DecodingOptions, plan: 
         queries["global"] = model.global_query(feats.unsqueeze(0), torch.ones(1, NUM_REGIONS, device=feats.device))
     if analysis.regions:
         queries["regions"] = feats[analysis.regions]
-    if not queries:
-        return {}
-    inputs = torch.cat(list(queries.values()))
-    cond = None
-    if options.joint is not JointMode.OFF:
-        cond = analysis.finding_probs.unsqueeze(0).to(inputs).expand(len(inputs), -1)
+    return queries
+
+
+def write_candidates(model, analysis: Analysis, options: DecodingOptions, plan: Plan) -> dict[str, list[list[str]]]:
+    """Candidates of everything the decoder writes for one study, in one beam search: ``{"impression":
+    [[...]], "global": [[...]], "regions": [[...] per selected region]}`` (see :func:`_queries`)."""
+    return write_candidates_of_studies(model, [analysis], options, plan)[0]
+
+
+def write_candidates_of_studies(model, analyses: list[Analysis], options: DecodingOptions,
+                                plan: Plan) -> list[dict[str, list[list[str]]]]:
+    """:func:`write_candidates` of several studies in one beam search (a search's rows do not interact,
+    and a study whose candidates are settled leaves the batch, :mod:`crrg.generation.beam`)."""
+    per_study = [_queries(model, a) for a in analyses]
+    inputs, conds = [], []
+    for analysis, queries in zip(analyses, per_study):
+        for q in queries.values():
+            inputs.append(q)
+            if options.joint is not JointMode.OFF:
+                conds.append(analysis.finding_probs.unsqueeze(0).to(q).expand(len(q), -1))
+    if not inputs:
+        return [{} for _ in analyses]
+    inputs = torch.cat(inputs)
+    cond = torch.cat(conds) if conds else None
     k = plan.candidates
     ids = model.language.generate(inputs, cond, num_return_sequences=k, num_beams=plan.num_beams,
                                   do_sample=options.sample, top_p=options.top_p, temperature=options.temperature,
                                   max_new_tokens=options.max_new_tokens)
     decoded = decode(model.tokenizer, ids)
     every = [decoded[i * k:(i + 1) * k] for i in range(inputs.shape[0])]
-    written, row = {}, 0
-    for name, q in queries.items():
-        written[name] = every[row:row + len(q)]
-        row += len(q)
-    return written
+    out, row = [], 0
+    for queries in per_study:
+        written = {}
+        for name, q in queries.items():
+            written[name] = every[row:row + len(q)]
+            row += len(q)
+        out.append(written)
+    return out
 
 
 def speaks_for_itself(region: str, abnormal: bool) -> bool:
@@ -259,14 +282,32 @@ def assemble(model, analysis: Analysis, written: dict[str, list[list[str]]], tex
 
 def decode_study(model, study: StudyInput, options: DecodingOptions, source=...) -> GeneratedReport:
     """All five steps, timed (:data:`crrg.reporting.TIMING_KEYS`); ``source`` as in :func:`analyse_study`."""
+    return decode_studies(model, [study], options, [source])[0]
+
+
+def decode_studies(model, studies: list[StudyInput], options: DecodingOptions, sources: list | None = None,
+                   ) -> list[GeneratedReport]:
+    """:func:`decode_study` of several studies with one beam search for all of them (step 3); each report is
+    the one its study gets alone. ``timings_ms``: each study's own encode and assemble time, and an equal
+    share of the shared search."""
+    sources = sources if sources is not None else [...] * len(studies)
     start = time.perf_counter()
-    analysis = analyse_study(model, study, options, source)
+    analyses, encode_s = [], []
+    for study, source in zip(studies, sources):
+        t = time.perf_counter()
+        analyses.append(analyse_study(model, study, options, source))
+        encode_s.append(time.perf_counter() - t)
     t_encoded = time.perf_counter()
     plan = plan_candidates(options)
-    written = write_candidates(model, analysis, options, plan)
-    texts = choose_region_sentences(analysis, written, options, plan)
-    t_written = time.perf_counter()
-    report = assemble(model, analysis, written, texts, options)
-    done = time.perf_counter()
-    report.timings_ms = timings(t_encoded - start, t_written - t_encoded, done - t_written, done - start)
-    return report
+    written = write_candidates_of_studies(model, analyses, options, plan)
+    texts = [choose_region_sentences(a, w, options, plan) for a, w in zip(analyses, written)]
+    write_s = (time.perf_counter() - t_encoded) / max(len(studies), 1)
+    reports = []
+    for analysis, w, t_texts, enc in zip(analyses, written, texts, encode_s):
+        t = time.perf_counter()
+        report = assemble(model, analysis, w, t_texts, options)
+        assemble_s = time.perf_counter() - t
+        report.timings_ms = timings(enc, write_s, assemble_s) if len(studies) > 1 else \
+            timings(enc, write_s, assemble_s, time.perf_counter() - start)
+        reports.append(report)
+    return reports

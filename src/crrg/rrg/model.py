@@ -326,7 +326,14 @@ class RRGModel(nn.Module):
                         **overrides: Any) -> GeneratedReport:
         """The report of one study, decoded with ``options`` (default: the model's own,
         :attr:`decoding`) with ``overrides`` (field names of :class:`DecodingOptions`) applied on top."""
-        from crrg.rrg.decoding import decode_study
+        return self.generate_reports([study], options, **overrides)[0]
+
+    @torch.no_grad()
+    def generate_reports(self, studies: list[StudyInput], options: DecodingOptions | Mapping[str, Any] | None = None,
+                         **overrides: Any) -> list[GeneratedReport]:
+        """:meth:`generate_report` of several studies, their decoder searches batched into one (the
+        reports are the ones each study gets alone; on a GPU the batch is what keeps it busy)."""
+        from crrg.rrg.decoding import decode_studies
 
         if self.tokenizer is None:
             raise ConfigError("this rrg model has no tokenizer: it was never trained (run `crrg train rrg`)")
@@ -335,18 +342,19 @@ class RRGModel(nn.Module):
         options = options.replace(overrides)
         self.eval()
         ood = getattr(self, "ood", None)
-        # how unlike the model's training films this film is (crrg.ood, docs/ood.md); scored first, as
+        # how unlike the model's training films each film is (crrg.ood, docs/ood.md); scored first, as
         # it picks the finding source (finding_source_for)
-        assessment = ood.assess(study.images[study.frontal_index()]) if ood is not None else None
-        source, source_name = self.finding_source_for(assessment)
-        report = decode_study(self, study, options, source)
-        if assessment is not None:
-            report.ood = assessment.to_dict()
-            if source_name is not None:
-                report.ood["finding_source"] = source_name
-            if assessment.warning:
-                report.warnings.append(assessment.warning)
-        return report
+        assessments = [ood.assess(s.images[s.frontal_index()]) if ood is not None else None for s in studies]
+        chosen = [self.finding_source_for(a) for a in assessments]
+        reports = decode_studies(self, list(studies), options, [source for source, _ in chosen])
+        for report, assessment, (_, source_name) in zip(reports, assessments, chosen):
+            if assessment is not None:
+                report.ood = assessment.to_dict()
+                if source_name is not None:
+                    report.ood["finding_source"] = source_name
+                if assessment.warning:
+                    report.warnings.append(assessment.warning)
+        return reports
 
 
 @register_family("rrg")
