@@ -127,3 +127,16 @@ def test_plateau_settings_are_checked():
                 "trainer.plateau_patience=2.5", "trainer.schedule=step"):
         with pytest.raises(ConfigError):
             load_config(None, [*base, bad])
+
+
+def test_plateau_state_comes_back_with_the_configs_settings():
+    schedule, optimizer = _plateau("trainer.plateau_patience=0", "trainer.plateau_threshold=0")
+    _lrs(schedule, optimizer, [1.0, 2.0])  # one drop: 0.1 -> 0.05
+    saved = schedule.state_dict()
+    restored, optimizer2 = _plateau("trainer.plateau_patience=3", "trainer.plateau_threshold=0")
+    optimizer2.param_groups[0]["lr"] = optimizer.param_groups[0]["lr"]  # Lightning restores the optimizer itself
+    restored.load_state_dict(saved)
+    restored.attach([optimizer2])
+    sched = restored.schedulers[0]
+    assert sched.best == 1.0 and sched.last_epoch == 2 and sched.patience == 3  # progress kept, new patience used
+    assert _lrs(restored, optimizer2, [1.5, 1.5, 1.5, 1.5]) == pytest.approx([0.05, 0.05, 0.05, 0.025])

@@ -70,6 +70,10 @@ def configure_adamw(module: Any, params: Iterable[Any], config: dict) -> dict[st
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+# What a ReduceLROnPlateau has learnt while training (its other state is its settings).
+PLATEAU_PROGRESS = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch", "_last_lr")
+
+
 class PlateauSchedule(Callback):
     """``trainer.schedule: plateau``: one ``ReduceLROnPlateau`` per optimizer, stepped with the
     monitored metric after every validation (sanity checks excluded); its state travels in checkpoints."""
@@ -91,7 +95,9 @@ class PlateauSchedule(Callback):
                 raise ConfigError(f"the checkpoint holds {len(self._restored)} plateau schedule state(s) for "
                                   f"{len(self.schedulers)} optimizer(s); resume with the config it was trained with")
             for scheduler, state in zip(self.schedulers, self._restored):
-                scheduler.load_state_dict(state)
+                # the progress comes from the checkpoint; the settings from the config (a resumed run
+                # may change them: the engine warns about every changed setting)
+                scheduler.load_state_dict({**scheduler.state_dict(), **{k: state[k] for k in PLATEAU_PROGRESS if k in state}})
             self._restored = None
 
     def observe(self, value: float) -> None:
@@ -119,8 +125,11 @@ class PlateauSchedule(Callback):
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Step checkpoints are written in this hook (checkpoint callbacks run after this one), before
         # the batch's validation: record whether one is due, so a resume from this checkpoint can run it.
-        loop = trainer.fit_loop.epoch_loop
-        self._validation_due = bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+        try:  # Lightning's own test (private, Lightning 2.x); without it a resume may miss one validation
+            loop = trainer.fit_loop.epoch_loop
+            self._validation_due = bool(loop._should_check_val_fx(trainer.fit_loop._data_fetcher))
+        except (AttributeError, TypeError):
+            self._validation_due = False
 
     def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
         self._validation_due = False
