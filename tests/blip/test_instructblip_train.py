@@ -6,6 +6,7 @@ checkpoints are; the T5 one stands for the flan-t5 InstructBLIPs, the OPT one fo
 
 import contextlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,3 +168,20 @@ def test_a_bfloat16_base_trains_float32_weights_with_or_without_mixed_precision(
             loss = model(model.collate([sample, sample]))
         loss.backward()
         assert torch.isfinite(loss) and all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_only_the_frontal_film_is_decoded_for_training(standin, manifest, monkeypatch):
+    import crrg.image
+    from crrg.blip.data import BlipStudyDataset
+    from crrg.blip.prompts import PromptConfig
+    from crrg.records import read_manifest
+
+    decoded = []
+    load = crrg.image.load_image
+    monkeypatch.setattr(crrg.image, "load_image", lambda path: decoded.append(Path(path).name) or load(path))
+    model = create_model({"family": "blip", "backend": "instructblip", "hub_id": str(standin)})
+    records = [r for r in read_manifest(manifest) if r.split == "train"]
+    assert all(len(r.images) == 2 for r in records)  # PA + lateral: InstructBLIP reads one of them
+    data = BlipStudyDataset(records, model.prepare_sample, PromptConfig(), ["indication"], images_read=model.images_read)
+    sample = data[0]
+    assert decoded == [f"{records[0].id}_PA.png"] and sample["views"] == ["PA"]

@@ -57,7 +57,7 @@ class BlipStudyDataset(Dataset):
 
     def __init__(self, records: Sequence[StudyRecord], prepare: Callable[..., dict[str, Any]], prompt: PromptConfig,
                  variants: Sequence[str], predictions: Mapping[str, Mapping[str, float]] | None = None,
-                 cache_images: bool = True) -> None:
+                 cache_images: bool = True, images_read: Callable[[list[str]], list[int]] | None = None) -> None:
         bad = [v for v in variants if v not in PROMPT_VARIANTS]
         if bad or not variants:
             raise ConfigError(f"prompt variants {list(variants)} must be a non-empty subset of {list(PROMPT_VARIANTS)}")
@@ -66,6 +66,8 @@ class BlipStudyDataset(Dataset):
             raise InputError("no study with images and report text to train ClinicalBLIP on")
         self.prepare, self.prompt, self.variants = prepare, prompt, list(variants)
         self.predictions = predictions
+        # a model that reads some of a study's films (InstructBLIP: the frontal one) says which: only those are decoded
+        self.images_read = images_read
         self.cache: dict[int, tuple[torch.Tensor, list[str]]] | None = {} if cache_images else None
 
     def __len__(self) -> int:
@@ -76,9 +78,10 @@ class BlipStudyDataset(Dataset):
             return self.cache[index]
         from crrg.image import load_image
 
-        record = self.records[index]
-        images = [load_image(im.path) for im in record.images]
-        sample = self.prepare(images, [im.view for im in record.images], "")
+        refs = list(self.records[index].images)
+        if self.images_read is not None:
+            refs = [refs[i] for i in self.images_read([im.view for im in refs])]
+        sample = self.prepare([load_image(im.path) for im in refs], [im.view for im in refs], "")
         # half precision halves the cache; radiograph pixels do not need more for a 0..1 range
         entry = (sample["pixels"].half(), sample["views"])
         if self.cache is not None:

@@ -215,16 +215,21 @@ class HubInstructBlip(nn.Module):
         gray = (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
         return Image.fromarray(gray, mode="L").convert("RGB")
 
+    @staticmethod
+    def images_read(views: Sequence[str]) -> list[int]:
+        """Which of a study's films the model reads: the frontal one (crrg.observations.frontal_index)."""
+        from crrg.observations import frontal_index
+
+        return [frontal_index(views, fallback=0)] if views else []
+
     def prepare_sample(self, images: Sequence[np.ndarray], views: Sequence[str], instruction: str,
                        target: str | None = None) -> dict[str, Any]:
         """The frontal image through the checkpoint's own image processor (resize, CLIP normalisation)."""
-        from crrg.observations import frontal_index
-
         if not images:
             raise InputError("a study needs at least one image")
         if len(views) != len(images):
             raise InputError(f"{len(images)} images but {len(views)} views")
-        index = frontal_index(views, fallback=0)
+        index = self.images_read(views)[0]
         pixels = self.processor.image_processor(self._to_rgb(images[index]), return_tensors="pt")["pixel_values"]
         return {"pixels": pixels, "views": [views[index]], "instruction": instruction, "target": target}
 

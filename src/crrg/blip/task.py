@@ -217,7 +217,8 @@ class BlipData(L.LightningDataModule):
             if not chosen:
                 return None
             return BlipStudyDataset(chosen, self.model.prepare_sample, self.model.prompt_config, variants,
-                                    predictions, cache_images=bool(self.data["cache_images"]))
+                                    predictions, cache_images=bool(self.data["cache_images"]),
+                                    images_read=getattr(self.model, "images_read", None))
 
         self.train_set = dataset(self.data["train_split"], list(self.prompt["train_variants"]))
         if self.train_set is None:
