@@ -33,7 +33,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from crrg.clip.probe_recipe import FeatureCache, ProbeRecipe, load_domains, mean_auc, train_probe  # noqa: E402
+from crrg.clip.probe_recipe import FeatureCache, ProbeRecipe, load_domains, mean_auc, train_recipe  # noqa: E402
 from crrg.clip.real_labels import read_nih14  # noqa: E402
 from crrg.image.realism import LEVERS, RealismConfig  # noqa: E402
 
@@ -50,6 +50,19 @@ def auc(y, s) -> float:
     return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else float("nan")
 
 
+def bootstrap_ci(y, s, n: int = 1000, seed: int = 0) -> str:
+    """95 % percentile bootstrap interval of the AUC over films: how far 200 films let a number move."""
+    rng = np.random.default_rng(seed)
+    y, s = np.asarray(y) > 0.5, np.asarray(s)
+    values = []
+    for _ in range(n):
+        k = rng.integers(0, len(y), len(y))
+        if 0 < y[k].sum() < len(k):
+            values.append(auc(y[k], s[k]))
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return f"{lo:.2f}–{hi:.2f}"
+
+
 def nih_scores(labels, scores, truth: dict[str, np.ndarray]) -> dict[str, float]:
     """Per mapped observation AUC plus normal vs abnormal (``1 - P(No Finding)``, else the max finding score)."""
     out = {}
@@ -58,6 +71,7 @@ def nih_scores(labels, scores, truth: dict[str, np.ndarray]) -> dict[str, float]
     else:
         abnormal = scores.max(1)
     out["normal vs abnormal"] = auc(1.0 - truth["No Finding"], abnormal)
+    out["n/a 95% CI"] = bootstrap_ci(1.0 - truth["No Finding"], abnormal)
     for name in MAPPED:
         out[name] = auc(truth[name], scores[:, labels.index(name)]) if name in labels else float("nan")
     out["mean mapped"] = float(np.nanmean([out[n] for n in MAPPED]))
@@ -67,7 +81,7 @@ def nih_scores(labels, scores, truth: dict[str, np.ndarray]) -> dict[str, float]
 def run_variant(name: str, recipe: ProbeRecipe, cache: FeatureCache, nih_valid, truth, rows: list) -> tuple:
     t0 = time.perf_counter()
     domains = load_domains(recipe, cache)
-    result = train_probe(recipe, domains)
+    result = train_recipe(recipe, domains)
     x_valid = cache.features([i.path for i in nih_valid])
     valid_scores = result.heads.scores(result.real_standardiser(x_valid))
     test = domains["synth_test"]
@@ -79,18 +93,20 @@ def run_variant(name: str, recipe: ProbeRecipe, cache: FeatureCache, nih_valid, 
     return result, domains
 
 
-def bundled_row(nih_valid, truth, synth_test_items, labels: list[str], rows: list) -> None:
+def bundled_row(nih_valid, truth, synth_test_items, labels: list[str], rows: list,
+                folder: Path | None = None, name: str = "bundled crrg-default classifier (ResNet-18, synthetic, before)") -> None:
+    """Score a saved classifier folder (default: the bundled synthetic one) on the same films."""
     from crrg.clip.data import load_image
     from crrg.models.registry import load_pretrained
 
-    folder = REPO / "src" / "crrg" / "models" / "pretrained" / "crrg-default" / "classifier"
+    folder = folder or REPO / "src" / "crrg" / "models" / "pretrained" / "crrg-default" / "classifier"
     model = load_pretrained(folder)
     scores = model.probabilities([load_image(i.path) for i in nih_valid])
     synth_scores = model.probabilities([load_image(i.path) for i in synth_test_items])
     cols = [labels.index(n) for n in model.labels]
     targets = np.array([[i.target[c] for c in cols] for i in synth_test_items])
     mask = np.array([[i.mask[c] for c in cols] for i in synth_test_items])
-    rows.append({"variant": "bundled crrg-default classifier (ResNet-18, synthetic, before)", "select": float("nan"),
+    rows.append({"variant": name, "select": float("nan"),
                  "C": float("nan"), **nih_scores(list(model.labels), scores, truth), "synthetic test": mean_auc(targets, mask, synth_scores),
                  "seconds": float("nan")})
 
@@ -129,10 +145,58 @@ def export(recipe: ProbeRecipe, result, cache: FeatureCache, out: Path, nih_vali
             "C": result.c, "real weight": result.real_weight, "thresholds": result.thresholds}
 
 
+def finetune_export(recipe: ProbeRecipe, out: Path, epochs: int, real_weight: float = 3.0) -> None:
+    """Fine-tune the recipe's ImageNet tower end to end and save it (float16) as a ``classifier``.
+
+    Training films: the synthetic train split with the recipe's realism levers, brought down to 64 px
+    and back (the NIH films' resolution), plus NIH train folds 1-4 (5-fold by patient) with light
+    positioning/LUT jitter at ``real_weight``. The epoch, and whether to keep BatchNorm statistics
+    re-estimated on the unlabelled NIH train films (AdaBN), are chosen on NIH train fold 0. NIH
+    ``valid/`` is not read.
+    """
+    import torch
+
+    from crrg.clip.data import load_image
+    from crrg.clip.probe import group_folds
+    from crrg.clip.probe_finetune import FinetuneConfig, TrainSet, finetune
+    from crrg.clip.probe_recipe import _nih_groups, synthetic_items
+    from crrg.image.realism import RealismAugment
+    from crrg.models.registry import build_model, save_pretrained
+
+    nih = read_nih14(recipe.nih, recipe.labels, split="train")
+    syn = synthetic_items(recipe, "train")
+    folds = group_folds(_nih_groups(Path(recipe.nih), nih), recipe.folds, recipe.seed)
+    nih_images = [load_image(i.path) for i in nih]
+    arrays = lambda items: (np.array([i.target for i in items], np.float32), np.array([i.mask for i in items], np.float32))  # noqa: E731
+    (y_nih, m_nih), (y_syn, m_syn) = arrays(nih), arrays(syn)
+    train, held = np.where(folds != 0)[0], np.where(folds == 0)[0]
+    sets = [TrainSet([load_image(i.path) for i in syn], y_syn, m_syn, RealismAugment(RealismConfig.from_dict(recipe.realism or {})), 1.0, 64),
+            TrainSet([nih_images[k] for k in train], y_nih[train], m_nih[train],
+                     RealismAugment(RealismConfig.only("rotation", "contrast", "lut", degrees=5.0)), real_weight, 0)]
+    held_images = [nih_images[k] for k in held]
+    model = build_model({"family": "classifier", "image_encoder": recipe.tower, "labels": recipe.labels, "dropout": 0.0,
+                         "mode": "finetune"})
+    result = finetune(model, sets, FinetuneConfig(epochs=epochs), lambda m: mean_auc(y_nih[held], m_nih[held], m.probabilities(held_images)),
+                      unlabelled_real=nih_images)
+    saved = build_model({"family": "classifier", "image_encoder": {**recipe.tower, "weights": None}, "labels": recipe.labels,
+                         "dropout": 0.0, "mode": "finetune",
+                         "description": f"fine-tuned tower (benchmarks/bench_real_classifier.py --finetune): epoch {result.epoch}, AdaBN {result.adabn}"})
+    saved.load_state_dict(result.model.state_dict())
+    save_pretrained(saved, out, dtype=torch.float16)
+    log.info("fine-tuned classifier saved to %s (epoch %d, AdaBN %s, %.0f s)", out, result.epoch, result.adabn, result.seconds)
+
+
 def _describe(recipe: ProbeRecipe) -> str:
     """One line for the saved config: how this classifier was made (the recipe without local paths)."""
     keep = {k: v for k, v in vars(recipe).items() if k not in ("cache_dir", "synthetic", "nih", "covid")}
     return "frozen-tower probe (benchmarks/bench_real_classifier.py, crrg.clip.probe_recipe): " + json.dumps(keep, default=str)
+
+
+def positives_row(truth: dict[str, np.ndarray]) -> dict:
+    """How many NIH valid films are positive per column: an AUC on 1 or 4 positives is one film's rank, not a measure."""
+    row = {"variant": "*NIH valid positives (of 200)*", "normal vs abnormal": f"{int((1 - truth['No Finding']).sum())} abnormal"}
+    row.update({n: str(int(truth[n].sum())) for n in MAPPED})
+    return row
 
 
 def fmt(v) -> str:
@@ -140,7 +204,7 @@ def fmt(v) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    cols = ["variant", "select", "normal vs abnormal", "mean mapped", "Cardiomegaly", "Pleural Effusion", "Atelectasis",
+    cols = ["variant", "select", "normal vs abnormal", "n/a 95% CI", "mean mapped", "Cardiomegaly", "Pleural Effusion", "Atelectasis",
             "Consolidation", "Edema", "Lung Lesion", "Lung Opacity", "Pneumonia", "Pneumothorax", "synthetic test"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(fmt(r.get(c, float("nan"))) for c in cols) + " |" for r in rows]
@@ -154,6 +218,14 @@ def main() -> None:
     parser.add_argument("--export", type=Path, default=None, help="save the classifiers here (outside the repo)")
     parser.add_argument("--levers", default=",".join(LEVERS), help="levers to ablate one by one ('' = none)")
     parser.add_argument("--cache-dir", default=None, help="keep tower features here between runs")
+    parser.add_argument("--synthetic", default=None, help="synthetic manifest (overrides the recipes')")
+    parser.add_argument("--fused-export", type=Path, default=None,
+                        help="save the fused real-label classifier (NIH heads + synthetic heads, CV-chosen) here")
+    parser.add_argument("--finetune", type=Path, default=None,
+                        help="also fine-tune the whole tower (crrg.clip.probe_finetune; about 1 h on 1 CPU), save it here and score it")
+    parser.add_argument("--finetune-epochs", type=int, default=5)
+    parser.add_argument("--score", action="append", default=[], metavar="NAME=FOLDER",
+                        help="also score a saved classifier folder (e.g. a fine-tuned tower from probe_finetune)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import torch
@@ -163,13 +235,19 @@ def main() -> None:
     real = ProbeRecipe.from_yaml(args.real_recipe)
     if args.cache_dir:
         base.cache_dir = real.cache_dir = args.cache_dir
+    if args.synthetic:
+        base.synthetic = real.synthetic = args.synthetic
     nih_valid = read_nih14(base.nih, base.labels, split="valid")
     truth = {n: np.array([i.target[j] for i in nih_valid]) for j, n in enumerate(base.labels)}
     from crrg.clip.probe_recipe import synthetic_items
 
     synth_test_items = synthetic_items(base, "test")
-    rows: list[dict] = []
+    rows: list[dict] = [positives_row(truth)]
     bundled_row(nih_valid, truth, synth_test_items, base.labels, rows)
+    shipped_real = REPO / "src" / "crrg" / "models" / "pretrained" / "crrg-default" / "classifier_real"
+    if shipped_real.is_dir():
+        bundled_row(nih_valid, truth, synth_test_items, base.labels, rows, shipped_real,
+                    "shipped crrg-default 0.8.0 classifier_real (real labels), direct, no OOD routing")
     cache = FeatureCache(base.tower, base.cache_dir)
     clean = replace(base, realism=None, standardise=False, real_labels=[])
     random_tower = {**base.tower, "weights": None}
@@ -190,6 +268,20 @@ def main() -> None:
     real_nih = replace(real, real_labels=["nih"])
     run_variant("real labels: NIH train + synthetic", real_nih, cache, nih_valid, truth, rows)
     real_result, _ = run_variant("real labels: NIH train + COVID + synthetic (recipe)", real, cache, nih_valid, truth, rows)
+    levers = replace(clean, realism=_as_dict(RealismConfig.only("resolution", resolution_px=(64, 64))))
+    run_variant("+ realism: resolution matched to the 64 px NIH films (always 64 px)", levers, cache, nih_valid, truth, rows)
+    fused_rows = {"real labels: NIH train only, own heads, C by 5-fold CV": replace(base, real_labels=["nih"], fusion="global", fusion_alphas=[1.0]),
+                  "real labels: NIH heads fused with synthetic heads, one alpha by CV": replace(base, real_labels=["nih"], fusion="global"),
+                  "real labels: NIH heads fused with synthetic heads, alpha per label by CV": replace(base, real_labels=["nih"], fusion="per_label")}
+    fused = {}
+    for name, recipe in fused_rows.items():
+        fused[name] = (recipe, run_variant(name, recipe, cache, nih_valid, truth, rows)[0])
+    if args.finetune:
+        finetune_export(base, args.finetune, args.finetune_epochs)
+        args.score.append(f"fine-tuned tower: synthetic (realism, 64 px matched) + NIH train folds 1-4, epoch and AdaBN by NIH fold 0={args.finetune}")
+    for spec in args.score:
+        name, _, folder = spec.partition("=")
+        bundled_row(nih_valid, truth, synth_test_items, base.labels, rows, Path(folder), name)
     report = [f"# Finding classifier on real radiographs\n",
               f"Machine: {platform.machine()} {platform.processor() or ''}, 1 torch thread, CPU only; "
               f"tower {base.tower}. NIH valid = 200 real 64 px films (test split, never used for a choice); "
@@ -198,11 +290,19 @@ def main() -> None:
               "Mapping: Effusion→Pleural Effusion, Mass/Nodule→Lung Lesion, Infiltration→Lung Opacity, "
               "Pleural_Thickening→Pleural Other, others by name; normal vs abnormal = NIH `No Finding` vs any label.\n",
               table(rows), "", tower_choice(base)]
+    saves = []
     if args.export:
-        for suffix, recipe, result in (("", real, real_result), ("-synthetic-only", base, synth_result)):
-            out = args.export.parent / (args.export.name + suffix)
+        saves += [(args.export.parent / (args.export.name + suffix), recipe, result)
+                  for suffix, recipe, result in (("", real, real_result), ("-synthetic-only", base, synth_result))]
+    if args.fused_export:
+        saves.append((args.fused_export, *fused["real labels: NIH heads fused with synthetic heads, one alpha by CV"]))
+    if saves:
+        for out, recipe, result in saves:
             info = export(recipe, result, cache, out, nih_valid, truth, synth_test_items)
-            report.append(f"## Saved: `{info['folder']}` ({'real labels' if recipe.real_labels else 'no real labels'})\n")
+            kind = "real labels" if recipe.real_labels else "no real labels"
+            if recipe.fusion != "off":
+                kind += f", NIH heads fused with synthetic heads ({recipe.fusion} alpha); C below is the NIH heads'"
+            report.append(f"## Saved: `{info['folder']}` ({kind})\n")
             report.append(f"size {info['size_mb']:.1f} MB (float16); latency per image p50 {info['latency_p50_ms']:.1f} ms, "
                           f"p95 {info['latency_p95_ms']:.1f} ms (1 thread, batch 1); C = {info['C']}, real-film weight {info['real weight']}; synthetic test mean AUC "
                           f"{info['synthetic test']:.3f}\n")

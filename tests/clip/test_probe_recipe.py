@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from crrg.clip.data import LabeledImage
-from crrg.clip.probe_recipe import Domain, ProbeRecipe, train_probe
+from crrg.clip.probe_recipe import Domain, ProbeRecipe, train_fused, train_probe
 from crrg.errors import ConfigError
 
 LABELS = ["No Finding", "Cardiomegaly", "Fracture"]
@@ -64,7 +64,47 @@ def test_selection_on_synthetic_val_uses_no_real_label(domains):
     assert before.selection == after.selection and before.thresholds == after.thresholds
 
 
+def _nih_with_own_signal(n: int = 100, seed: int = 5) -> Domain:
+    """NIH films where Cardiomegaly sits in dimension 2 (which the synthetic films never use) and the
+    synthetic cue (dimension 0) is noise: only NIH-trained heads can rank them."""
+    d = _domain(n, 5.0, seed, masked_fracture=True, groups=True)
+    rng = np.random.default_rng(seed)
+    d.features[:, 0] = rng.normal(size=n) + 5.0
+    d.features[:, 2] += 3.0 * d.targets[:, 1]
+    return d
+
+
+def test_fused_heads_pick_the_nih_heads_where_cross_validation_says_so(domains):
+    from sklearn.metrics import roc_auc_score
+
+    domains["nih_train"] = _nih_with_own_signal()
+    recipe = ProbeRecipe(labels=LABELS, c_grid=[0.1, 1.0], real_labels=["nih"], fusion="per_label")
+    fused = train_fused(recipe, domains)
+    synth_only = train_probe(ProbeRecipe(labels=LABELS, c_grid=[0.1, 1.0]), domains)
+    test = _nih_with_own_signal(200, 9)
+    x = fused.real_standardiser(test.features)
+    assert roc_auc_score(test.targets[:, 1], fused.heads.scores(x)[:, 1]) > 0.9
+    assert roc_auc_score(test.targets[:, 1], synth_only.heads.scores(synth_only.real_standardiser(test.features))[:, 1]) < 0.7
+    # Fracture: NIH never labels it, so its head is the synthetic one, unchanged
+    assert np.allclose(fused.heads.weight[2], synth_only.heads.weight[2])
+    assert set(fused.thresholds) == set(LABELS)
+
+
+def test_fusion_with_alpha_zero_keeps_the_synthetic_ranking(domains):
+    domains["nih_train"] = _nih_with_own_signal()
+    recipe = ProbeRecipe(labels=LABELS, c_grid=[0.1], real_labels=["nih"], fusion="global", fusion_alphas=[0.0])
+    fused = train_fused(recipe, domains)
+    synth_only = train_probe(ProbeRecipe(labels=LABELS, c_grid=[0.1]), domains)
+    x = fused.real_standardiser(domains["nih_train"].features)
+    a, b = fused.heads.scores(x)[:, 1], synth_only.heads.scores(x)[:, 1]
+    assert np.array_equal(np.argsort(a, kind="stable"), np.argsort(b, kind="stable"))  # Platt scaling never turns a ranking over
+
+
 def test_recipe_validation():
+    with pytest.raises(ConfigError, match="fusion"):
+        ProbeRecipe.from_dict({"fusion": "stack"})
+    with pytest.raises(ConfigError, match="real_labels"):
+        ProbeRecipe.from_dict({"fusion": "global", "real_labels": []})
     with pytest.raises(ConfigError, match="real_labels"):
         ProbeRecipe.from_dict({"real_labels": ["mimic"]})
     with pytest.raises(ConfigError, match="select_on"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,6 +29,7 @@ DEFAULT_LABELS: tuple[str, ...] = (
     "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Fracture", "Support Devices",
 )
 REAL_SOURCES = ("nih", "covid")
+FUSION_MODES = ("off", "global", "per_label")
 
 
 @dataclass
@@ -51,6 +52,11 @@ class ProbeRecipe:
     # What C and the thresholds are chosen on when NIH labels do not train the heads: NIH train films
     # (held out: their labels only rank 6 values of C) or synthetic val (no real label used at all).
     select_on: str = "nih_train"
+    # Real labels as a second set of heads instead of extra rows: "off" (rows, as real_labels says), or
+    # NIH-only heads fused with the synthetic-only heads, one mixing weight for all labels ("global") or
+    # one per label ("per_label"), chosen by cross-validation on NIH train (see train_fused).
+    fusion: str = "off"
+    fusion_alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
     seed: int = 0
     cache_dir: str | None = None  # where tower features are kept between runs (keyed by everything that shapes them)
 
@@ -63,6 +69,10 @@ class ProbeRecipe:
             raise ConfigError(f"real_labels {bad} unknown; use any of {list(REAL_SOURCES)}")
         if recipe.select_on not in ("nih_train", "synthetic_val"):
             raise ConfigError(f"select_on is nih_train or synthetic_val, got {recipe.select_on!r}")
+        if recipe.fusion not in FUSION_MODES:
+            raise ConfigError(f"fusion is one of {list(FUSION_MODES)}, got {recipe.fusion!r}")
+        if recipe.fusion != "off" and recipe.real_labels != ["nih"]:
+            raise ConfigError("fusion fuses NIH-only heads with synthetic ones: set real_labels: [nih]")
         return recipe
 
     @classmethod
@@ -249,3 +259,83 @@ def train_probe(recipe: ProbeRecipe, domains: dict[str, Domain]) -> ProbeResult:
             thresholds[name] = nih_thr[name]
     return ProbeResult(heads, real_std, synth_std, best_c, {k: float(v) for k, v in thresholds.items()}, selection, best_w)
 
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def train_fused(recipe: ProbeRecipe, domains: dict[str, Domain]) -> ProbeResult:
+    """Synthetic-only heads and NIH-only heads on the same standardised real features, fused per label.
+
+    Why not one set of heads on both (``train_probe`` with real labels): synthetic and NIH labels
+    disagree on what a label looks like (NIH's are report-mined, 600 films), and one C and one real
+    weight for every label let the synthetic rows blur the real signal or the reverse. Here each source
+    gets its own heads and its own C; their logits, each z-scored on NIH train (no labels), are mixed
+    with weight ``alpha`` (NIH) per label and recalibrated (Platt) on NIH train: still one linear head,
+    so the saved classifier is the same shape. ``alpha``, both C and the calibration come from 5-fold
+    by-patient out-of-fold scores on NIH train; labels NIH never gives keep the synthetic head.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from crrg.clip.classifier import choose_thresholds
+
+    synth = train_probe(replace(recipe, real_labels=[], fusion="off"), domains)
+    nih = domains["nih_train"]
+    x = synth.real_standardiser(nih.features)
+    y, m = nih.targets, nih.mask
+    folds = group_folds(nih.groups, recipe.folds, recipe.seed)
+    oof_by_c = {c: out_of_fold_scores(x, y, m, c, folds) for c in recipe.c_grid}
+    selection = {(c, 1.0): mean_auc(y, m, s) for c, s in oof_by_c.items()}
+    c_nih = max(oof_by_c, key=lambda c: selection[c, 1.0])
+    nih_heads = fit_heads(x, y, m, c_nih)
+    oof, syn = _logit(oof_by_c[c_nih]), _logit(synth.heads.scores(x))
+    # z-scoring constants from the full-data logits on NIH train (unlabelled use), so train and inference agree
+    full = _logit(nih_heads.scores(x))
+    mu_n, sd_n = full.mean(0), full.std(0) + 1e-6
+    mu_s, sd_s = syn.mean(0), syn.std(0) + 1e-6
+    z_oof, z_syn = (oof - mu_n) / sd_n, (syn - mu_s) / sd_s
+    alphas = [float(a) for a in recipe.fusion_alphas]
+    known = [j for j in range(y.shape[1]) if m[:, j].any() and 0 < y[m[:, j] > 0, j].sum() < (m[:, j] > 0).sum()]
+    table = np.array([[_auc_1d(y[:, j], m[:, j], a * z_oof[:, j] + (1 - a) * z_syn[:, j]) for j in known] for a in alphas])
+    if recipe.fusion == "global":
+        chosen = {j: alphas[int(np.argmax(table.mean(1)))] for j in known}
+    else:
+        chosen = {j: alphas[int(np.argmax(table[:, k]))] for k, j in enumerate(known)}
+    log.info("fusion (%s) NIH C %g, alpha per label %s", recipe.fusion, c_nih,
+             {recipe.labels[j]: a for j, a in chosen.items()})
+    weight, bias = synth.heads.weight.copy(), synth.heads.bias.copy()
+    fused_oof = synth.heads.scores(x).copy()
+    for j, a in chosen.items():
+        w = a * nih_heads.weight[j] / sd_n[j] + (1 - a) * synth.heads.weight[j] / sd_s[j]
+        b = a * (nih_heads.bias[j] - mu_n[j]) / sd_n[j] + (1 - a) * (synth.heads.bias[j] - mu_s[j]) / sd_s[j]
+        z = a * z_oof[:, j] + (1 - a) * z_syn[:, j]
+        rows = m[:, j] > 0
+        platt = LogisticRegression(C=1e4).fit(z[rows, None], y[rows, j] > 0.5)
+        # A negative slope would turn the ranking over on the strength of a few NIH films: keep it
+        # positive (a label the fusion cannot rank then scores near its base rate, in the same order).
+        scale, shift = max(float(platt.coef_[0, 0]), 1e-3), float(platt.intercept_[0])
+        weight[j], bias[j] = scale * w, scale * b + shift
+        fused_oof[:, j] = 1.0 / (1.0 + np.exp(-(scale * z + shift)))
+    heads = LinearHeads(weight.astype(np.float32), bias.astype(np.float32))
+    thresholds = dict(synth.thresholds)
+    nih_thr = choose_thresholds(y, fused_oof, recipe.labels, m)
+    for j in chosen:
+        thresholds[recipe.labels[j]] = float(nih_thr[recipe.labels[j]])
+    fused_sel = float(np.mean([_auc_1d(y[:, j], m[:, j], fused_oof[:, j]) for j in known]))
+    log.info("NIH-only heads: C by NIH train cross-validation %s; fused out-of-fold mean AUC %.4f",
+             {c: round(a, 4) for (c, _), a in selection.items()}, fused_sel)
+    return ProbeResult(heads, synth.real_standardiser, synth.synth_standardiser, c_nih, thresholds, {(c_nih, 1.0): fused_sel})
+
+
+def train_recipe(recipe: ProbeRecipe, domains: dict[str, Domain]) -> ProbeResult:
+    """The recipe's heads: fused synthetic and NIH heads when ``recipe.fusion`` asks, else :func:`train_probe`."""
+    return train_fused(recipe, domains) if recipe.fusion != "off" else train_probe(recipe, domains)
+
+
+def _auc_1d(y: np.ndarray, m: np.ndarray, s: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    rows = m > 0
+    return float(roc_auc_score(y[rows] > 0.5, s[rows]))
