@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from crrg.cli.main import app
+from crrg.errors import CrrgError
 from crrg.data.region_assignment import (AssignmentScore, assign_regions, assign_report, frontal_image, reference_pairs,
                                          score_assignment)
 from crrg.observations import ANATOMICAL_REGIONS
@@ -81,5 +82,20 @@ def test_enrich_regions_gives_an_iu_xray_manifest_boxes_and_sentences(tmp_path: 
         assert described and described <= set(record.findings.split(". ")) | {s + "." for s in record.findings.rstrip(".").split(". ")} | {record.impression}
     # Regions a study already has are kept unless --overwrite.
     again = tmp_path / "other" / "again.jsonl"
-    result = runner.invoke(app, ["data", "enrich-regions", str(enriched), "--out", str(again)])
+    result = runner.invoke(app, ["data", "enrich-regions", str(enriched), "--out", str(again), "--device", "cpu"])
     assert result.exit_code == 0 and "kept: 6" in result.output
+
+
+def test_enrich_regions_refuses_a_device_that_is_not_here(tmp_path: Path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("")
+    result = runner.invoke(app, ["data", "enrich-regions", str(manifest), "--out", str(tmp_path / "o.jsonl"),
+                                 "--device", "cuda"])
+    # a CrrgError: `crrg` prints its one line and exits 2 (crrg.cli.main), before any model loads
+    assert isinstance(result.exception, CrrgError) and "no GPU" in str(result.exception)
+    result = runner.invoke(app, ["data", "enrich-regions", str(manifest), "--out", str(tmp_path / "o.jsonl"),
+                                 "--device", "tpu"])
+    assert isinstance(result.exception, CrrgError) and "not one of" in str(result.exception)

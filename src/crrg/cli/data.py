@@ -164,6 +164,7 @@ def enrich_regions(
     out: Path = OUT,
     model: str = typer.Option("crrg-default", "--model", help="Saved rrg model whose region detector gives the pseudo boxes (bundled name, folder or hub id)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace regions a study already has (default: keep them, e.g. Chest ImaGenome's)."),
+    device: str = typer.Option("auto", "--device", help="Where the detector runs: cpu, cuda, cuda:N or auto (a GPU when there is one)."),
 ) -> None:
     """Region supervision without boxes: each report sentence assigned to its anatomical regions, boxes from a detector."""
     from crrg.data.region_assignment import PseudoBoxes, enrich_records
@@ -174,7 +175,7 @@ def enrich_regions(
         raise InputError(f"--out {out} is a folder; give a file name such as {out / 'manifest.jsonl'}")
     if out.resolve() == manifest.resolve():
         raise InputError(f"--out {out} is the input manifest; write the enriched manifest to a new file")
-    boxes = PseudoBoxes(model)
+    boxes = PseudoBoxes(model, device=device)
     out_dir = out.resolve().parent
     notes: dict[str, int] = {}
     records = iter_manifest(manifest)  # streamed: one study at a time

@@ -135,6 +135,7 @@ def evaluate(
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap draws."),
     no_meteor: bool = typer.Option(False, "--no-meteor", help="Skip METEOR (its Java process needs about 2 GB and some seconds to start)."),
     no_clinical: bool = typer.Option(False, "--no-clinical", help="Skip crrg's clinical efficacy (same as leaving ce out of --metrics)."),
+    device: str = typer.Option("auto", "--device", help="Model-based metrics: cpu, cuda, cuda:N or auto (a GPU when there is one)."),
 ) -> None:
     """BLEU-1..4, METEOR, ROUGE-L, CIDEr and clinical efficacy by default; the field's model-based metrics on request."""
     import numpy as np
@@ -176,7 +177,11 @@ def evaluate(
     for name, preds in all_preds.items():
         check_same_ids(preds, refs, what=f"{name} prediction")
     info(f"evaluating {len(refs)} reports x {len(names)} system(s): {', '.join(sets)}; {text_protocol.label()}")
-    models = ClinicalModels(uncertain=uncertain) if any(s in MODEL_SETS for s in sets) else None
+    models = None
+    if any(s in MODEL_SETS for s in sets):
+        from crrg.generation import resolve_device
+
+        models = ClinicalModels(uncertain=uncertain, device=str(resolve_device(device)))
     with NlgScorer(meteor="nlg" in sets and not no_meteor) as scorer:
         blocks, full = {}, {}
         for name, preds in all_preds.items():

@@ -234,13 +234,15 @@ def frontal_image(record: StudyRecord) -> int | None:
 class PseudoBoxes:
     """Boxes of the 29 regions on an image from a trained region detector (a saved rrg model's)."""
 
-    def __init__(self, model: str = "crrg-default") -> None:
+    def __init__(self, model: str = "crrg-default", device: str = "cpu") -> None:
+        from crrg.generation import resolve_device
         from crrg.models.registry import load_pretrained
 
+        self.device = resolve_device(device)  # checked before the model loads: cuda without a GPU is one line
         rrg = load_pretrained(model)
         if not hasattr(rrg, "detector"):
             raise ValueError(f"model {model} has no region detector")
-        self.detector = rrg.detector.eval()
+        self.detector = rrg.detector.eval().to(self.device)
         self.image_size = int(rrg.detector.cfg.image_size)
 
     def __call__(self, path: str) -> dict[str, list[float]]:
@@ -255,7 +257,7 @@ class PseudoBoxes:
         if scale < 1:
             image, _ = resize(image, max(1, round(h * scale)), max(1, round(w * scale)))
         with torch.no_grad():
-            boxes = self.detector.detect([to_rgb_tensor(image)])[0].boxes / scale
+            boxes = self.detector.detect([to_rgb_tensor(image).to(self.device)])[0].boxes.cpu() / scale
         return {name: [round(float(v), 1) for v in box] for name, box in zip(ANATOMICAL_REGIONS, boxes.tolist())}
 
 
