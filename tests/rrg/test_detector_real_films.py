@@ -158,3 +158,17 @@ def test_mirrored_boxes_treat_a_film_and_its_mirror_image_alike(tiny_config):
     others = [i for i, n in enumerate(ANATOMICAL_REGIONS) if n not in lungs]
     torch.testing.assert_close(own.boxes[others], plain.boxes[others])
     assert not torch.allclose(own.boxes[0], plain.boxes[0])
+
+
+def test_contrast_for_boxes_only_keeps_the_features_of_the_film_as_loaded(tiny_config):
+    washed = 0.35 + 0.4 * _film()
+    grid = 2  # the features carry each region's thumbnail, which the stretch brightens
+    plain = _detector(tiny_config, region_descriptor_grid=grid).detect([to_rgb_tensor(washed)])[0]
+    stretched = _detector(tiny_config, region_descriptor_grid=grid,
+                          contrast_percentiles=[0, 100]).detect([to_rgb_tensor(washed)])[0]
+    both = _detector(tiny_config, region_descriptor_grid=grid, contrast_percentiles=[0, 100],
+                     contrast_boxes_only=True).detect([to_rgb_tensor(washed)])[0]
+    torch.testing.assert_close(both.features, plain.features)  # what the heads read: unchanged
+    torch.testing.assert_close(both.boxes, stretched.boxes)  # where the boxes go: the stretched film's
+    torch.testing.assert_close(both.scores, stretched.scores)
+    assert not torch.allclose(stretched.features, plain.features)

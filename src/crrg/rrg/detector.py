@@ -10,7 +10,7 @@ short side to 800 px, which is slow on a CPU and pointless for radiographs downs
 Real films (issue 20; ``benchmarks/bench_real_boxes.py`` measures them against annotated lung boxes)
 get four opt-in config options, all off by default so a saved model behaves as it was trained:
 ``contrast_percentiles`` (stretch each film's intensities before detection, in training and
-inference), ``box_votes`` (score-weighted mean of the best proposals' boxes), ``mirror_regions``
+inference; with ``contrast_boxes_only`` for placing the boxes only), ``box_votes`` (score-weighted mean of the best proposals' boxes), ``mirror_regions``
 (average with the flipped film's mirror-image box) and ``box_calibration`` (per-region edge shifts
 from the synthetic box convention to the annotated one). The last three touch only the returned
 boxes; the region features stay pooled at the best proposal's box.
@@ -55,6 +55,10 @@ class DetectorConfig:
     # detector sees it (training and inference). The synthetic training films span their whole range;
     # real films (figures, portable films, JPEGs) are often washed out. None: the image as loaded.
     contrast_percentiles: tuple[float, float] | None = None
+    # True: the stretched film only places the boxes; the region features come from one more pass over
+    # the film as loaded, pooled at that pass's own best boxes, so the report heads read exactly what
+    # they read without the stretch (a model whose heads were trained without it keeps its scores).
+    contrast_boxes_only: bool = False
     # region name -> (dx1, dy1, dx2, dy2), each edge moved by this fraction of the detected box's width
     # (x) or height (y). It maps the detector's box convention onto another one (the synthetic "right
     # lung" is the whole projected lung, behind the heart and the diaphragm domes; annotated real
@@ -323,7 +327,10 @@ class RegionDetector(nn.Module):
     @torch.no_grad()
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:
         """Best box per region for each image, plus the box-head features pooled at those boxes."""
-        boxes, scores, features = self._detect(images, with_features=True)
+        boxes, scores, features = self._detect(images, with_features=True,
+                                               stretch=not self.cfg.contrast_boxes_only)
+        if self.cfg.contrast_boxes_only and self.cfg.contrast_percentiles is not None:
+            boxes, scores, _ = self._detect(images, with_features=False)
         if self.cfg.mirror_regions:
             boxes = self._with_mirrored(images, boxes)
         return [Detections(boxes=_clip_to(calibrate_boxes(b, self.cfg.box_calibration), *im.shape[-2:]), scores=s,
@@ -345,12 +352,13 @@ class RegionDetector(nn.Module):
             out.append(own)
         return out
 
-    def _detect(self, images: list[torch.Tensor], with_features: bool
+    def _detect(self, images: list[torch.Tensor], with_features: bool, stretch: bool = True
                 ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None]:
         """Per image: the returned boxes (voted, in the image's pixels, before calibration and clipping),
-        the best scores and (``with_features``) the region features at the best proposals' boxes."""
+        the best scores and (``with_features``) the region features at the best proposals' boxes;
+        ``stretch`` False: the film as loaded, whatever ``contrast_percentiles`` says."""
         frcnn = self.frcnn
-        images = [pad_to_usable_aspect(im, self.cfg.image_size) for im in self.prepare(images)]
+        images = [pad_to_usable_aspect(im, self.cfg.image_size) for im in (self.prepare(images) if stretch else images)]
         original_sizes = [tuple(im.shape[-2:]) for im in images]
         image_list, _ = frcnn.transform(images)
         features = frcnn.backbone(image_list.tensors)
