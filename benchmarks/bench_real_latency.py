@@ -69,7 +69,7 @@ for k, study in enumerate(meta):
     images = [arrays[f"s{k}_{i}"] for i in range(len(study["views"]))]
     row = {"id": study["id"], "set": study["set"]}
     rows_decoded.clear()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         report = run(StudyInput(images=images, views=study["views"], id=study["id"]))
     except Exception as exc:
@@ -78,6 +78,7 @@ for k, study in enumerate(meta):
         row.update(findings=report.findings, impression=report.impression,
                    selected=sum(bool(r.selected) for r in report.regions))
     row["seconds"] = time.perf_counter() - t0
+    row["cpu_seconds"] = time.process_time() - c0  # one thread: about the wall time of an idle machine
     row["queries"] = sum(rows_decoded)
     rows.append(row)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -192,10 +193,12 @@ def summarise(runs: list[dict]) -> dict:
     for name, members in groups.items():
         # the first study of each run also pays for lazy imports and caches: left out of the latency
         secs = [r["seconds"] for run in runs for r in run["rows"][1:] if r["set"] in members and "error" not in r]
+        cpu = [r["cpu_seconds"] for run in runs for r in run["rows"][1:] if r["set"] in members and "error" not in r]
         rows = [r for r in first if r["set"] in members]
         if not rows:
             continue
         out[name] = {"studies": len(rows), "p50_s": median(secs), "p95_s": percentile(secs, 0.95),
+                     "cpu_p50_s": median(cpu), "cpu_p95_s": percentile(cpu, 0.95),
                      "mean_s": sum(secs) / len(secs) if secs else float("nan"),
                      "queries_mean": sum(r["queries"] for r in rows) / len(rows),
                      "selected_mean": sum(r.get("selected", 0) for r in rows) / len(rows),
@@ -226,17 +229,19 @@ def latency(args: argparse.Namespace) -> int:
     prev, cur = runs["previous"][0]["rows"], runs["current"][0]["rows"]
     same = {s: [a["id"] for a, b in zip(prev, cur) if a["set"] in s and a.get("findings") == b.get("findings")
                 and a.get("impression") == b.get("impression")] for s in (("synth",), ("nih", "covid", "vindr", "fullsize"))}
-    header = ["code", "set", "studies", "p50 s", "p95 s", "mean s", "queries/study", "failures", "contradicting",
-              "peak RSS MB", "load"]
+    header = ["code", "set", "studies", "p50 s", "p95 s", "mean s", "CPU p50 s", "CPU p95 s", "queries/study",
+              "failures", "contradicting", "peak RSS MB", "load"]
     rows = []
     for side in runs:
         for name, s in summary[side].items():
             if name == "peak_rss_mb" or name not in ("real", "synth") and not args.per_set_rows:
                 continue
-            rows.append([side, name, s["studies"], s["p50_s"], s["p95_s"], s["mean_s"], round(s["queries_mean"], 1),
+            rows.append([side, name, s["studies"], s["p50_s"], s["p95_s"], s["mean_s"], s["cpu_p50_s"], s["cpu_p95_s"],
+                         round(s["queries_mean"], 1),
                          s["failures"], s["contradicting"], round(summary[side]["peak_rss_mb"]),
                          f"{min(loads[side]):.1f}-{max(loads[side]):.1f}"])
     ratio = {side: summary[side]["real"]["p95_s"] / summary[side]["synth"]["p95_s"] for side in summary}
+    cpu_ratio = {side: summary[side]["real"]["cpu_p95_s"] / summary[side]["synth"]["cpu_p95_s"] for side in summary}
     n_synth = sum(1 for r in cur if r["set"] == "synth")
     if HF_SIDE in runs:  # the search alone must not change a report
         search_same = sum((a.get("findings"), a.get("impression")) == (b.get("findings"), b.get("impression"))
@@ -244,7 +249,8 @@ def latency(args: argparse.Namespace) -> int:
         print(f"this tree, transformers' search vs crrg.generation.beam: {search_same}/{len(cur)} reports identical")
     title = (f"crrg-default report latency, real films vs synthetic studies, previous code ({args.reference}) vs "
              f"this tree, 1 torch thread, {args.rounds} alternating round(s); real p95 / synthetic p95: "
-             f"previous {ratio['previous']:.2f}, current {ratio['current']:.2f}; synthetic reports identical: "
+             f"previous {ratio['previous']:.2f}, current {ratio['current']:.2f} (CPU time: "
+             f"{cpu_ratio['previous']:.2f}, {cpu_ratio['current']:.2f}); synthetic reports identical: "
              f"{len(same[('synth',)])}/{n_synth}; real reports identical: {len(same[('nih', 'covid', 'vindr', 'fullsize')])}"
              f"/{len(cur) - n_synth}"
              + (f"; this tree with transformers' search vs crrg.generation.beam: {search_same}/{len(cur)} identical"
@@ -252,12 +258,13 @@ def latency(args: argparse.Namespace) -> int:
     table = print_table(title, header, rows)
     payload = {"synth": str(args.synth), "reference": str(args.reference), "per_set": args.per_set,
                "rounds": args.rounds, "threads": 1, "summary": summary, "real_over_synth_p95": ratio,
+               "real_over_synth_cpu_p95": cpu_ratio,
                "synth_identical": len(same[("synth",)]), "synth_studies": n_synth,
                "real_identical": len(same[("nih", "covid", "vindr", "fullsize")]), "load_average": loads,
                "search_identical": search_same if HF_SIDE in runs else None,
                "differing_synth": [a["id"] for a, b in zip(prev, cur) if a["set"] == "synth"
                                    and (a.get("findings"), a.get("impression")) != (b.get("findings"), b.get("impression"))]}
-    save(payload, table, "latency")
+    save(payload, table, "latency_isolate" if args.isolate else "latency")
     return 0
 
 
@@ -274,7 +281,7 @@ def all_real(args: argparse.Namespace) -> int:
     from crrg.reporting import StudyInput
 
     torch.set_num_threads(1)
-    films = real_films(SHARED, every=True)
+    films = round_robin(real_films(SHARED, every=True))  # every set early: a pass cut short still covers all
     done = read_rows(args.rows)  # resume an interrupted pass (every shard's rows count)
     shard, shards = args.shard
     mine = [f for k, f in enumerate(films) if k % shards == shard and f["id"] not in done]
@@ -326,6 +333,33 @@ def all_real(args: argparse.Namespace) -> int:
     return 0
 
 
+NOTES = """
+Reading the tables: "p50 s / p95 s" are wall seconds per report on this shared machine (its load average is
+in the last column: 2 cores and a load of 8-12 means a report's process got a fifth of a core, so wall
+times are 3-5 x an idle machine's); "CPU p50 s / CPU p95 s" are the process's CPU seconds per report with
+one torch thread, the closest stand-in for an idle machine's wall time. "queries/study": rows of the
+decoder's batch (selected regions + IMPRESSION + whole-study sentences), 4 beams each. "contradicting":
+reports with a self-contradiction by this tree's check (crrg.rrg.contradictions; the previous code's
+reports are checked with this tree's labeler). Peak RSS is ru_maxrss of the worker (model, images of
+all studies and every report): about 510 MB of it is `import torch` of the CUDA 13 wheel installed here
+(cuBLASLt, nvJitLink, nvrtc pages) and about 160 MB `import torchvision` (torchvision.ops imports
+torch._dynamo, which imports triton); the model's weights are about 120 MB and the sentence embedder
+about 60 MB. "latency_isolate" adds this tree with transformers' own beam search (what
+crrg.generation.beam alone changes).
+"""
+
+
+def round_robin(films: list[dict]) -> list[dict]:
+    """One film of each set in turn (the small sets run out first)."""
+    groups: dict[str, list[dict]] = {}
+    for film in films:
+        groups.setdefault(film["set"], []).append(film)
+    out = []
+    for i in range(max(len(g) for g in groups.values())):
+        out += [g[i] for g in groups.values() if i < len(g)]
+    return out
+
+
 def read_rows(rows: Path) -> dict[str, dict]:
     """The rows of ``rows`` and of its shards' files (``<stem>.K-of-N.jsonl`` beside it), by film id."""
     done = {}
@@ -349,10 +383,10 @@ def save(payload: dict, table: str, key: str) -> None:
     old.setdefault("tables", {})[key] = table
     atomic_write_json(path, old)
     text = f"Machine: {machine()}\n"
-    for part in ("latency", "all_real"):
+    for part in ("latency", "latency_isolate", "all_real"):
         if part in old.get("tables", {}):
             text += "\n" + old["tables"][part] + "\n"
-    atomic_write_text(RESULTS / f"{NAME}.md", text)
+    atomic_write_text(RESULTS / f"{NAME}.md", text + NOTES)
 
 
 def main() -> int:
