@@ -77,8 +77,11 @@ def test_box_calibration_moves_the_named_regions_returned_boxes_only(tiny_config
             torch.testing.assert_close(calibrated.boxes[i], torch.minimum(expected, torch.tensor([64.0, 72, 64, 72])))
         else:
             torch.testing.assert_close(calibrated.boxes[i], box)
-    # the report heads read features pooled at the detector's own boxes: unchanged by the calibration
+    # the report heads read features pooled at the detector's own boxes: unchanged by the calibration,
+    # and the region context is pooled at those boxes too
     torch.testing.assert_close(calibrated.features, plain.features)
+    torch.testing.assert_close(calibrated.pooling_boxes, plain.boxes)
+    torch.testing.assert_close(plain.pooling_boxes, plain.boxes)
     torch.testing.assert_close(calibrated.scores, plain.scores)
 
 
@@ -134,6 +137,7 @@ def test_box_votes_change_the_returned_boxes_not_the_features(tiny_config):
     voted = _detector(tiny_config, box_votes=5).detect([film])[0]
     assert not torch.allclose(voted.boxes, plain.boxes)
     torch.testing.assert_close(voted.features, plain.features)
+    torch.testing.assert_close(voted.pooling_boxes, plain.boxes)
     torch.testing.assert_close(voted.scores, plain.scores)
     assert (voted.boxes[:, 2:] > voted.boxes[:, :2]).all()
 
@@ -169,6 +173,7 @@ def test_contrast_for_boxes_only_keeps_the_features_of_the_film_as_loaded(tiny_c
     both = _detector(tiny_config, region_descriptor_grid=grid, contrast_percentiles=[0, 100],
                      contrast_boxes_only=True).detect([to_rgb_tensor(washed)])[0]
     torch.testing.assert_close(both.features, plain.features)  # what the heads read: unchanged
+    torch.testing.assert_close(both.pooling_boxes, plain.boxes)
     torch.testing.assert_close(both.boxes, stretched.boxes)  # where the boxes go: the stretched film's
     torch.testing.assert_close(both.scores, stretched.scores)
     assert not torch.allclose(stretched.features, plain.features)

@@ -231,6 +231,14 @@ class Detections:
     boxes: torch.Tensor  # (NUM_REGIONS, 4)
     scores: torch.Tensor  # (NUM_REGIONS,)
     features: torch.Tensor  # (NUM_REGIONS, representation) box-head features at the final boxes
+    # the boxes ``features`` were pooled at (the best proposals', on the film as loaded): anything else
+    # pooled for the report heads (the region context) belongs there too. They differ from ``boxes``
+    # only when the real-film options (votes, mirror, calibration, contrast for boxes only) are on.
+    feature_boxes: torch.Tensor | None = None
+
+    @property
+    def pooling_boxes(self) -> torch.Tensor:
+        return self.boxes if self.feature_boxes is None else self.feature_boxes
 
 
 class RegionDetector(nn.Module):
@@ -327,20 +335,21 @@ class RegionDetector(nn.Module):
     @torch.no_grad()
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:
         """Best box per region for each image, plus the box-head features pooled at those boxes."""
-        boxes, scores, features = self._detect(images, with_features=True,
-                                               stretch=not self.cfg.contrast_boxes_only)
+        boxes, scores, features, pooled_at = self._detect(images, with_features=True,
+                                                          stretch=not self.cfg.contrast_boxes_only)
         if self.cfg.contrast_boxes_only and self.cfg.contrast_percentiles is not None:
-            boxes, scores, _ = self._detect(images, with_features=False)
+            boxes, scores, _, _ = self._detect(images, with_features=False)
         if self.cfg.mirror_regions:
             boxes = self._with_mirrored(images, boxes)
         return [Detections(boxes=_clip_to(calibrate_boxes(b, self.cfg.box_calibration), *im.shape[-2:]), scores=s,
-                           features=f) for im, b, s, f in zip(images, boxes, scores, features)]
+                           features=f, feature_boxes=_clip_to(p, *im.shape[-2:]))
+                for im, b, s, f, p in zip(images, boxes, scores, features, pooled_at)]
 
     def _with_mirrored(self, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
         """``boxes`` with each of ``mirror_regions`` averaged with the mirror-image region's box on the
         horizontally flipped film, flipped back: a second look that halves the detector's left-right
         asymmetric errors on films unlike its training films."""
-        mirrored, _, _ = self._detect([im.flip(-1) for im in images], with_features=False)
+        mirrored, _, _, _ = self._detect([im.flip(-1) for im in images], with_features=False)
         out = []
         for im, own, flipped in zip(images, boxes, mirrored):
             width = im.shape[-1]
@@ -353,9 +362,10 @@ class RegionDetector(nn.Module):
         return out
 
     def _detect(self, images: list[torch.Tensor], with_features: bool, stretch: bool = True
-                ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None]:
+                ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None, list[torch.Tensor]]:
         """Per image: the returned boxes (voted, in the image's pixels, before calibration and clipping),
-        the best scores and (``with_features``) the region features at the best proposals' boxes;
+        the best scores, (``with_features``) the region features at the best proposals' boxes and those
+        boxes (in the image's pixels);
         ``stretch`` False: the film as loaded, whatever ``contrast_percentiles`` says."""
         frcnn = self.frcnn
         images = [pad_to_usable_aspect(im, self.cfg.image_size) for im in (self.prepare(images) if stretch else images)]
@@ -384,13 +394,15 @@ class RegionDetector(nn.Module):
             best_scores.append(scores[idx, cls])
             returned.append(self._voted(boxes, scores, chosen))
         region_feats = self._features_at(features, image_list, best_boxes) if with_features else None
-        scaled = []
-        for i, boxes in enumerate(returned):
+        scaled, pooled_at = [], []
+        for i, (boxes, best) in enumerate(zip(returned, best_boxes)):
             scale_h = original_sizes[i][0] / image_list.image_sizes[i][0]
             scale_w = original_sizes[i][1] / image_list.image_sizes[i][1]
-            scaled.append(boxes * torch.tensor([scale_w, scale_h, scale_w, scale_h], device=boxes.device))
+            scale = torch.tensor([scale_w, scale_h, scale_w, scale_h], device=boxes.device)
+            scaled.append(boxes * scale)
+            pooled_at.append(best * scale)
         feats = None if region_feats is None else list(region_feats.split(NUM_REGIONS))
-        return scaled, best_scores, feats
+        return scaled, best_scores, feats, pooled_at
 
 
 def targets_from_regions(regions, image_index: int = 0) -> dict[str, torch.Tensor]:

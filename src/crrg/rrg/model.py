@@ -214,7 +214,7 @@ class RRGModel(nn.Module):
             return feats
         from crrg.rrg.region_context import tower_of
 
-        context = self.context(tower_of(self), list(images), [d.boxes for d in detections])
+        context = self.context(tower_of(self), list(images), [d.pooling_boxes for d in detections])
         return torch.cat([feats, context.to(feats)], -1)
 
     def heads(self, region_features: torch.Tensor) -> dict[str, torch.Tensor]:
