@@ -14,6 +14,14 @@ The bundled ``crrg-default`` attached classifier is scored on the same images in
 ``--export`` saves the real-label recipe's classifier (and the synthetic-only one beside it, with a
 ``-synthetic-only`` suffix) with ``save_pretrained`` in float16, then reloads it and scores the
 reloaded model through ``probabilities(images)``, so the table's numbers are the saved model's.
+``--fused-export`` does the same for the fused real-label classifier (NIH-only heads and synthetic
+heads mixed per label, ``crrg.clip.probe_recipe.train_fused``; configs/real/lite0-fused.yaml).
+``--finetune DIR`` fine-tunes the whole tower (``crrg.clip.probe_finetune``; about an hour on one
+loaded CPU), saves it and scores it; ``--score NAME=FOLDER`` scores any saved classifier folder.
+
+NIH valid has few positives for most observations (the first table row counts them: Edema 1,
+Pneumonia 4): those AUCs are one or a few films' ranks. ``n/a 95% CI`` is the bootstrap interval of
+the normal-vs-abnormal AUC, the one column with 100 films a side.
 """
 
 from __future__ import annotations
