@@ -26,6 +26,7 @@ from torch import nn
 
 from crrg.clip.data import image_to_tensor
 from crrg.errors import ConfigError, reject_unknown_keys
+from crrg.training.optim import warmup_cosine_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +122,7 @@ def finetune(model: nn.Module, train_sets: Sequence[TrainSet], cfg: FinetuneConf
                             weight_decay=cfg.weight_decay)
     index = [(s, i) for s, ts in enumerate(train_sets) for i in range(len(ts.images))]
     steps = cfg.epochs * ((len(index) + cfg.batch_size - 1) // cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[cfg.lr, cfg.lr * cfg.head_lr_scale], total_steps=steps,
-                                                pct_start=0.15)
+    sched = warmup_cosine_scheduler(opt, steps, warmup_fraction=0.15)  # the project's one schedule (was one-cycle)
     best: tuple[float, int, bool, dict] | None = None
     history = []
     for epoch in range(1, cfg.epochs + 1):

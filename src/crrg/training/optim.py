@@ -59,15 +59,20 @@ def configure_adamw(module: Any, params: Iterable[Any], config: dict) -> dict[st
     optimizer = torch.optim.AdamW(list(params), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.schedule in ("constant", "plateau"):  # plateau: stepped per validation by PlateauSchedule
         return {"optimizer": optimizer}
-    total = total_steps(module)
-    warmup = warmup_steps(total, cfg.warmup_fraction)
-    min_ratio = cfg.min_lr_ratio
+    scheduler = warmup_cosine_scheduler(optimizer, total_steps(module), cfg.warmup_fraction, cfg.min_lr_ratio)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def warmup_cosine_scheduler(optimizer: torch.optim.Optimizer, total: int, warmup_fraction: float,
+                            min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """The one schedule as a scheduler stepped once per optimizer step (also for loops outside the
+    engine, e.g. :mod:`crrg.clip.probe_finetune`)."""
+    warmup = warmup_steps(total, warmup_fraction)
 
     def factor(step: int) -> float:  # a plain function: LambdaLR's state_dict then stores no object
         return warmup_cosine(step, warmup, total, min_ratio)
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 # What a ReduceLROnPlateau has learnt while training (its other state is its settings).
