@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from crrg.errors import ImageError
+from crrg.errors import ConfigError, ImageError
 from crrg.image import gate_examples
 from crrg.image.gate import GateError, assess, check_chest_radiograph, load_radiograph
+
+# The families of issue 20 item 5a (photographs, documents, CT / MR slices, noise, blanks, tiny images);
+# the harder families added since (smooth fields, charts, other body parts) are tested on their own below.
+ISSUE_FAMILIES = {"photo", "gray_photo", "document", "ct", "mr", "noise", "blank", "tiny", "crop"}
 from crrg.image.loading import load_image_with_info
 
 
@@ -84,12 +88,11 @@ def test_the_repository_example_films_pass():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known gap: ~2 of ~360 negatives (a smoothed-noise field, a gray photo crop) "
-                                        "still pass the CNN; see benchmarks/results/gate.md")
-def test_every_generated_negative_is_refused():
-    """A seed the weights were not fitted on: new documents, noise and phantoms, the same sample images."""
-    negatives = gate_examples.negatives(seed=11)
-    assert len(negatives) >= 100
+def test_every_generated_negative_of_the_issue_families_is_refused():
+    """A seed the weights were not fitted on: new documents, noise and phantoms, new crops of the sample
+    photos, CT slices (0.8.0's gate let a smoothed-noise field and a gray photo crop through)."""
+    negatives = [ex for ex in gate_examples.negatives(seed=11) if ex.group in ISSUE_FAMILIES]
+    assert len(negatives) >= 200
     accepted = []
     for ex in negatives:
         try:
@@ -121,3 +124,52 @@ def test_nih_validation_films_pass(shared_data):
     paths = sorted((shared_data / "nih1000_64px" / "valid").rglob("*.png"))
     accepted = [assess(*load_image_with_info(p)).accepted for p in paths]
     assert len(paths) == 200 and np.mean(accepted) >= 0.99, f"{np.mean(accepted):.3f}"
+
+
+def _accepted(examples) -> list[str]:
+    return [ex.name for ex in examples if assess(*load_image_with_info(ex.data, name=ex.name)).accepted]
+
+
+def test_smooth_fields_and_skull_limb_hand_films_are_refused():
+    """Fresh draws (a seed the weights never saw) of the family that leaked (smooth fields) and of
+    radiographs of other body parts."""
+    from crrg.image import gate_synthetic
+
+    rng = np.random.default_rng(5)
+    fields = list(gate_synthetic.fields(rng, n=8))
+    films = [ex for ex in gate_synthetic.other_radiographs(rng, n=8) if "abdomen" not in ex.name]
+    assert len(films) == 6 and not _accepted(fields + films)
+
+
+@pytest.mark.xfail(strict=False, reason="known gap: drawn abdomen / pelvis films (spine, iliac wings, bowel gas) score "
+                                        "as chest films (all 24 of seed 11), see benchmarks/results/gate.md")
+def test_abdomen_films_are_refused():
+    from crrg.image import gate_synthetic
+
+    films = [ex for ex in gate_synthetic.other_radiographs(np.random.default_rng(5), n=8) if "abdomen" in ex.name]
+    assert films and not _accepted(films)
+
+
+def test_weights_file_is_checked_and_shipped(tmp_path):
+    from crrg.image.gate import WEIGHTS_FILE, GateNet, gate_weights, save_gate_weights
+
+    weights = gate_weights()
+    assert [tuple(t.shape) for t in weights.tensors] == GateNet.shapes() and 0 < weights.threshold < 1
+    assert WEIGHTS_FILE.suffix == ".safetensors" and WEIGHTS_FILE.parent.name == "image"
+    with pytest.raises(ConfigError, match="weights .* are missing; reinstall crrg"):
+        gate_weights(tmp_path / "absent.safetensors")
+    copy = tmp_path / "copy.safetensors"
+    save_gate_weights([t.numpy() for t in weights.tensors], weights.threshold, copy)
+    assert gate_weights(copy).threshold == pytest.approx(weights.threshold)
+    data = bytearray(copy.read_bytes())
+    data[-7] ^= 0xFF  # a flipped byte inside the last tensor
+    (tmp_path / "flipped.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="corrupt \\(SHA-256 mismatch\\)"):
+        gate_weights(tmp_path / "flipped.safetensors")
+    (tmp_path / "truncated.safetensors").write_bytes(bytes(data[:100]))
+    with pytest.raises(ConfigError, match="corrupt"):
+        gate_weights(tmp_path / "truncated.safetensors")
+    wrong = [np.zeros((4, 2, 3, 3), np.float32)] + [t.numpy() for t in weights.tensors[1:]]
+    save_gate_weights(wrong, 0.5, tmp_path / "wrong.safetensors")
+    with pytest.raises(ConfigError, match="have shapes"):
+        gate_weights(tmp_path / "wrong.safetensors")

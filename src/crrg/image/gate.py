@@ -12,15 +12,18 @@ It is built from statistics one can read, checked in this order:
 2. hard limits: the shorter side (>= 48 px: below it no model sees anatomy), the aspect ratio (a
    chest film is at most ~2.5 : 1 even when cropped), colour (a radiograph saved as RGB is gray:
    chroma ~0; a photograph is not), and a blank or saturated image (almost no contrast);
-3. a score from a tiny CNN (:class:`GateNet`, ~15 k weights) over the 64 x 64 thumbnail, as shown and
+3. a score from a tiny CNN (:class:`GateNet`, ~25 k weights) over the 64 x 64 thumbnail, as shown and
    contrast-normalised: at that size a chest film is its intensity layout (dark lung fields either
    side of a bright mediastinum, diaphragm and abdomen below, shoulders above), which photographs,
    pages, CT / MR slices, noise and crops of a film do not have. Hand-made statistics of the same
    thumbnail (histogram, texture, symmetry, a PCA "eigen-chest" distance) were tried first and let a
-   third of the unseen gray photographs through. Its weights and threshold (``gate_params.py``) are
-   fitted and chosen by ``benchmarks/bench_gate.py --fit`` on a fit half of generated negatives
-   (:mod:`crrg.image.gate_examples`) and real / synthetic films, and reported on the other half
-   (benchmarks/results/gate.md).
+   third of the unseen gray photographs through. Its weights and threshold (``gate_weights.safetensors``
+   beside this module: float16 tensors, the threshold and a SHA-256 of the tensors in its metadata) are
+   fitted by ``benchmarks/bench_gate.py --fit`` on a fit half of generated negatives
+   (:mod:`crrg.image.gate_examples`, :mod:`crrg.image.gate_synthetic`) and real / synthetic films, the
+   threshold chosen on that half (out-of-fold scores of a cross-validation, or the 0.5th percentile of
+   the fit films' scores where the former would refuse real films; the file's ``note`` says which),
+   and reported on the other half (benchmarks/results/gate.md). Known gap: drawn abdomen films pass.
 
 ``check_chest_radiograph(image, info=None)`` is the gate; ``load_radiograph(path)`` decodes and gates.
 Research use on other images: ``load_radiograph(..., gate=False)`` (the service's ``decode_upload(gate=False)``),
@@ -29,16 +32,24 @@ at the user's own risk; a CT or MR DICOM is refused even then.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
-from crrg.errors import ImageError
-from crrg.image.loading import DEFAULT_MAX_PIXELS, ImageInfo, ImageSource, load_image_with_info
+from crrg.errors import ConfigError, ImageError
+from crrg.image.loading import (
+    DEFAULT_MAX_PIXELS,
+    ImageInfo,
+    ImageSource,
+    load_image_with_info,
+)
 
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
 THUMB = 64
+WEIGHTS_FILE = Path(__file__).with_name("gate_weights.safetensors")
 
 
 class GateError(ImageError):
@@ -47,7 +58,7 @@ class GateError(ImageError):
 
 @dataclass(frozen=True)
 class GateConfig:
-    """Hard limits of the gate; the CNN's weights and threshold live in ``gate_params.py``."""
+    """Hard limits of the gate; the CNN's weights and threshold live in ``gate_weights.safetensors``."""
 
     min_side: int = 48  # px: the NIH 64 px thumbnails are the smallest films we accept
     max_aspect: float = 2.5  # longer / shorter side
@@ -78,11 +89,10 @@ def assess(image: np.ndarray, info: ImageInfo | None = None, config: GateConfig 
     if reason:
         return GateResult(False, reason, float("nan"))
     score = radiograph_score(thumbnail(image))
-    from crrg.image import gate_params
-
-    if score < gate_params.THRESHOLD:
+    threshold = gate_weights().threshold
+    if score < threshold:
         return GateResult(False, f"it does not look like a chest film (score {score:.2f} < "
-                          f"{gate_params.THRESHOLD:.2f}: a photograph, document, CT/MR slice, noise or a crop?)", score)
+                          f"{threshold:.2f}: a photograph, document, CT/MR slice, noise or a crop?)", score)
     return GateResult(True, "", score)
 
 
@@ -148,10 +158,10 @@ def _thumb_channels(thumb: np.ndarray) -> np.ndarray:
 
 
 class GateNet:
-    """A tiny CNN over the 64 x 64 thumbnail (~15 k weights: four 3 x 3 conv + pool stages, then average
-    and max pooled features into one logit). Weights: ``gate_params.WEIGHTS`` (float16, base64)."""
+    """A tiny CNN over the 64 x 64 thumbnail (four 3 x 3 conv + pool stages, then average and max pooled
+    features into one logit). Weights: ``gate_weights.safetensors`` (tensors ``w0`` ... ``w9``)."""
 
-    CHANNELS = (2, 8, 16, 32, 32)
+    CHANNELS = (2, 16, 24, 32, 48)
 
     @staticmethod
     def shapes() -> list[tuple[int, ...]]:
@@ -163,7 +173,8 @@ class GateNet:
 
     @staticmethod
     def module():
-        """The same network as a torch module (for fitting in benchmarks/bench_gate.py)."""
+        """The same network as a torch module (for fitting in benchmarks/bench_gate.py); its
+        ``parameters()`` come in the order of :meth:`shapes`."""
         from torch import nn
 
         c, layers = GateNet.CHANNELS, []
@@ -183,30 +194,65 @@ class GateNet:
         return Net()
 
 
+@dataclass(frozen=True)
+class GateWeights:
+    tensors: tuple  # torch float32 tensors in GateNet.shapes() order
+    threshold: float
+
+
+def tensors_sha256(arrays) -> str:
+    """SHA-256 of the float16 tensors in order: the file's metadata carries it, so a corrupt or
+    mismatched weights file is caught at load time rather than scoring films at random."""
+    digest = hashlib.sha256()
+    for a in arrays:
+        digest.update(np.ascontiguousarray(np.asarray(a, dtype=np.float16)).tobytes())
+    return digest.hexdigest()
+
+
+def save_gate_weights(arrays, threshold: float, path: Path = WEIGHTS_FILE, note: str = "") -> None:
+    """Write the weights (float16) and threshold; used by ``benchmarks/bench_gate.py --fit``."""
+    from safetensors.numpy import save
+
+    tensors = {f"w{k}": np.ascontiguousarray(np.asarray(a, dtype=np.float16)) for k, a in enumerate(arrays)}
+    metadata = {"threshold": repr(float(threshold)), "sha256": tensors_sha256(tensors.values()),
+                "channels": ",".join(map(str, GateNet.CHANNELS)), "note": note}
+    from crrg.io import atomic_write_bytes
+
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
+    gate_weights.cache_clear()
+
+
 @lru_cache(maxsize=1)
-def _weights(encoded: str) -> tuple[np.ndarray, ...]:
-    """GateNet's tensors from the base64 float16 blob (cached per blob)."""
-    import base64
+def gate_weights(path: Path = WEIGHTS_FILE) -> GateWeights:
+    """The gate's weights and threshold, checked against GateNet's shapes and the stored SHA-256."""
+    import torch
+    from safetensors import SafetensorError, safe_open
 
-    flat = np.frombuffer(base64.b64decode(encoded), dtype=np.float16).astype(np.float32)
-    out, at = [], 0
-    for shape in GateNet.shapes():
-        n = int(np.prod(shape))
-        out.append(flat[at:at + n].reshape(shape))
-        at += n
-    if at != flat.size:
-        raise RuntimeError("gate_params.WEIGHTS does not match GateNet's shapes; refit with benchmarks/bench_gate.py --fit")
-    return tuple(out)
+    fix = "reinstall crrg (the file ships in the wheel) or refit it with `python benchmarks/bench_gate.py --fit`"
+    if not path.is_file():
+        raise ConfigError(f"the chest-radiograph gate's weights {path} are missing; {fix}")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+            arrays = [f.get_tensor(f"w{k}") for k in range(len(GateNet.shapes()))]
+        threshold = float(metadata["threshold"])
+    except (SafetensorError, OSError, KeyError, ValueError) as exc:
+        raise ConfigError(f"the chest-radiograph gate's weights {path} are corrupt ({exc}); {fix}") from exc
+    shapes = [tuple(a.shape) for a in arrays]
+    if shapes != GateNet.shapes():
+        raise ConfigError(f"the chest-radiograph gate's weights {path} have shapes {shapes}, GateNet needs "
+                          f"{GateNet.shapes()}; {fix}")
+    if tensors_sha256(arrays) != metadata.get("sha256"):
+        raise ConfigError(f"the chest-radiograph gate's weights {path} are corrupt (SHA-256 mismatch); {fix}")
+    return GateWeights(tuple(torch.from_numpy(a.astype(np.float32)) for a in arrays), threshold)
 
 
-def radiograph_score(thumb: np.ndarray) -> float:
+def radiograph_score(thumb: np.ndarray, weights: GateWeights | None = None) -> float:
     """Probability-like score in [0, 1] that a THUMB x THUMB thumbnail is a chest radiograph."""
     import torch
     import torch.nn.functional as F
 
-    from crrg.image import gate_params
-
-    w = [torch.from_numpy(a) for a in _weights(gate_params.WEIGHTS)]
+    w = (weights or gate_weights()).tensors
     x = torch.from_numpy(np.stack([_thumb_channels(thumb), _thumb_channels(thumb[:, ::-1])]))  # and its mirror
     with torch.no_grad():
         for k in range(0, 8, 2):
