@@ -101,8 +101,10 @@ def real_films(shared: Path, every: bool = False) -> list[dict]:
     for line in (covid / "metadata.jsonl").read_text().splitlines():
         if line.strip():
             r = json.loads(line)
+            # this set writes a lateral film's view "L", which crrg.observations.normalise_view reads as unknown
+            view = "LATERAL" if r.get("view") == "L" else r.get("view") or "unknown"
             films.append({"id": f"covid/{r['image']}", "set": "covid", "paths": [str(covid / r["image"])],
-                          "views": [r.get("view") or "unknown"]})
+                          "views": [view]})
     films += [{"id": f"vindr/{p.name}", "set": "vindr", "paths": [str(p)], "views": ["PA"]}
               for p in sorted((shared / "vindr_cxr_samples").glob("*.png"))]
     films += [{"id": f"fullsize/{p.name}", "set": "fullsize", "paths": [str(p)], "views": ["PA"]}
