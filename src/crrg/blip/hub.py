@@ -225,10 +225,9 @@ class HubInstructBlip(nn.Module):
     def prepare_sample(self, images: Sequence[np.ndarray], views: Sequence[str], instruction: str,
                        target: str | None = None) -> dict[str, Any]:
         """The frontal image through the checkpoint's own image processor (resize, CLIP normalisation)."""
-        if not images:
-            raise InputError("a study needs at least one image")
-        if len(views) != len(images):
-            raise InputError(f"{len(images)} images but {len(views)} views")
+        from crrg.blip.model import check_study_images
+
+        check_study_images(images, views)
         index = self.images_read(views)[0]
         pixels = self.processor.image_processor(self._to_rgb(images[index]), return_tensors="pt")["pixel_values"]
         return {"pixels": pixels, "views": [views[index]], "instruction": instruction, "target": target}

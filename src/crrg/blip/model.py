@@ -49,6 +49,14 @@ def view_index(view: str) -> int:
     return 0 if view in FRONTAL_VIEWS else 1 if view in LATERAL_VIEWS else 2
 
 
+def check_study_images(images: Sequence, views: Sequence[str]) -> None:
+    """The films and views of one study, as every ClinicalBLIP backend needs them: one view per film."""
+    if not images:
+        raise InputError("a study needs at least one image")
+    if len(views) != len(images):
+        raise InputError(f"{len(images)} images but {len(views)} views")
+
+
 def report_target(findings: str, impression: str) -> str:
     """The text the model learns to write; the impression follows a fixed mark so it can be split off."""
     findings, impression = (findings or "").strip(), (impression or "").strip()
@@ -394,10 +402,7 @@ class ClinicalBlip(nn.Module):
     # ----- one study --------------------------------------------------------------------------------
     def prepare_sample(self, images: Sequence[np.ndarray], views: Sequence[str], instruction: str,
                        target: str | None = None) -> dict[str, Any]:
-        if not images:
-            raise InputError("a study needs at least one image")
-        if len(views) != len(images):
-            raise InputError(f"{len(images)} images but {len(views)} views")
+        check_study_images(images, views)
         order = sorted(range(len(images)), key=lambda i: view_index(views[i]))[: self.max_images]
         pixels = torch.stack([to_pixels(images[i], self.image_size) for i in order])
         return {"pixels": pixels, "views": [views[i] for i in order], "instruction": instruction, "target": target}
