@@ -89,3 +89,32 @@ def test_no_gate_reports_on_a_film_the_gate_refuses(tmp_path):
     with pytest.raises(ImageError):
         load_study([gray])
     assert load_study([gray], gate=False).images[0].shape == (64, 64)
+
+
+class _ManyGenerator(EchoGenerator):
+    """EchoGenerator with a batched entry, as crrg.generation.ReportEngine has."""
+
+    def __init__(self, fail: bool = False):
+        super().__init__()
+        self.batches, self.fail = [], fail
+
+    def generate_many(self, studies, options=None):
+        self.batches.append([s.id for s in studies])
+        if self.fail:
+            raise RuntimeError("batched search broke")
+        return [self.generate_report(s) for s in studies]
+
+
+def test_batch_size_decodes_studies_together_and_falls_back_one_by_one(folder, tmp_path):
+    jobs = collect_jobs([str(folder)])
+    single = run_batch(EchoGenerator(), jobs, tmp_path / "single.jsonl")
+    many = _ManyGenerator()
+    batched = run_batch(many, jobs, tmp_path / "batched.jsonl", batch_size=3)
+    assert many.batches == [["s0", "s1", "s2"]]  # the fourth study is left alone: no batch of one
+    assert batched.written == single.written == 4
+    assert (tmp_path / "batched.jsonl").read_text() == (tmp_path / "single.jsonl").read_text()
+    broken = _ManyGenerator(fail=True)
+    fallback = run_batch(broken, jobs, tmp_path / "fallback.jsonl", batch_size=2)
+    assert broken.batches == [["s0", "s1"], ["s2", "sub/s9"]] and fallback.written == 4 and fallback.failed == 0
+    with pytest.raises(InputError, match="batch size"):
+        run_batch(EchoGenerator(), jobs, tmp_path / "zero.jsonl", batch_size=0)

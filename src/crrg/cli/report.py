@@ -112,7 +112,8 @@ def is_batch_input(items: list[str]) -> bool:
 
 
 def run_batch_command(items: list[str], model: str, out: Path, resume: bool, workers: int,
-                      split: Optional[str], options: dict[str, Any], device: str = "auto", gate: bool = True) -> int:
+                      split: Optional[str], options: dict[str, Any], device: str = "auto", gate: bool = True,
+                      batch_size: int = 1) -> int:
     """Batch mode, sharded across ranks when started by torchrun (RANK / WORLD_SIZE set)."""
     from crrg.cli.common import info, progress
     from crrg.inference.batch import DistributedContext, collect_jobs, ids_in, merge_parts, part_path, run_batch, shard
@@ -131,7 +132,8 @@ def run_batch_command(items: list[str], model: str, out: Path, resume: bool, wor
             merged = ids_in(out) if out.exists() else set()
             summary = run_batch(generator, shard(jobs, dist.rank, dist.world_size), part_path(out, dist.rank),
                                 resume=resume, workers=workers, options=options,
-                                progress=progress if dist.rank == 0 else None, already_done=merged, gate=gate)
+                                progress=progress if dist.rank == 0 else None, already_done=merged, gate=gate,
+                                batch_size=batch_size)
             dist.barrier()
             if dist.rank == 0:
                 total = merge_parts(out, dist.world_size, [j.id for j in jobs])
@@ -139,7 +141,7 @@ def run_batch_command(items: list[str], model: str, out: Path, resume: bool, wor
             dist.barrier()
         else:
             summary = run_batch(generator, jobs, out, resume=resume, workers=workers, options=options, progress=progress,
-                                gate=gate)
+                                gate=gate, batch_size=batch_size)
     finally:
         dist.close()
     report = summary.as_dict()
@@ -192,6 +194,8 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Batch mode: skip studies already in --out."),
         workers: int = typer.Option(1, "--workers", min=0, help="Batch mode: image-decoding worker processes."),
         split: Optional[str] = typer.Option(None, "--split", help="Batch mode with a manifest: only this split."),
+        batch_size: int = typer.Option(1, "--batch-size", min=1, help="Batch mode: studies decoded together in one "
+                                                                     "batched search (the same reports; pays on a GPU)."),
         gate: bool = typer.Option(True, "--gate/--no-gate", help="Refuse inputs that do not look like a chest radiograph "
                                                                  "(default). --no-gate is for research on unusual films; "
                                                                  "the report still carries its OOD warning."),
@@ -225,7 +229,7 @@ def register(app: typer.Typer) -> None:
                 raise InputError("batch mode (folders, globs, manifests or torchrun) needs --out FILE.jsonl")
             if view or indication:
                 raise InputError("--view and --indication apply to one study; a manifest carries them in batch mode")
-            code = run_batch_command(images, model, out, resume, workers, split, options, device, gate)
+            code = run_batch_command(images, model, out, resume, workers, split, options, device, gate, batch_size)
             if code:
                 raise typer.Exit(code)
             return

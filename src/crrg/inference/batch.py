@@ -284,6 +284,21 @@ def output_lock(out_path: Path):
         handle.close()
 
 
+def _report_lines(generator, pending: list[tuple[StudyJob, list]], options: dict) -> list[tuple[dict, str | None]]:
+    """The output lines of several decoded studies: one batched call when the generator has
+    ``generate_many``; if that call fails, each study alone, so one bad study costs only itself."""
+    if len(pending) > 1 and hasattr(generator, "generate_many"):
+        studies = [StudyInput(images=images, views=job.views, indication=job.indication, id=job.id)
+                   for job, images in pending]
+        try:
+            reports = generator.generate_many(studies, options)
+            return [({"id": job.id, "images": job.paths, "views": job.views, **report.to_dict()}, None)
+                    for (job, _), report in zip(pending, reports)]
+        except Exception:  # noqa: BLE001 - retried one by one below, where the error is recorded per study
+            log.info("batched generation failed; generating the %d studies one by one", len(pending))
+    return [_report_line(generator, job, images, options) for job, images in pending]
+
+
 def _report_line(generator, job: StudyJob, images: list, options: dict) -> tuple[dict, str | None]:
     """The output line of one decoded study, and its error (None when it was written)."""
     study = StudyInput(images=images, views=job.views, indication=job.indication, id=job.id)
@@ -303,11 +318,15 @@ def _report_line(generator, job: StudyJob, images: list, options: dict) -> tuple
 
 def run_batch(generator, jobs: list[StudyJob], out_path: Path, resume: bool = False, workers: int = 1,
               options: dict | None = None, progress=None, already_done: set[str] | None = None,
-              gate: bool = True) -> BatchSummary:
+              gate: bool = True, batch_size: int = 1) -> BatchSummary:
     """Generate a report per job into ``out_path`` (JSONL); see the module docstring for what it promises.
 
     ``already_done`` adds ids finished elsewhere (a merged output of an earlier distributed run);
-    ``gate=False`` skips the chest-radiograph gate's statistics (research on unusual films)."""
+    ``gate=False`` skips the chest-radiograph gate's statistics (research on unusual films);
+    ``batch_size`` studies are decoded together (:meth:`crrg.generation.ReportEngine.generate_many`:
+    one batched search, the same reports), written when the batch is done."""
+    if batch_size < 1:
+        raise InputError(f"the batch size must be at least 1, got {batch_size}")
     options = options or {}
     summary = BatchSummary(total=len(jobs))
     try:
@@ -329,18 +348,28 @@ def run_batch(generator, jobs: list[StudyJob], out_path: Path, resume: bool = Fa
         try:
             with handle, _stop_on_signals():
                 shown = progress(stream, total=len(todo), description="reports") if progress is not None else stream
-                for job, images, error in shown:
-                    if error is None:
-                        line, error = _report_line(generator, job, images, options)
-                    else:
-                        line = {"id": job.id, "images": job.paths, "error": error}
+                pending: list[tuple[StudyJob, list]] = []
+
+                def write(line: dict, error: str | None) -> None:
                     if error is None:
                         summary.written += 1
                     else:
                         summary.failed += 1
-                        summary.failures.append({"id": job.id, "error": error})
+                        summary.failures.append({"id": line["id"], "error": error})
                     handle.write(json.dumps(line, ensure_ascii=False) + "\n")
                     handle.flush()
+
+                for job, images, error in shown:
+                    if error is not None:
+                        write({"id": job.id, "images": job.paths, "error": error}, error)
+                        continue
+                    pending.append((job, images))
+                    if len(pending) >= batch_size:
+                        for line, line_error in _report_lines(generator, pending, options):
+                            write(line, line_error)
+                        pending.clear()
+                for line, line_error in _report_lines(generator, pending, options):
+                    write(line, line_error)
         except BatchInterrupted as stop:
             summary.interrupted = str(stop)
             log.warning("batch stopped by %s after %d studies; --resume continues it", stop, summary.written + summary.failed)
