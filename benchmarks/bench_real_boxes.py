@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from common import median, percentile, print_table, save_results  # noqa: E402
+from common import add_worker_arguments, median, percentile, print_table, save_results, worker_command  # noqa: E402
 from real_radiographs import LUNGS  # noqa: E402
 from real_radiographs_metrics import iou  # noqa: E402
 
@@ -125,9 +125,7 @@ def _uniform_run(a, tol: float = 0.06) -> int:
 def run_version(src: Path, model: str, items: list[dict], folder: Path, name: str) -> dict[str, dict]:
     (folder / "items.json").write_text(json.dumps(items))
     out = folder / f"{name}.jsonl"
-    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--model", model,
-           "--items", str(folder / "items.json"), "--out", str(out)]
+    cmd, env = worker_command(__file__, src, model, folder / "items.json", out)
     if subprocess.run(cmd, env=env).returncode != 0:
         raise SystemExit(f"the {name} worker failed: {' '.join(cmd)}")
     return {r["id"]: r for r in (json.loads(line) for line in out.read_text().splitlines() if line.strip())}
@@ -279,9 +277,7 @@ def main() -> None:
                         help="print the dev half's per-lung box_calibration under version NAME")
     parser.add_argument("--rows", default=None, help="keep the per-film rows in this folder")
     parser.add_argument("--name", default="real_boxes")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--items", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
+    add_worker_arguments(parser)
     args = parser.parse_args()
     if args.worker:
         return worker(args)

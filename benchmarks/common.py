@@ -76,3 +76,25 @@ def serve_in_thread(app):
     while not server.started:
         time.sleep(0.05)
     return server, f"http://127.0.0.1:{port}"
+
+
+def add_worker_arguments(parser) -> None:
+    """The hidden arguments of a benchmark that runs each code version in a subprocess of itself
+    (:func:`worker_command`): ``--worker``, ``--items`` (a JSON list) and ``--out`` (JSONL rows)."""
+    import argparse
+
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--items", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+
+
+def worker_command(script: str, src, model: str, items, out, threads: int = 1) -> tuple[list[str], dict]:
+    """The command and environment that run ``script --worker`` on the code in ``src`` (first on
+    PYTHONPATH, so the previous version's code runs its own model) with ``threads`` torch threads."""
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    cmd = [sys.executable, str(Path(script).resolve()), "--worker", "--model", model, "--items", str(items),
+           "--out", str(out)]
+    return cmd, env
+

@@ -50,6 +50,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from common import add_worker_arguments, worker_command  # noqa: E402
+
 NIH_TO_CHEXPERT = {"Atelectasis": "Atelectasis", "Cardiomegaly": "Cardiomegaly", "Consolidation": "Consolidation",
                    "Edema": "Edema", "Effusion": "Pleural Effusion", "Infiltration": "Lung Opacity",
                    "Mass": "Lung Lesion", "Nodule": "Lung Lesion", "Pneumonia": "Pneumonia",
@@ -224,9 +226,8 @@ def _ood_scorer(model, name: str, stats_folder: str | None):
 
 def start_worker(src: Path, model: str, items_file: Path, out: Path, threads: int,
                  ood_stats: str | None) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(src), OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--model", model, "--items", str(items_file),
-           "--out", str(out), "--threads", str(threads)]
+    cmd, env = worker_command(__file__, src, model, items_file, out, threads)
+    cmd += ["--threads", str(threads)]
     if ood_stats:
         cmd += ["--ood-stats", ood_stats]
     return subprocess.Popen(cmd, env=env)
@@ -268,9 +269,7 @@ def main() -> None:
     parser.add_argument("--priority", action="store_true", help="run NIH valid/ and the boxed COVID films first")
     parser.add_argument("--skip-done", default=None, help="leave out the films this rows folder has for every version")
     parser.add_argument("--name", default="real_radiographs")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--items", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
+    add_worker_arguments(parser)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
