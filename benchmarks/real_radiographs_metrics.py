@@ -146,7 +146,7 @@ def summarise(items: list[dict], out: dict, extra: dict, shared: Path) -> dict:
     for it in items:
         row = out.get(it["id"], {})
         s = by_set.setdefault(it["set"], {"films": 0, "refused": 0, "reports": 0, "contradicting": 0,
-                                          "latency": [], "examples": [], "ood": [], "unreliable": 0, "errors": {}})
+                                          "latency": [], "examples": [], "ood": [], "unreliable": 0, "routed": 0, "errors": {}})
         s["films"] += 1
         if "error" in row:
             s["refused"] += 1
@@ -163,6 +163,7 @@ def summarise(items: list[dict], out: dict, extra: dict, shared: Path) -> dict:
         if row.get("ood"):
             s["ood"].append(row["ood"]["score"])
             s["unreliable"] += bool(row["ood"]["unreliable"])
+            s["routed"] += row["ood"].get("finding_source") == "real"
     res: dict = {"sets": {}, **{k: round(extra[k], 2) for k in ("peak_rss_mb_synth", "peak_rss_mb", "load_s") if k in extra}}
     for name, s in by_set.items():
         lat = s.pop("latency")
@@ -234,7 +235,9 @@ def table(summary: dict, args, n_items: int, wall: float) -> str:
     for n in REAL_SETS:
         row(f"OOD AUROC synthetic test vs {n}", lambda s, n=n: s["ood_auroc_vs_synth"][n])
         row(f"  flagged unreliable {n}", lambda s, n=n: _flagged(s["sets"][n]))
+        row(f"  findings read by classifier_real {n}", lambda s, n=n: _flagged(s["sets"][n], "routed"))
     row("  flagged unreliable synthetic", lambda s: _flagged(s["sets"]["synth"]))
+    row("  findings read by classifier_real synthetic", lambda s: _flagged(s["sets"]["synth"], "routed"))
     row("wall time of this version's pass (s)", lambda s: s["wall_s"])
     title = (f"real radiographs ({n_items} films/studies, limit {args.limit}, {args.threads} torch thread(s), "
              f"{'versions side by side' if args.parallel else 'one version at a time'}, "
@@ -242,5 +245,5 @@ def table(summary: dict, args, n_items: int, wall: float) -> str:
     return print_table(title, ["measurement", *names], rows)
 
 
-def _flagged(s: dict) -> str | None:
-    return f"{s['unreliable']} / {s['ood_scored']}" if s["ood_scored"] else None
+def _flagged(s: dict, key: str = "unreliable") -> str | None:
+    return f"{s.get(key, 0)} / {s['ood_scored']}" if s["ood_scored"] else None

@@ -51,3 +51,18 @@ def test_every_report_of_the_default_model_carries_its_ood_score_and_an_unlike_f
     assert unlike.ood["unreliable"] and unlike.ood["score"] > unlike.ood["threshold"]
     assert any("unreliable" in w for w in unlike.warnings)
     assert unlike.to_dict()["ood"] == unlike.ood
+
+
+def test_default_model_reads_its_own_kind_of_film_as_synthetic_and_a_real_one_as_real(shared_data):
+    from crrg.image import load_image
+    from crrg.models.registry import load_pretrained
+    from crrg.ood import OODScorer
+
+    stats = FeatureStats.load(FOLDER)
+    assert stats.domain is not None and stats.domain.meta["cv_balanced_accuracy"] > 0.98
+    scorer = OODScorer.for_model(load_pretrained("crrg-default"), FOLDER)
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    for name in ("normal", "heart-failure", "pneumothorax", "devices"):
+        assert not scorer.assess(load_image(examples / f"{name}_frontal.png")).reads_as_real, name
+    for path in sorted((shared_data / "real_cxr_samples").glob("*.png"))[:4]:
+        assert scorer.assess(load_image(path)).reads_as_real, path.name

@@ -7,6 +7,14 @@ The statistics come from the frontal film of each ``--fit-split`` study, the thr
 ``--percentile`` of the ``--val-split`` studies' scores (held out from the fit, same distribution), so
 that about 1 in 100 films like the training films is called unreliable. If the folder's
 ``config.json`` lists its files (``"files"``), ``ood.safetensors`` is added to the list.
+
+    python -m crrg.ood domain --model src/crrg/models/pretrained/crrg-default \
+        --data /work/data/synth5k/manifest.jsonl --fit-split train --real REAL_FILMS [...]
+
+adds the synthetic-vs-real discriminant (:mod:`crrg.ood.domain`) to the folder's statistics, fitted on
+the ``--fit-split`` films against unlabelled real films: each ``REAL_FILMS`` is a folder (its PNG,
+JPEG and DICOM files, recursively), a manifest (``.jsonl``: every study's frontal film) or a list of
+paths (``.txt``, one per line, relative to the list).
 """
 
 from __future__ import annotations
@@ -74,6 +82,47 @@ def fit_model_folder(folder: str | Path, manifest: str, fit_split: str = "train"
     return stats
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
+
+
+def real_film_paths(sources: list[str]) -> list[str]:
+    """The films named by ``sources`` (folders, manifests, path lists), in a stable order."""
+    paths: list[str] = []
+    for source in sources:
+        src = Path(source)
+        if src.is_dir():
+            paths += sorted(str(p) for p in src.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif src.suffix == ".jsonl":
+            paths += frontal_paths(str(src), None)
+        elif src.suffix == ".txt":
+            paths += [str(src.parent / line.strip()) for line in src.read_text().splitlines() if line.strip()]
+        else:
+            raise InputError(f"{source}: not a folder, a manifest (.jsonl) or a list of paths (.txt)")
+    if not paths:
+        raise InputError(f"no real films in {', '.join(sources)}")
+    return paths
+
+
+def fit_domain(folder: str | Path, manifest: str, real: list[str], fit_split: str = "train", c: float = 0.1,
+               limit: int | None = None) -> FeatureStats:
+    """Fit the folder's synthetic-vs-real discriminant and store it with its OOD statistics."""
+    from crrg.models.registry import load_pretrained
+    from crrg.ood.domain import DomainDiscriminant
+
+    folder = Path(folder)
+    stats = FeatureStats.load(folder)
+    if stats is None:
+        raise ConfigError(f"{folder} has no {OOD_FILE}: fit the OOD statistics first (`python -m crrg.ood fit`)")
+    classifier = classifier_of(load_pretrained(str(folder)))
+    synthetic_paths, real_paths = frontal_paths(manifest, fit_split, limit), real_film_paths(real)
+    log.info("domain discriminant: %d synthetic %s films against %d real films", len(synthetic_paths),
+             fit_split, len(real_paths))
+    stats.domain = DomainDiscriminant.fit(features_of(classifier, synthetic_paths), features_of(classifier, real_paths),
+                                          c=c, meta={"synthetic": f"{manifest} [{fit_split}]", "real": list(real)})
+    stats.save(folder)
+    return stats
+
+
 def _declare(folder: Path) -> None:
     """Add the file to config.json's "files" list when the folder declares its files."""
     from crrg.io import atomic_write_json
@@ -99,9 +148,21 @@ def main(argv: list[str] | None = None) -> None:
                      help="principal directions kept (default: chosen by held-out likelihood on the fit films)")
     fit.add_argument("--percentile", type=float, default=99.0)
     fit.add_argument("--limit", type=int, default=None, help="at most this many fit films")
+    domain = sub.add_parser("domain", help="add the synthetic-vs-real discriminant to a folder's statistics")
+    domain.add_argument("--model", required=True, help="model folder with ood.safetensors")
+    domain.add_argument("--data", required=True, help="manifest.jsonl of the model's (synthetic) training data")
+    domain.add_argument("--fit-split", default="train")
+    domain.add_argument("--real", nargs="+", required=True,
+                        help="unlabelled real films: folders, manifests (.jsonl) or path lists (.txt)")
+    domain.add_argument("--c", type=float, default=0.1, help="inverse L2 strength of the logistic regression")
+    domain.add_argument("--limit", type=int, default=None, help="at most this many synthetic films")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "domain":
+            stats = fit_domain(args.model, args.data, args.real, args.fit_split, args.c, args.limit)
+            print(json.dumps({"file": str(Path(args.model) / OOD_FILE), "domain": stats.domain.meta}))
+            return
         stats = fit_model_folder(args.model, args.data, args.fit_split, args.val_split, args.k, args.percentile,
                                  args.limit)
     except CrrgError as err:

@@ -28,9 +28,24 @@ class OODAssessment:
     threshold: float  # the percentile of held-out training-distribution scores in ``percentile``
     unreliable: bool  # score > threshold
     percentile: float  # which percentile the threshold is
+    # P(the film is a real radiograph, not one like the synthetic training films) from the model's domain
+    # discriminant (crrg.ood.domain); None when the model has none
+    real_probability: float | None = None
+    real_threshold: float = 0.5
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.real_probability is None:  # a model without a discriminant reports what it always did
+            del out["real_probability"], out["real_threshold"]
+        return out
+
+    @property
+    def reads_as_real(self) -> bool:
+        """Whether the real-film classifier (where the model has one) should decide this film's findings:
+        the discriminant's verdict, or without one, the OOD flag."""
+        if self.real_probability is None:
+            return self.unreliable
+        return self.real_probability > self.real_threshold
 
     @property
     def warning(self) -> str | None:
@@ -76,6 +91,10 @@ class OODScorer:
         return cls(stats, classifier)
 
     def assess(self, image: np.ndarray) -> OODAssessment:
-        score = float(self.stats.score(tower_features(self.classifier, [image]))[0])
+        features = tower_features(self.classifier, [image])
+        score = float(self.stats.score(features)[0])
+        domain = self.stats.domain
         return OODAssessment(round(score, 4), round(self.stats.threshold, 4), score > self.stats.threshold,
-                             float(self.stats.meta.get("percentile", 99.0)))
+                             float(self.stats.meta.get("percentile", 99.0)),
+                             None if domain is None else round(float(domain.probability(features)[0]), 4),
+                             0.5 if domain is None else domain.threshold)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from crrg.errors import ConfigError
+from crrg.ood.domain import DomainDiscriminant
 
 OOD_FILE = "ood.safetensors"
 FORMAT = "crrg-ood-ppca-1"
@@ -36,6 +37,8 @@ class FeatureStats:
     residual_variance: float  # variance per dimension of what the k components leave
     threshold: float = float("inf")
     meta: dict = field(default_factory=dict)  # n_fit, n_val, percentile, tower, data: provenance
+    # which films the real-film classifier reads (crrg.ood.domain); None: the unreliable ones
+    domain: DomainDiscriminant | None = None
 
     @classmethod
     def fit(cls, features: np.ndarray, k: int = 32, meta: dict | None = None) -> "FeatureStats":
@@ -98,10 +101,13 @@ class FeatureStats:
         from crrg.io import atomic_save_file
 
         path = Path(folder) / OOD_FILE
-        tensors = {name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)) for name, value in
-                   (("mean", self.mean), ("components", self.components), ("variances", self.variances))}
+        arrays = {"mean": self.mean, "components": self.components, "variances": self.variances,
+                  **(self.domain.tensors() if self.domain is not None else {})}
+        tensors = {name: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32)) for name, value in arrays.items()}
         metadata = {"format": FORMAT, "residual_variance": repr(self.residual_variance),
                     "threshold": repr(self.threshold), "meta": json.dumps(self.meta, sort_keys=True)}
+        if self.domain is not None:
+            metadata["domain"] = self.domain.metadata()
         atomic_save_file(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
         return path
 
@@ -118,7 +124,8 @@ class FeatureStats:
             if metadata.get("format") != FORMAT:
                 raise ConfigError(f"{path} is not a crrg OOD statistics file ({FORMAT}); refit it with "
                                   "`python -m crrg.ood fit`")
-            arrays = {k: f.get_tensor(k) for k in ("mean", "components", "variances")}
+            arrays = {k: f.get_tensor(k) for k in f.keys()}
+        domain = DomainDiscriminant.from_stored(arrays, metadata["domain"]) if "domain" in metadata else None
         return cls(arrays["mean"], arrays["components"], arrays["variances"],
                    float(metadata["residual_variance"]), float(metadata["threshold"]),
-                   json.loads(metadata.get("meta", "{}")))
+                   json.loads(metadata.get("meta", "{}")), domain)

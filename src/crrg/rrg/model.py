@@ -46,7 +46,7 @@ from crrg.models.registry import register_family
 from crrg.reporting import GeneratedReport, StudyInput
 from crrg.rrg.assembly import NORMAL_IMPRESSION, SentenceEmbedder
 from crrg.rrg.classifiers import RegionBinaryClassifier, StudyFindingClassifier
-from crrg.rrg.detector import DetectorConfig, Detections, RegionDetector, to_rgb_tensor
+from crrg.rrg.detector import DetectorConfig, Detections, RegionDetector, to_gray_tensor
 from crrg.rrg.language import LanguageConfig, RegionLanguageModel, load_tokenizer, save_tokenizer
 from crrg.rrg.ordering import ORDER_FILE, SentenceOrder
 
@@ -158,11 +158,12 @@ class RRGModel(nn.Module):
 
     def finding_source_for(self, assessment) -> tuple[Any, str | None]:
         """The finding source for a film with this OOD ``assessment`` (None: not scored) and the name
-        recorded in ``report.ood["finding_source"]``: the real-film classifier when the film is
-        unreliable and the model has one, else :attr:`finding_source` (name None: nothing recorded,
-        so an in-distribution report is byte-for-byte what it was before the real child existed)."""
+        recorded in ``report.ood["finding_source"]``: the real-film classifier when the film reads as
+        real (:attr:`OODAssessment.reads_as_real`: the domain discriminant's verdict, or the OOD flag
+        without one) and the model has one, else :attr:`finding_source` (name None: nothing recorded,
+        so such a report is byte-for-byte what it was before the real child existed)."""
         if (self.route_ood and self.real_finding_classifier is not None and assessment is not None
-                and assessment.unreliable):
+                and assessment.reads_as_real):
             from crrg.rrg.joint import as_finding_source
 
             return as_finding_source(self.real_finding_classifier), "real"
@@ -316,7 +317,7 @@ class RRGModel(nn.Module):
     @torch.no_grad()
     def analyse(self, image) -> tuple[Detections, torch.Tensor, dict[str, torch.Tensor]]:
         """Detector + heads on one (H, W) image: detections, region features (29, w), probabilities."""
-        det = self.detector.detect([to_rgb_tensor(image).to(self.device)])[0]
+        det = self.detector.detect([to_gray_tensor(image).to(self.device)])[0]
         feats = self.region_features(self.region_inputs([image], [det]))
         probs = {k: torch.sigmoid(v)[0] for k, v in self.heads(feats).items()}
         return det, feats[0], probs
