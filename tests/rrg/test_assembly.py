@@ -183,3 +183,17 @@ def test_an_impression_cannot_move_a_finding_to_the_other_side():
     # both sides in the findings: either side may be summed up
     both = parts + [RegionSentence("right upper lung zone", "Right upper lobe consolidation.", abnormal=True)]
     assert assemble_report(both, impression="Right upper lobe consolidation.").impression == "Right upper lobe consolidation."
+
+
+def test_a_negation_that_a_wider_one_covers_is_dropped():
+    parts = [RegionSentence("right lung", "No pneumothorax."),
+             RegionSentence("left lung", "There is no pleural effusion or pneumothorax."),
+             RegionSentence("right costophrenic angle", "No pulmonary edema."),
+             RegionSentence("left costophrenic angle", "Mild left basilar atelectasis.", abnormal=True),
+             RegionSentence("left hemidiaphragm", "Left basilar atelectasis and no pulmonary edema.",
+                            abnormal=True)]
+    kept = [s.text for s in assemble_report(parts, restatements=True).sentences]
+    assert "No pneumothorax." not in kept
+    assert "There is no pleural effusion or pneumothorax." in kept and "No pulmonary edema." in kept
+    # a positive statement keeps its own words (its size) even when a wider sentence repeats the finding
+    assert "Mild left basilar atelectasis." in kept

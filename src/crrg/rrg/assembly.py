@@ -159,6 +159,10 @@ def remove_restatements(sentences: list[RegionSentence]) -> list[RegionSentence]
     ("Small right pleural effusion." then "Small bilateral pleural effusions." is one effusion told
     twice, with a laterality the report cannot have both ways); right and left stay distinct.
     Sentences that state no CheXpert observation are left to :func:`remove_repeats`.
+
+    A sentence that only negates is also dropped when a later kept sentence negates all it does and
+    more ("No pneumothorax." before "No pleural effusion or pneumothorax."): the longer negation says
+    it all, and a negation has no size or side that the shorter one could add.
     """
     kept: list[RegionSentence] = []
     stated: list[tuple[str, int, frozenset, int]] = []  # (observation, value, sides, index of the kept sentence)
@@ -178,7 +182,18 @@ def remove_restatements(sentences: list[RegionSentence]) -> list[RegionSentence]
             continue
         stated.extend((name, value, sides, len(kept)) for name, value, sides in claims)
         kept.append(s)
-    return kept
+    return _without_narrower_negations(kept)
+
+
+def _without_narrower_negations(sentences: list[RegionSentence]) -> list[RegionSentence]:
+    claims = [stated_findings(s.text) for s in sentences]
+    negative = [bool(c) and all(value == 0 for _, value, _ in c) for c in claims]
+    out = []
+    for i, s in enumerate(sentences):
+        wider = next((j for j in range(len(sentences)) if j != i and negative[i] and claims[i] < claims[j]), None)
+        if wider is None:
+            out.append(s)
+    return out
 
 
 _BOTH_SIDES = {"bilateral", "bibasilar", "both"}
