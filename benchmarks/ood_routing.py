@@ -4,10 +4,10 @@
 
 One model is loaded; every film is reported twice, with the routing off (``route_ood = False``: the
 synthetic-trained CLIP classifier gives every film's findings, i.e. the model as it was before the real
-child) and on (a film the OOD score calls unreliable takes them from ``real_finding_classifier``):
+child) and on (a film that reads as real, ``OODAssessment.reads_as_real``, takes them from ``real_finding_classifier``):
 
 * **synthetic** (``/work/data/synth_reg`` 60 studies + ``examples/``): are the two reports identical
-  (everything but ``timings_ms``)? They must be: routing only acts on unreliable films.
+  (everything but ``timings_ms``)? They must be, but for the few synthetic films read as real.
 * **NIH valid** (``nih1000_64px``): AUC per CheXpert observation of ``report.probabilities`` and normal
   vs abnormal, scored by ``real_radiographs_metrics.nih_metrics`` (the score chosen on NIH ``train/``).
   One token is decoded (the probabilities do not depend on the text).
