@@ -29,6 +29,7 @@ from torchvision.ops import boxes as box_ops
 
 from crrg.errors import ConfigError
 from crrg.observations import ANATOMICAL_REGIONS
+from crrg.rrg.contrast import contrast_bounds, mirror_keeps_sample, stretch_contrast
 
 NUM_REGIONS = len(ANATOMICAL_REGIONS)
 BACKBONES = ("mobilenet_v3_large_fpn", "resnet50_fpn")
@@ -167,25 +168,21 @@ def to_rgb_tensor(image) -> torch.Tensor:
     return t.unsqueeze(0).expand(3, -1, -1).contiguous()
 
 
+def to_gray_tensor(image) -> torch.Tensor:
+    """A (H, W) float image in [0, 1] -> (1, H, W) tensor, sharing the array's memory where it can:
+    :meth:`RegionDetector.detect` reads a one-plane film as the three equal planes of
+    :func:`to_rgb_tensor` without holding them (a large film is 20 MB a plane)."""
+    t = torch.as_tensor(image, dtype=torch.float32)
+    if t.ndim != 2:
+        raise ValueError(f"expected a (H, W) grayscale image, got shape {tuple(t.shape)}")
+    return t.unsqueeze(0)
+
+
 def mirror_name(region: str) -> str:
     """The region a horizontally flipped film shows in ``region``'s place: right <-> left, else itself."""
     words = region.split(" ")
     swap = {"right": "left", "left": "right"}
     return " ".join(swap.get(w, w) for w in words)
-
-
-def stretch_contrast(image: torch.Tensor, percentiles: tuple[float, float] | None) -> torch.Tensor:
-    """``image`` with its ``percentiles`` (low, high) mapped to 0 and 1 and clipped; unchanged when
-    ``percentiles`` is None or the image is flat (a blank film has no contrast to stretch)."""
-    if percentiles is None:
-        return image
-    flat = image[0] if image.ndim == 3 else image
-    if flat.numel() > 1_000_000:  # the percentiles of a large film from a regular subsample
-        flat = flat[:: max(1, flat.shape[0] // 1000), :: max(1, flat.shape[1] // 1000)]
-    lo, hi = torch.quantile(flat.reshape(-1).float(), torch.tensor(percentiles, dtype=torch.float32) / 100.0).tolist()
-    if hi - lo < 1e-3:
-        return image
-    return ((image - lo) / (hi - lo)).clamp_(0.0, 1.0)
 
 
 def calibrate_boxes(boxes: torch.Tensor, calibration: dict[str, tuple[float, float, float, float]]) -> torch.Tensor:
@@ -334,22 +331,51 @@ class RegionDetector(nn.Module):
 
     @torch.no_grad()
     def detect(self, images: list[torch.Tensor]) -> list[Detections]:
-        """Best box per region for each image, plus the box-head features pooled at those boxes."""
-        boxes, scores, features, pooled_at = self._detect(images, with_features=True,
-                                                          stretch=not self.cfg.contrast_boxes_only)
-        if self.cfg.contrast_boxes_only and self.cfg.contrast_percentiles is not None:
-            boxes, scores, _, _ = self._detect(images, with_features=False)
-        if self.cfg.mirror_regions:
-            boxes = self._with_mirrored(images, boxes)
-        return [Detections(boxes=_clip_to(calibrate_boxes(b, self.cfg.box_calibration), *im.shape[-2:]), scores=s,
+        """Best box per region for each image ((C, H, W), C = 3 or 1 for a gray film), plus the box-head
+        features pooled at those boxes.
+
+        The real-film options look at each film up to three times: as loaded (or stretched) for the
+        features, stretched for the boxes (``contrast_boxes_only``) and mirrored (``mirror_regions``).
+        Each look is made from the one gray plane and resized before the next is made (:meth:`_look`),
+        so a large film is never held as several full-size three-channel copies (a 2,500 x 2,000 px film
+        added ~240 MB to the peak), and the stretch's percentiles are computed once where the mirrored
+        film's are the same numbers."""
+        cfg = self.cfg
+        stretch = cfg.contrast_percentiles is not None
+        boxes_look = stretch and cfg.contrast_boxes_only  # a second, stretched look places the boxes
+        n = len(images)
+        looks, bounds = [], []
+        for im in images:
+            bounds.append(contrast_bounds(im, cfg.contrast_percentiles) if stretch else None)
+            looks.append(self._look(im, stretch=stretch and not cfg.contrast_boxes_only, bounds=bounds[-1]))
+        if boxes_look:
+            looks += [self._look(im, stretch=True, bounds=b) for im, b in zip(images, bounds)]
+        if cfg.mirror_regions:
+            looks += [self._look(im, stretch=stretch, flip=True,
+                                 bounds=b if mirror_keeps_sample(im.shape[-1]) else ...)
+                      for im, b in zip(images, bounds)]
+        # one forward per kind of look, the films together: one forward for all looks would save ~8 % of
+        # the detector's time on a CPU, but a batch of three rounds the convolutions differently
+        returned, scores, features, pooled_at = [], [], [], []
+        for start in range(0, len(looks), n):
+            r, s, f, p = self._detect_looks(looks[start:start + n], with_features=start == 0)
+            returned += r
+            scores += s
+            features += f
+            pooled_at += p
+        boxes = returned[n:2 * n] if boxes_look else returned[:n]
+        scores = scores[n:2 * n] if boxes_look else scores[:n]
+        if cfg.mirror_regions:
+            boxes = self._with_mirrored(images, boxes, returned[-n:])
+        return [Detections(boxes=_clip_to(calibrate_boxes(b, cfg.box_calibration), *im.shape[-2:]), scores=s,
                            features=f, feature_boxes=_clip_to(p, *im.shape[-2:]))
                 for im, b, s, f, p in zip(images, boxes, scores, features, pooled_at)]
 
-    def _with_mirrored(self, images: list[torch.Tensor], boxes: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _with_mirrored(self, images: list[torch.Tensor], boxes: list[torch.Tensor],
+                       mirrored: list[torch.Tensor]) -> list[torch.Tensor]:
         """``boxes`` with each of ``mirror_regions`` averaged with the mirror-image region's box on the
-        horizontally flipped film, flipped back: a second look that halves the detector's left-right
-        asymmetric errors on films unlike its training films."""
-        mirrored, _, _, _ = self._detect([im.flip(-1) for im in images], with_features=False)
+        horizontally flipped film (``mirrored``), flipped back: a second look that halves the detector's
+        left-right asymmetric errors on films unlike its training films."""
         out = []
         for im, own, flipped in zip(images, boxes, mirrored):
             width = im.shape[-1]
@@ -361,16 +387,46 @@ class RegionDetector(nn.Module):
             out.append(own)
         return out
 
-    def _detect(self, images: list[torch.Tensor], with_features: bool, stretch: bool = True
-                ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor] | None, list[torch.Tensor]]:
-        """Per image: the returned boxes (voted, in the image's pixels, before calibration and clipping),
-        the best scores, (``with_features``) the region features at the best proposals' boxes and those
-        boxes (in the image's pixels);
-        ``stretch`` False: the film as loaded, whatever ``contrast_percentiles`` says."""
+    def _look(self, image: torch.Tensor, stretch: bool, flip: bool = False, bounds=...
+              ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """One look at a film ((C, H, W), C = 1 or 3): ((3, h, w) backbone input, the film's size before
+        the resize), bit for bit what torchvision's transform gives (normalise, then resize) for the film
+        expanded to three planes, with one full-size three-plane buffer; ``bounds``: the stretch's
+        :func:`contrast_bounds` when known."""
+        if flip:
+            image = image.flip(-1)
+        if stretch:
+            image = stretch_contrast(image, self.cfg.contrast_percentiles, bounds)
+        image = pad_to_usable_aspect(image, self.cfg.image_size)
+        if image.ndim != 3 or image.shape[0] not in (1, 3):
+            raise ValueError(f"expected a (3, H, W) or (1, H, W) image, got shape {tuple(image.shape)}")
+        if not image.is_floating_point():
+            raise TypeError(f"expected a floating-point image in [0, 1], got {image.dtype}")
+        transform = self.frcnn.transform
+        mean = torch.as_tensor(transform.image_mean, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+        std = torch.as_tensor(transform.image_std, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+        # torchvision's normalize ((image - mean) / std, element for element the same numbers) written
+        # straight into one channels-last buffer: with one thread the bilinear resize of a three-plane
+        # image runs in channels-last order and would first copy a contiguous one into that order (a
+        # full-size copy: 60 ms and 60 MB for a 5-megapixel film); with more threads it reads any layout.
+        normalised = torch.empty((1, 3, *image.shape[-2:]), dtype=image.dtype, device=image.device,
+                                 memory_format=torch.channels_last)
+        torch.sub(image.unsqueeze(0), mean, out=normalised).div_(std)
+        return transform.resize(normalised[0])[0], tuple(image.shape[-2:])
+
+    def _detect_looks(self, looks: list[tuple[torch.Tensor, tuple[int, int]]], with_features: bool
+                      ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """Per look (from :meth:`_look`), in one forward: the returned boxes (voted, in the film's pixels,
+        before calibration and clipping) and the best scores; ``with_features``: also the region
+        features at the best proposals' boxes and those boxes (in the film's pixels)."""
+        from torchvision.models.detection.image_list import ImageList
+
         frcnn = self.frcnn
-        images = [pad_to_usable_aspect(im, self.cfg.image_size) for im in (self.prepare(images) if stretch else images)]
-        original_sizes = [tuple(im.shape[-2:]) for im in images]
-        image_list, _ = frcnn.transform(images)
+        tensors = [t for t, _ in looks]
+        original_sizes = [size for _, size in looks]
+        image_list = ImageList(frcnn.transform.batch_images(tensors, size_divisible=frcnn.transform.size_divisible),
+                               [(int(t.shape[-2]), int(t.shape[-1])) for t in tensors])
+        del tensors
         features = frcnn.backbone(image_list.tensors)
         proposals, _ = frcnn.rpn(image_list, features)
         heads = frcnn.roi_heads
@@ -393,7 +449,7 @@ class RegionDetector(nn.Module):
             best_boxes.append(chosen)
             best_scores.append(scores[idx, cls])
             returned.append(self._voted(boxes, scores, chosen))
-        region_feats = self._features_at(features, image_list, best_boxes) if with_features else None
+        feats = list(self._features_at(features, image_list, best_boxes).split(NUM_REGIONS)) if with_features else []
         scaled, pooled_at = [], []
         for i, (boxes, best) in enumerate(zip(returned, best_boxes)):
             scale_h = original_sizes[i][0] / image_list.image_sizes[i][0]
@@ -401,8 +457,7 @@ class RegionDetector(nn.Module):
             scale = torch.tensor([scale_w, scale_h, scale_w, scale_h], device=boxes.device)
             scaled.append(boxes * scale)
             pooled_at.append(best * scale)
-        feats = None if region_feats is None else list(region_feats.split(NUM_REGIONS))
-        return scaled, best_scores, feats, pooled_at
+        return scaled, best_scores, feats, pooled_at if with_features else []
 
 
 def targets_from_regions(regions, image_index: int = 0) -> dict[str, torch.Tensor]:

@@ -46,7 +46,7 @@ from crrg.models.registry import register_family
 from crrg.reporting import GeneratedReport, StudyInput
 from crrg.rrg.assembly import NORMAL_IMPRESSION, SentenceEmbedder
 from crrg.rrg.classifiers import RegionBinaryClassifier, StudyFindingClassifier
-from crrg.rrg.detector import DetectorConfig, Detections, RegionDetector, to_rgb_tensor
+from crrg.rrg.detector import DetectorConfig, Detections, RegionDetector, to_gray_tensor
 from crrg.rrg.language import LanguageConfig, RegionLanguageModel, load_tokenizer, save_tokenizer
 from crrg.rrg.ordering import ORDER_FILE, SentenceOrder
 
@@ -317,7 +317,7 @@ class RRGModel(nn.Module):
     @torch.no_grad()
     def analyse(self, image) -> tuple[Detections, torch.Tensor, dict[str, torch.Tensor]]:
         """Detector + heads on one (H, W) image: detections, region features (29, w), probabilities."""
-        det = self.detector.detect([to_rgb_tensor(image).to(self.device)])[0]
+        det = self.detector.detect([to_gray_tensor(image).to(self.device)])[0]
         feats = self.region_features(self.region_inputs([image], [det]))
         probs = {k: torch.sigmoid(v)[0] for k, v in self.heads(feats).items()}
         return det, feats[0], probs
