@@ -22,7 +22,7 @@ def test_default_model_is_bundled_small_and_versioned():
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     assert size <= LIMIT_BYTES, f"{folder} is {size / 2**20:.1f} MB"
     version = json.loads((folder / "config.json").read_text())["version"]
-    assert version == "0.9.0"
+    assert version == "0.10.0"
     card = (folder / "MODEL_CARD.md").read_text()
     assert card.startswith(f"# crrg-default {version}:"), "the model card describes another version"
     assert "NOT FOR CLINICAL USE" in card
