@@ -43,17 +43,27 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CRRG_SHARED", ROOT.parent / "shared")) / "data"
 NAME = "real_latency"
 HF_SIDE = "current, transformers' search"
+NO_TRITON_SIDE = "current, triton not imported (what-if)"
 
 WORKER = r"""
 import json, os, resource, sys, time
+if os.environ.get("CRRG_BENCH_NO_TRITON"):  # what-if only: torch._dynamo (via torchvision.ops) skips triton
+    sys.modules.setdefault("triton", None)
 import numpy as np
 import torch
 torch.set_num_threads(1)
 data, out = sys.argv[1], sys.argv[2]
+def peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+import_peak = peak_mb()
 from crrg.generation import load_generator  # both versions have the one loader (crrg-default of their own tree)
 from crrg.reporting import StudyInput
 engine = load_generator(None, device="cpu")
+loaded_peak = peak_mb()
 model, run = engine.model, engine.generate
+det = model.detector.cfg
+detector = {k: getattr(det, k, None) for k in ("contrast_percentiles", "contrast_boxes_only", "box_votes",
+                                               "mirror_regions", "box_calibration")}
 if os.environ.get("CRRG_BENCH_TRANSFORMERS_SEARCH"):  # this tree with transformers' own beam search
     model.language.fast_beam_search = False
 arrays = np.load(data, allow_pickle=False)
@@ -81,8 +91,8 @@ for k, study in enumerate(meta):
     row["cpu_seconds"] = time.process_time() - c0  # one thread: about the wall time of an idle machine
     row["queries"] = sum(rows_decoded)
     rows.append(row)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-json.dump({"rows": rows, "peak_rss_mb": peak}, open(out, "w"))
+json.dump({"rows": rows, "peak_rss_mb": peak_mb(), "torch_import_rss_mb": import_peak, "loaded_rss_mb": loaded_peak,
+           "version": model.crrg_config.get("version"), "detector": detector}, open(out, "w"))
 """
 
 
@@ -137,11 +147,16 @@ def synthetic_studies(manifest: Path) -> list[dict]:
              "views": [im.view for im in r.images]} for r in read_manifest(manifest)]
 
 
-def latency_items(shared: Path, synth: Path, per_set: int, seed: int, synth_limit: int | None = None) -> list[dict]:
+REAL_SETS = ("nih", "covid", "vindr", "fullsize", "iu")
+
+
+def latency_items(shared: Path, synth: Path, per_set: int, seed: int, synth_limit: int | None = None,
+                  iu: bool = False) -> list[dict]:
     """``per_set`` frontal films of each real set and every synthetic study, interleaved (real, synthetic,
-    ...) so that both meet the same load."""
+    ...) so that both meet the same load; ``iu``: also the 5 IU studies (films of 2,000-2,500 px, the
+    largest here: what a real film costs in memory)."""
     rng = random.Random(seed)
-    real = []
+    real = iu_studies(shared) if iu else []
     films = real_films(shared)
     for name in ("nih", "covid", "vindr", "fullsize"):
         group = [f for f in films if f["set"] == name]
@@ -170,10 +185,12 @@ def decode_items(items: list[dict], folder: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ runs
-def run_side(src: Path, data: Path, out: Path, transformers_search: bool = False) -> dict:
+def run_side(src: Path, data: Path, out: Path, transformers_search: bool = False, no_triton: bool = False) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if transformers_search:
         env["CRRG_BENCH_TRANSFORMERS_SEARCH"] = "1"
+    if no_triton:
+        env["CRRG_BENCH_NO_TRITON"] = "1"
     subprocess.run([sys.executable, "-c", WORKER, str(data), str(out)], env=env, check=True,
                    stderr=subprocess.DEVNULL)
     return json.loads(out.read_text())
@@ -207,41 +224,46 @@ def summarise(runs: list[dict]) -> dict:
                      "failures": sum("error" in r for r in rows),
                      "contradicting": sum(bool(contradicting(r)) for r in rows)}
     out["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs)
+    out["loaded_rss_mb"] = max(run.get("loaded_rss_mb", 0.0) for run in runs)
+    out["torch_import_rss_mb"] = max(run.get("torch_import_rss_mb", 0.0) for run in runs)
     return out
 
 
 def latency(args: argparse.Namespace) -> int:
-    items = latency_items(SHARED, args.synth, args.per_set, args.seed, args.synth_limit)
+    items = latency_items(SHARED, args.synth, args.per_set, args.seed, args.synth_limit, args.iu)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         data = decode_items(items, tmp_path)
         sides = [("previous", args.reference), ("current", ROOT / "src")]
         if args.isolate:  # this tree with transformers' search: what the search alone changes
             sides.insert(1, (HF_SIDE, ROOT / "src"))
+        if args.no_triton:
+            sides.append((NO_TRITON_SIDE, ROOT / "src"))
         runs: dict[str, list[dict]] = {side: [] for side, _ in sides}
         loads: dict[str, list[float]] = {side: [] for side, _ in sides}
         for r in range(args.rounds):
             for side, src in sides:
                 start, load = time.perf_counter(), os.getloadavg()[0]
-                runs[side].append(run_side(src, data, tmp_path / f"{side}{r}.json", side == HF_SIDE))
+                runs[side].append(run_side(src, data, tmp_path / f"{r}-{len(runs[side])}-{sides.index((side, src))}.json",
+                                           side == HF_SIDE, side == NO_TRITON_SIDE))
                 loads[side] += [load, os.getloadavg()[0]]
                 print(f"round {r + 1}: {side} done in {time.perf_counter() - start:.0f} s "
                       f"(load {load:.1f} -> {os.getloadavg()[0]:.1f})", file=sys.stderr)
     summary = {side: summarise(rs) for side, rs in runs.items()}
     prev, cur = runs["previous"][0]["rows"], runs["current"][0]["rows"]
     same = {s: [a["id"] for a, b in zip(prev, cur) if a["set"] in s and a.get("findings") == b.get("findings")
-                and a.get("impression") == b.get("impression")] for s in (("synth",), ("nih", "covid", "vindr", "fullsize"))}
+                and a.get("impression") == b.get("impression")] for s in (("synth",), REAL_SETS)}
     header = ["code", "set", "studies", "p50 s", "p95 s", "mean s", "CPU p50 s", "CPU p95 s", "queries/study",
-              "failures", "contradicting", "peak RSS MB", "load"]
+              "failures", "contradicting", "RSS after import torch / load MB", "peak RSS MB", "load"]
     rows = []
     for side in runs:
         for name, s in summary[side].items():
-            if name == "peak_rss_mb" or name not in ("real", "synth") and not args.per_set_rows:
+            if not isinstance(s, dict) or name not in ("real", "synth") and not args.per_set_rows:
                 continue
             rows.append([side, name, s["studies"], s["p50_s"], s["p95_s"], s["mean_s"], s["cpu_p50_s"], s["cpu_p95_s"],
-                         round(s["queries_mean"], 1),
-                         s["failures"], s["contradicting"], round(summary[side]["peak_rss_mb"]),
-                         f"{min(loads[side]):.1f}-{max(loads[side]):.1f}"])
+                         round(s["queries_mean"], 1), s["failures"], s["contradicting"],
+                         f"{summary[side]['torch_import_rss_mb']:.0f} / {summary[side]['loaded_rss_mb']:.0f}",
+                         round(summary[side]["peak_rss_mb"]), f"{min(loads[side]):.1f}-{max(loads[side]):.1f}"])
     ratio = {side: summary[side]["real"]["p95_s"] / summary[side]["synth"]["p95_s"] for side in summary}
     cpu_ratio = {side: summary[side]["real"]["cpu_p95_s"] / summary[side]["synth"]["cpu_p95_s"] for side in summary}
     n_synth = sum(1 for r in cur if r["set"] == "synth")
@@ -249,24 +271,29 @@ def latency(args: argparse.Namespace) -> int:
         search_same = sum((a.get("findings"), a.get("impression")) == (b.get("findings"), b.get("impression"))
                           for a, b in zip(runs[HF_SIDE][0]["rows"], cur))
         print(f"this tree, transformers' search vs crrg.generation.beam: {search_same}/{len(cur)} reports identical")
-    title = (f"crrg-default report latency, real films vs synthetic studies, previous code ({args.reference}) vs "
-             f"this tree, 1 torch thread, {args.rounds} alternating round(s); real p95 / synthetic p95: "
+    detector = runs["current"][0].get("detector") or {}
+    title = (f"crrg-default {runs['current'][0].get('version')} report latency (detector: "
+             + ", ".join(f"{k} {v}" for k, v in detector.items() if k != "box_calibration")
+             + f"{', box_calibration' if detector.get('box_calibration') else ''}), real films"
+             + (" (with the 5 IU studies, 2,000-2,500 px)" if args.iu else "") + " vs synthetic studies, "
+             f"previous code ({args.reference}) vs this tree, 1 torch thread, {args.rounds} alternating round(s); "
+             "real p95 / synthetic p95: "
              f"previous {ratio['previous']:.2f}, current {ratio['current']:.2f} (CPU time: "
              f"{cpu_ratio['previous']:.2f}, {cpu_ratio['current']:.2f}); synthetic reports identical: "
-             f"{len(same[('synth',)])}/{n_synth}; real reports identical: {len(same[('nih', 'covid', 'vindr', 'fullsize')])}"
+             f"{len(same[('synth',)])}/{n_synth}; real reports identical: {len(same[REAL_SETS])}"
              f"/{len(cur) - n_synth}"
              + (f"; this tree with transformers' search vs crrg.generation.beam: {search_same}/{len(cur)} identical"
                 if HF_SIDE in runs else ""))
     table = print_table(title, header, rows)
-    payload = {"synth": str(args.synth), "reference": str(args.reference), "per_set": args.per_set,
+    payload = {"synth": str(args.synth), "reference": str(args.reference), "per_set": args.per_set, "detector": detector,
                "rounds": args.rounds, "threads": 1, "summary": summary, "real_over_synth_p95": ratio,
                "real_over_synth_cpu_p95": cpu_ratio,
                "synth_identical": len(same[("synth",)]), "synth_studies": n_synth,
-               "real_identical": len(same[("nih", "covid", "vindr", "fullsize")]), "load_average": loads,
+               "real_identical": len(same[REAL_SETS]), "load_average": loads, "iu": args.iu,
                "search_identical": search_same if HF_SIDE in runs else None,
                "differing_synth": [a["id"] for a, b in zip(prev, cur) if a["set"] == "synth"
                                    and (a.get("findings"), a.get("impression")) != (b.get("findings"), b.get("impression"))]}
-    save(payload, table, "latency_isolate" if args.isolate else "latency")
+    save(payload, table, args.save_as or ("latency_isolate" if args.isolate else "latency"))
     return 0
 
 
@@ -337,17 +364,40 @@ def all_real(args: argparse.Namespace) -> int:
 
 NOTES = """
 Reading the tables: "p50 s / p95 s" are wall seconds per report on this shared machine (its load average is
-in the last column: 2 cores and a load of 8-12 means a report's process got a fifth of a core, so wall
-times are 3-5 x an idle machine's); "CPU p50 s / CPU p95 s" are the process's CPU seconds per report with
-one torch thread, the closest stand-in for an idle machine's wall time. "queries/study": rows of the
-decoder's batch (selected regions + IMPRESSION + whole-study sentences), 4 beams each. "contradicting":
-reports with a self-contradiction by this tree's check (crrg.rrg.contradictions; the previous code's
-reports are checked with this tree's labeler). Peak RSS is ru_maxrss of the worker (model, images of
-all studies and every report): about 510 MB of it is `import torch` of the CUDA 13 wheel installed here
-(cuBLASLt, nvJitLink, nvrtc pages) and about 160 MB `import torchvision` (torchvision.ops imports
-torch._dynamo, which imports triton); the model's weights are about 120 MB and the sentence embedder
-about 60 MB. "latency_isolate" adds this tree with transformers' own beam search (what
-crrg.generation.beam alone changes).
+in the last column: 2 cores, so a load above 2 means a report's process did not have a core to itself);
+"CPU p50 s / CPU p95 s" are the process's CPU seconds per report with one torch thread, the closest
+stand-in for an idle machine's wall time. "queries/study": rows of the decoder's batch (selected regions +
+IMPRESSION + whole-study sentences). "contradicting": reports with a self-contradiction by this tree's
+check (crrg.rrg.contradictions; the previous code's reports are checked with this
+tree's labeler). Each version runs in its own process; "RSS after import torch / load" is that process's
+peak RSS after `import torch` and after load_generator (model, children, tokenizers; the sentence embedder
+is loaded on the first report), "peak RSS" its ru_maxrss at the end (model, every report, the studies'
+pixels one at a time).
+
+Reports: against /work/baseline (8ce67c6) the real films' reports differ where the lead's b0c87de (every real
+film's findings read by classifier_real, chosen by the synthetic-vs-real discriminant) and ea3813a (a
+negation covered by a wider one is dropped) change them; "latency_vs_head_before_S" runs this tree against
+the code just before the detector change (9fac014, exported to /work/runs/S/head/src) and every report is
+the same.
+
+Where the memory goes (this tree, measured with /proc/self/smaps and VmHWM): `import torch` of the CUDA 13
+wheel installed here is ~507 MB by itself (258 MB of it private heap, the rest cuBLASLt, nvJitLink, nvrtc
+and libtorch pages); torchvision adds ~164 MB because torchvision.ops.roi_align imports torch._dynamo,
+which imports sympy (~34 MB) and triton (~75 MB); transformers' GPT-2 adds ~62 MB (its modeling_utils
+imports scipy.optimize, accelerate and kernels); timm ~21 MB (the real-film classifier). The weights are
+~95 MB (rrg 12 M parameters, the two classifiers 12 M, fp32) plus ~45 MB of the sentence embedder's
+memory-mapped safetensors touched on the first report. What grew per study was the detector's full-size
+copies of a film (three channels, stretched, mirrored, normalised, and torch's channels-last copy inside
+the resize: +241 MB on a 2496 x 2048 IU film, +45 MB on a 1024 px one): the detector now builds each look
+from the one gray plane with one channels-last buffer (crrg.rrg.detector.RegionDetector._look), bit for
+bit the same input. "triton not imported (what-if)" is this tree in a process where `import triton` fails
+(it is used only to compile GPU kernels): not what crrg does, the measure of what a CPU-only install
+without triton (or the CPU wheel of torch) would save. glibc settings were measured too (36 real films, this
+tree, CPU seconds of the reports): malloc_trim after each report lowers the RSS between reports by ~30 MB
+but not the peak; a fixed 1 MB mmap threshold lowers the peak by ~25 MB for +15 % CPU, MALLOC_TRIM_THRESHOLD_=0
+by ~50 MB for +50 % CPU (every large tensor is then a fresh mapping), a 32 MB mmap threshold with it by
+~15 MB for +9 %; MALLOC_ARENA_MAX changes nothing (one thread); so none is used. Running the three detector looks as one batch would save ~8 % of the detector's time but
+rounds the convolutions differently (boxes move by ~1e-4 px), so the looks stay separate forwards.
 """
 
 
@@ -385,9 +435,8 @@ def save(payload: dict, table: str, key: str) -> None:
     old.setdefault("tables", {})[key] = table
     atomic_write_json(path, old)
     text = f"Machine: {machine()}\n"
-    for part in ("latency", "latency_isolate", "all_real"):
-        if part in old.get("tables", {}):
-            text += "\n" + old["tables"][part] + "\n"
+    for part in sorted(old.get("tables", {}), key=lambda k: (k != "latency", k == "all_real", k)):
+        text += "\n" + old["tables"][part] + "\n"
     atomic_write_text(RESULTS / f"{NAME}.md", text + NOTES)
 
 
@@ -404,6 +453,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--isolate", action="store_true",
                         help="also this tree with transformers' own beam search (what the search alone changes)")
+    parser.add_argument("--no-triton", action="store_true",
+                        help="also this tree in a process where `import triton` fails (what-if: the memory triton costs)")
+    parser.add_argument("--iu", action="store_true",
+                        help="also the 5 IU studies (2,000-2,500 px films): the peak RSS of the largest real films")
+    parser.add_argument("--save-as", default=None, metavar="KEY",
+                        help="the key of this run in real_latency.json/.md (default: latency)")
     parser.add_argument("--all-real", action="store_true", help="every real film through this tree (see above)")
     parser.add_argument("--shard", type=lambda v: tuple(int(x) for x in v.split("/")), default=(0, 1),
                         metavar="K/N", help="--all-real: this process writes films K, K+N, K+2N, ... (K from 0)")
