@@ -9,7 +9,8 @@ synthetic set (``--synth``, from ``crrg synth generate``). Negatives: :mod:`crrg
 and :mod:`crrg.image.gate_synthetic` (photos, gray photos, documents, charts, CT / MR slices and
 reformats, phantoms, radiographs of other body parts, noise and smooth fields, blanks, tiny images)
 plus extreme crops of the positives. Everything is split in two by a hash of its source (NIH by its
-own train / valid folders). ``--fit`` trains GateNet on the fit half, chooses the threshold on the
+own train / valid folders). ``--fit`` trains GateNet on the fit half (plus new draws of the hardest
+generated families, fit only; hard-example mining each epoch), chooses the threshold on the
 out-of-fold scores of a cross-validation on the fit half (or, where that rule would refuse more than
 1 % of the fit films, at the 0.5th percentile of the fit films' scores) and writes
 src/crrg/image/gate_weights.safetensors; the table reports both halves, the report half being data
@@ -111,7 +112,8 @@ def _augment(rng, image: np.ndarray, negative: bool) -> np.ndarray:
     if rng.random() < 0.5:
         out = out[:, ::-1]
     if negative:
-        out = np.rot90(out, int(rng.integers(0, 4)))
+        if rng.random() < 0.5:  # half upright: an upright abdomen film is the hard case
+            out = np.rot90(out, int(rng.integers(1, 4)))
         if rng.random() < 0.3:
             out = 1.0 - out
     else:
@@ -160,13 +162,26 @@ def _sqrt_balanced(keys: list[str]) -> np.ndarray:
     return p / p.sum()
 
 
+def _hardness_draw(base: np.ndarray, hardness: np.ndarray) -> np.ndarray:
+    """Draw probabilities that favour the examples the net still gets wrong: ``base`` times (0.2 +
+    hardness), hardness being the score of a negative or 1 - score of a positive. Without it a family
+    of 24 abdomen films among thousands of easy negatives was drawn ~20 times an epoch and never learnt."""
+    p = base * (0.2 + hardness)
+    return p / p.sum()
+
+
 def train(pos, neg, seed: int, epochs: int):
-    """GateNet trained on (key, image) positives and negatives; returns the torch module."""
+    """GateNet trained on (key, image) positives and negatives; returns the torch module. Each epoch
+    draws as many positives as there are and as many negatives, family-balanced (square root) and, from
+    the second epoch on, weighted towards the examples the net scored wrongly (hard-example mining)."""
     import torch
 
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    p_draw, n_draw = _sqrt_balanced([k for k, _ in pos]), _sqrt_balanced([k for k, _ in neg])
+    p_base, n_base = _sqrt_balanced([k for k, _ in pos]), _sqrt_balanced([k for k, _ in neg])
+    p_draw, n_draw = p_base, n_base
+    p_thumbs = [gate.thumbnail(im) for _, im in pos]
+    n_thumbs = [gate.thumbnail(im) for _, im in neg]
     net = gate.GateNet.module()
     per_epoch, batch = len(pos), 64
     optimiser = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
@@ -187,6 +202,9 @@ def train(pos, neg, seed: int, epochs: int):
             optimiser.step()
             schedule.step()
             total += loss.item() * len(idx)
+        net.eval()
+        p_draw = _hardness_draw(p_base, 1.0 - scores(net, p_thumbs))
+        n_draw = _hardness_draw(n_base, scores(net, n_thumbs))
         if epoch % 5 == 4 or epoch == epochs - 1:
             print(f"  epoch {epoch + 1}/{epochs}: loss {total / len(y):.4f} ({time.strftime('%H:%M:%S')})", flush=True)
     return net.eval()
@@ -196,15 +214,39 @@ def scores(net, thumbs: list[np.ndarray]) -> np.ndarray:
     """The gate's score (mean over the thumbnail and its mirror) with a torch module."""
     import torch
 
-    x = np.stack([gate._thumb_channels(t) for t in thumbs])
-    xm = np.stack([gate._thumb_channels(t[:, ::-1]) for t in thumbs])
-    with torch.no_grad():
-        return ((torch.sigmoid(net(torch.from_numpy(x))) + torch.sigmoid(net(torch.from_numpy(xm)))) / 2).numpy()
+    out = []
+    for start in range(0, len(thumbs), 256):
+        chunk = thumbs[start:start + 256]
+        x = torch.from_numpy(np.stack([gate._thumb_channels(t) for t in chunk]))
+        xm = torch.from_numpy(np.stack([gate._thumb_channels(t[:, ::-1]) for t in chunk]))
+        with torch.no_grad():
+            out.append(((torch.sigmoid(net(x)) + torch.sigmoid(net(xm))) / 2).numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
-def fit(pos, neg, seed: int = 0, epochs: int = 30, folds: int = 4) -> None:
+def _family(group: str, name: str) -> str:
+    """The draw key of a negative: its group, and for other body parts the part (abdomen, skull, ...)."""
+    return f"{group}/{name.split('_')[1]}" if group == "xray_other" else group
+
+
+def extra_negatives(seed: int, n: int = 192):
+    """More draws of the generated families a tiny CNN finds hardest (radiographs of other body parts,
+    smooth fields), for fitting only: split "fit", sources prefixed ``extra_`` (their own CV folds). The
+    report half is untouched: these are new draws, not the report half's examples."""
+    from crrg.image import gate_synthetic
+
+    rng = np.random.default_rng(seed + 1000)
+    out = []
+    for ex in list(gate_synthetic.other_radiographs(rng, n)) + list(gate_synthetic.fields(rng, n // 4)):
+        image, info = load_image_with_info(ex.data, name=ex.name + ex.suffix)
+        out.append((ex.group, "fit", ex.name, "extra_" + ex.source, image, info, ""))
+    return out
+
+
+def fit(pos, neg, seed: int = 0, epochs: int = 30, folds: int = 4, only_fold: int | None = None) -> None:
     """Cross-validate on the fit half (folds by patient / study / source), choose the threshold on the
-    out-of-fold scores, train on the whole fit half and write the weights file."""
+    out-of-fold scores, train on the whole fit half and write the weights file. ``only_fold`` (a quick
+    look while choosing settings, fit half only): train one fold, print its held-out fold, write nothing."""
     import torch
 
     torch.set_num_threads(1)
@@ -212,7 +254,7 @@ def fit(pos, neg, seed: int = 0, epochs: int = 30, folds: int = 4) -> None:
     rng = np.random.default_rng(seed)
     P = [(dataset, name.split("_")[0], image) for dataset, split, name, image, info in pos
          if split == "fit" and not gate._hard_rules(image, info, cfg)]
-    N = [(group, source, image) for group, split, _, source, image, info, _ in neg
+    N = [(_family(group, name), source, image) for group, split, name, source, image, info, _ in neg + extra_negatives(seed)
          if split == "fit" and image is not None and not gate._hard_rules(image, info, cfg)]
     N += [("train_crop", key, image) for key, image in
           _extreme_crops(rng, [(name.split("_")[0], image) for _, split, name, image, _ in pos if split == "fit"])]
@@ -221,7 +263,7 @@ def fit(pos, neg, seed: int = 0, epochs: int = 30, folds: int = 4) -> None:
     p_thumbs = [gate.thumbnail(image) for _, _, image in P]
     n_thumbs = [gate.thumbnail(image) for _, _, image in N]
     p_oof, n_oof = np.zeros(len(P)), np.zeros(len(N))
-    for k in range(folds):
+    for k in range(folds) if only_fold is None else (only_fold,):
         print(f"fold {k + 1}/{folds}", flush=True)
         net = train([(d, _small(im)) for d, key, im in P if fold_of(key) != k],
                     [(g, _small(im)) for g, key, im in N if fold_of(key) != k], seed + 1 + k, epochs)
@@ -229,6 +271,10 @@ def fit(pos, neg, seed: int = 0, epochs: int = 30, folds: int = 4) -> None:
         ni = [i for i, (_, key, _) in enumerate(N) if fold_of(key) == k]
         p_oof[pi] = scores(net, [p_thumbs[i] for i in pi])
         n_oof[ni] = scores(net, [n_thumbs[i] for i in ni])
+    if only_fold is not None:
+        _print_fold(P, N, p_oof, n_oof, [fold_of(key) == only_fold for _, key, _ in P],
+                    [fold_of(key) == only_fold for _, key, _ in N])
+        return
     threshold = choose_threshold(P, N, p_oof, n_oof)
     print("final model on the whole fit half", flush=True)
     net = train([(d, _small(im)) for d, _, im in P], [(g, _small(im)) for g, _, im in N], seed, epochs)
@@ -238,9 +284,39 @@ def fit(pos, neg, seed: int = 0, epochs: int = 30, folds: int = 4) -> None:
               "(final model, fit half)")
         FIT_LOG["shipped_threshold"] = threshold
     gate.save_gate_weights([t.detach().numpy() for t in net.parameters()], threshold,
-                           note=f"benchmarks/bench_gate.py --fit --seed {seed}: {len(P)} positives, {len(N)} negatives, "
-                                f"{folds}-fold out-of-fold threshold")
+                           note=fit_note(seed, len(P), len(N), folds))
     print(f"written {gate.WEIGHTS_FILE}")
+
+
+def fit_note(seed: int, positives: int, negatives: int, folds: int) -> str:
+    """How the shipped threshold was chosen (kept in the weights file's metadata and printed by the report)."""
+    note = (f"benchmarks/bench_gate.py --fit --seed {seed}: {positives} positives, {negatives} negatives (fit half); "
+            f"{folds}-fold out-of-fold threshold: worst generated negative {FIT_LOG['oof_worst_generated_negative']:.4f}, "
+            f"lowest 1st percentile of a source with >= 100 films {FIT_LOG['oof_lowest_source_1st_percentile']:.4f}, "
+            f"threshold {FIT_LOG['threshold']:.4f}, out-of-fold positives accepted {FIT_LOG['oof_positives_accepted']:.4f}")
+    if "shipped_threshold" in FIT_LOG:
+        note += f"; shipped {FIT_LOG['shipped_threshold']:.4f} (0.5th percentile of the fit films' scores)"
+    return note
+
+
+def _print_fold(P, N, p_oof, n_oof, p_in, n_in) -> None:
+    """One held-out fold of the fit half: acceptance per dataset and refusal per family at a few thresholds."""
+    p_in, n_in = np.array(p_in), np.array(n_in)
+    for t in (0.3, 0.5, 0.7, 0.9):
+        cells = []
+        for d in sorted({d for d, _, _ in P}):
+            m = p_in & np.array([x == d for x, _, _ in P])
+            if m.any():
+                cells.append(f"{d} {np.mean(p_oof[m] >= t):.3f}/{m.sum()}")
+        for g in sorted({g for g, _, _ in N}):
+            m = n_in & np.array([x == g for x, _, _ in N])
+            if m.any() and np.mean(n_oof[m] < t) < 1:
+                cells.append(f"{g} {np.mean(n_oof[m] < t):.3f}/{m.sum()}")
+        print(f"t={t}: " + ", ".join(cells), flush=True)
+    worst = np.argsort(-np.where(n_in, n_oof, -1))[:8]
+    print("worst negatives:", ", ".join(f"{N[i][0]}/{N[i][1]} {n_oof[i]:.3f}" for i in worst))
+    low = np.argsort(np.where(p_in, p_oof, 2))[:8]
+    print("lowest positives:", ", ".join(f"{P[i][0]}/{P[i][1]} {p_oof[i]:.3f}" for i in low))
 
 
 def choose_threshold(P, N, p_oof: np.ndarray, n_oof: np.ndarray) -> float:
@@ -266,6 +342,7 @@ def choose_threshold(P, N, p_oof: np.ndarray, n_oof: np.ndarray) -> float:
     print(f"out-of-fold: worst generated negative {worst:.4f}, lowest source 1st percentile {low:.4f}; "
           f"threshold {threshold:.4f}; positives accepted {np.mean(p_oof >= threshold):.4f}")
     FIT_LOG.update({"oof_worst_generated_negative": worst, "oof_source_1st_percentiles": lows,
+                    "oof_lowest_source_1st_percentile": low,
                     "threshold": threshold, "oof_positives_accepted": float(np.mean(p_oof >= threshold))})
     return threshold
 
@@ -356,6 +433,13 @@ def report(decisions, times, args) -> None:
         f"{g}: median {median(times[g]):.2f} ms, p95 {percentile(times[g], 0.95):.2f} ms" for g in names) + f" ({machine()})."
     if FIT_LOG:
         payload["fit"] = FIT_LOG
+    from safetensors import safe_open
+
+    with safe_open(str(gate.WEIGHTS_FILE), framework="numpy") as f:
+        metadata = f.metadata() or {}
+    timing += (f"\n\nShipped threshold {float(metadata['threshold']):.4f}, chosen on the fit half only: "
+               f"{metadata.get('note', '')}. Columns after@T show the same weights at another threshold "
+               "(the trade-off; not used to choose).")
     payload["timing_ms"] = {g: {"median": median(times[g]), "p95": percentile(times[g], 0.95)} for g in names}
     extra = ""
     for g in names:
@@ -378,6 +462,7 @@ def main() -> None:
     parser.add_argument("--fit", action="store_true", help="refit the weights and threshold (writes gate_weights.safetensors)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--only-fold", type=int, help="with --fit: train and print one CV fold of the fit half only")
     parser.add_argument("--also-threshold", type=float, action="append", default=[],
                         help="also report the current weights at this CNN threshold (a column 'after@T')")
     args = parser.parse_args()
@@ -390,7 +475,9 @@ def main() -> None:
     neg = load_negatives(args.seed, crop_sources)
     print(f"{len(pos)} positives, {len(neg)} negatives", flush=True)
     if args.fit:
-        fit(pos, neg, args.seed, args.epochs)
+        fit(pos, neg, args.seed, args.epochs, only_fold=args.only_fold)
+        if args.only_fold is not None:
+            return
     gates = {"before": load_baseline(args.baseline)} if args.baseline else {}
     gates["after"] = gate
     for t in args.also_threshold:

@@ -141,13 +141,13 @@ def test_smooth_fields_and_skull_limb_hand_films_are_refused():
     assert len(films) == 6 and not _accepted(fields + films)
 
 
-@pytest.mark.xfail(strict=False, reason="known gap: drawn abdomen / pelvis films (spine, iliac wings, bowel gas) score "
-                                        "as chest films (all 24 of seed 11), see benchmarks/results/gate.md")
 def test_abdomen_films_are_refused():
+    """Fresh draws of drawn abdomen / pelvis films (lumbar spine, iliac wings, bowel gas): 0.9.0's gate let
+    every one through (all 24 of seed 11; 72 % of the report half's other-body-part films refused)."""
     from crrg.image import gate_synthetic
 
-    films = [ex for ex in gate_synthetic.other_radiographs(np.random.default_rng(5), n=8) if "abdomen" in ex.name]
-    assert films and not _accepted(films)
+    films = [ex for ex in gate_synthetic.other_radiographs(np.random.default_rng(5), n=32) if "abdomen" in ex.name]
+    assert len(films) == 8 and not _accepted(films)
 
 
 def test_weights_file_is_checked_and_shipped(tmp_path):

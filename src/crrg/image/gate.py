@@ -12,7 +12,7 @@ It is built from statistics one can read, checked in this order:
 2. hard limits: the shorter side (>= 48 px: below it no model sees anatomy), the aspect ratio (a
    chest film is at most ~2.5 : 1 even when cropped), colour (a radiograph saved as RGB is gray:
    chroma ~0; a photograph is not), and a blank or saturated image (almost no contrast);
-3. a score from a tiny CNN (:class:`GateNet`, ~25 k weights) over the 64 x 64 thumbnail, as shown and
+3. a score from a small CNN (:class:`GateNet`, ~94 k weights) over the 64 x 64 thumbnail, as shown and
    contrast-normalised: at that size a chest film is its intensity layout (dark lung fields either
    side of a bright mediastinum, diaphragm and abdomen below, shoulders above), which photographs,
    pages, CT / MR slices, noise and crops of a film do not have. Hand-made statistics of the same
@@ -23,7 +23,9 @@ It is built from statistics one can read, checked in this order:
    (:mod:`crrg.image.gate_examples`, :mod:`crrg.image.gate_synthetic`) and real / synthetic films, the
    threshold chosen on that half (out-of-fold scores of a cross-validation, or the 0.5th percentile of
    the fit films' scores where the former would refuse real films; the file's ``note`` says which),
-   and reported on the other half (benchmarks/results/gate.md). Known gap: drawn abdomen films pass.
+   and reported on the other half (benchmarks/results/gate.md). 0.9.0's 25 k-weight net let drawn
+   abdomen films (a bright spine between dark gas and bright iliac wings) through: a wider net, more
+   draws of the other-body-part films and hard-example mining in the fit closed that gap.
 
 ``check_chest_radiograph(image, info=None)`` is the gate; ``load_radiograph(path)`` decodes and gates.
 Research use on other images: ``load_radiograph(..., gate=False)`` (the service's ``decode_upload(gate=False)``),
@@ -158,10 +160,11 @@ def _thumb_channels(thumb: np.ndarray) -> np.ndarray:
 
 
 class GateNet:
-    """A tiny CNN over the 64 x 64 thumbnail (four 3 x 3 conv + pool stages, then average and max pooled
-    features into one logit). Weights: ``gate_weights.safetensors`` (tensors ``w0`` ... ``w9``)."""
+    """A small CNN over the 64 x 64 thumbnail (four 3 x 3 conv + pool stages, then average and max pooled
+    features into one logit; ~94 k weights, ~3 ms on one core). Weights: ``gate_weights.safetensors``
+    (tensors ``w0`` ... ``w9``)."""
 
-    CHANNELS = (2, 16, 24, 32, 48)
+    CHANNELS = (2, 24, 48, 64, 96)
 
     @staticmethod
     def shapes() -> list[tuple[int, ...]]:
