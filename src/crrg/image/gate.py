@@ -26,6 +26,9 @@ It is built from statistics one can read, checked in this order:
    and reported on the other half (benchmarks/results/gate.md). 0.9.0's 25 k-weight net let drawn
    abdomen films (a bright spine between dark gas and bright iliac wings) through: a wider net, more
    draws of the other-body-part films and hard-example mining in the fit closed that gap.
+   A film refused upright is scored once more with its gray levels inverted: a chest film stored
+   the other way round (a MONOCHROME1 / MONOCHROME2 mix-up) is accepted when that score is near
+   certain (:data:`INVERTED_MIN_SCORE`), with a logged warning and ``GateResult.inverted``.
 
 ``check_chest_radiograph(image, info=None)`` is the gate; ``load_radiograph(path)`` decodes and gates.
 Research use on other images: ``load_radiograph(..., gate=False)`` (the service's ``decode_upload(gate=False)``),
@@ -35,6 +38,7 @@ at the user's own risk; a CT or MR DICOM is refused even then.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -49,6 +53,11 @@ from crrg.image.loading import (
     load_image_with_info,
 )
 
+log = logging.getLogger(__name__)
+# an image refused upright is accepted as an inverted chest film only at this score or above: inverted,
+# a gray photo or CT slice can score like a film (up to .87 over the generated negatives of one seed),
+# an inverted film scores ~1.0; fixed in advance, not fitted
+INVERTED_MIN_SCORE = 0.99
 RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG"})
 THUMB = 64
 WEIGHTS_FILE = Path(__file__).with_name("gate_weights.safetensors")
@@ -74,6 +83,7 @@ class GateResult:
     accepted: bool
     reason: str  # empty when accepted
     score: float  # the CNN's score (probability of a chest radiograph); nan when a hard rule refused
+    inverted: bool = False  # accepted only with its gray levels inverted (score is then that one)
 
 
 def check_chest_radiograph(image: np.ndarray, info: ImageInfo | None = None, source: str = "image",
@@ -90,9 +100,17 @@ def assess(image: np.ndarray, info: ImageInfo | None = None, config: GateConfig 
     reason = _hard_rules(image, info, config)
     if reason:
         return GateResult(False, reason, float("nan"))
-    score = radiograph_score(thumbnail(image))
+    thumb = thumbnail(image)
+    score = radiograph_score(thumb)
     threshold = gate_weights().threshold
     if score < threshold:
+        # a chest film with its gray levels the other way round (a MONOCHROME1 / MONOCHROME2 mix-up in
+        # the file, a negative exported from a viewer) is still a chest film; it is accepted, and said
+        inverted = radiograph_score(1.0 - thumb)
+        if inverted >= INVERTED_MIN_SCORE:
+            log.warning("the image looks like a chest film with inverted gray levels (score %.2f, %.2f "
+                        "inverted): check its photometric interpretation", score, inverted)
+            return GateResult(True, "", inverted, inverted=True)
         return GateResult(False, f"it does not look like a chest film (score {score:.2f} < "
                           f"{threshold:.2f}: a photograph, document, CT/MR slice, noise or a crop?)", score)
     return GateResult(True, "", score)
