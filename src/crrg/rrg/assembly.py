@@ -160,7 +160,7 @@ def remove_restatements(sentences: list[RegionSentence]) -> list[RegionSentence]
     twice, with a laterality the report cannot have both ways); right and left stay distinct.
     Sentences that state no CheXpert observation are left to :func:`remove_repeats`.
 
-    A sentence that only negates is also dropped when a later kept sentence negates all it does and
+    A sentence that only negates is also dropped when another kept sentence negates all it does and
     more ("No pneumothorax." before "No pleural effusion or pneumothorax."): the longer negation says
     it all, and a negation has no size or side that the shorter one could add.
     """
@@ -186,14 +186,10 @@ def remove_restatements(sentences: list[RegionSentence]) -> list[RegionSentence]
 
 
 def _without_narrower_negations(sentences: list[RegionSentence]) -> list[RegionSentence]:
+    """``sentences`` less each that only negates, and negates less than another of them does."""
     claims = [stated_findings(s.text) for s in sentences]
-    negative = [bool(c) and all(value == 0 for _, value, _ in c) for c in claims]
-    out = []
-    for i, s in enumerate(sentences):
-        wider = next((j for j in range(len(sentences)) if j != i and negative[i] and claims[i] < claims[j]), None)
-        if wider is None:
-            out.append(s)
-    return out
+    return [s for s, own in zip(sentences, claims)
+            if not (own and all(value == 0 for _, value, _ in own) and any(own < other for other in claims))]
 
 
 _BOTH_SIDES = {"bilateral", "bibasilar", "both"}
