@@ -284,16 +284,22 @@ def output_lock(out_path: Path):
         handle.close()
 
 
+def _study(job: StudyJob, images: list) -> StudyInput:
+    return StudyInput(images=images, views=job.views, indication=job.indication, id=job.id)
+
+
+def _line(job: StudyJob, report) -> dict:
+    """The output line of a written report."""
+    return {"id": job.id, "images": job.paths, "views": job.views, **report.to_dict()}
+
+
 def _report_lines(generator, pending: list[tuple[StudyJob, list]], options: dict) -> list[tuple[dict, str | None]]:
     """The output lines of several decoded studies: one batched call when the generator has
     ``generate_many``; if that call fails, each study alone, so one bad study costs only itself."""
     if len(pending) > 1 and hasattr(generator, "generate_many"):
-        studies = [StudyInput(images=images, views=job.views, indication=job.indication, id=job.id)
-                   for job, images in pending]
         try:
-            reports = generator.generate_many(studies, options)
-            return [({"id": job.id, "images": job.paths, "views": job.views, **report.to_dict()}, None)
-                    for (job, _), report in zip(pending, reports)]
+            reports = generator.generate_many([_study(job, images) for job, images in pending], options)
+            return [(_line(job, report), None) for (job, _), report in zip(pending, reports)]
         except Exception:  # noqa: BLE001 - retried one by one below, where the error is recorded per study
             log.info("batched generation failed; generating the %d studies one by one", len(pending))
     return [_report_line(generator, job, images, options) for job, images in pending]
@@ -301,13 +307,13 @@ def _report_lines(generator, pending: list[tuple[StudyJob, list]], options: dict
 
 def _report_line(generator, job: StudyJob, images: list, options: dict) -> tuple[dict, str | None]:
     """The output line of one decoded study, and its error (None when it was written)."""
-    study = StudyInput(images=images, views=job.views, indication=job.indication, id=job.id)
+    study = _study(job, images)
     try:
         if hasattr(generator, "generate"):
             report = generator.generate(study, options)
         else:
             report = generator.generate_report(study, **options)
-        return {"id": job.id, "images": job.paths, "views": job.views, **report.to_dict()}, None
+        return _line(job, report), None
     except CrrgError as exc:
         error = str(exc)
     except Exception as exc:  # a model bug on one odd image must cost one study, not the batch
