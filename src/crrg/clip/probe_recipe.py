@@ -175,16 +175,23 @@ def load_domains(recipe: ProbeRecipe, cache: FeatureCache) -> dict[str, Domain]:
     return domains
 
 
-def mean_auc(targets: np.ndarray, mask: np.ndarray, scores: np.ndarray) -> float:
-    """Mean ROC AUC over the labels with both classes among their known rows."""
+def both_classes(target: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether one label's known rows hold positives and negatives (else it has no AUC)."""
+    y = target[mask > 0] > 0.5
+    return bool(0 < y.sum() < len(y))
+
+
+def label_auc(target: np.ndarray, mask: np.ndarray, score: np.ndarray) -> float | None:
+    """ROC AUC of one label over its known rows; None without :func:`both_classes`."""
     from sklearn.metrics import roc_auc_score
 
-    aucs = []
-    for j in range(targets.shape[1]):
-        rows = mask[:, j] > 0
-        y = targets[rows, j] > 0.5
-        if 0 < y.sum() < len(y):
-            aucs.append(roc_auc_score(y, scores[rows, j]))
+    rows = mask > 0
+    return float(roc_auc_score(target[rows] > 0.5, score[rows])) if both_classes(target, mask) else None
+
+
+def mean_auc(targets: np.ndarray, mask: np.ndarray, scores: np.ndarray) -> float:
+    """Mean ROC AUC over the labels with both classes among their known rows."""
+    aucs = [a for j in range(targets.shape[1]) if (a := label_auc(targets[:, j], mask[:, j], scores[:, j])) is not None]
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
@@ -297,8 +304,8 @@ def train_fused(recipe: ProbeRecipe, domains: dict[str, Domain]) -> ProbeResult:
     mu_s, sd_s = syn.mean(0), syn.std(0) + 1e-6
     z_oof, z_syn = (oof - mu_n) / sd_n, (syn - mu_s) / sd_s
     alphas = [float(a) for a in recipe.fusion_alphas]
-    known = [j for j in range(y.shape[1]) if m[:, j].any() and 0 < y[m[:, j] > 0, j].sum() < (m[:, j] > 0).sum()]
-    table = np.array([[_auc_1d(y[:, j], m[:, j], a * z_oof[:, j] + (1 - a) * z_syn[:, j]) for j in known] for a in alphas])
+    known = [j for j in range(y.shape[1]) if both_classes(y[:, j], m[:, j])]
+    table = np.array([[label_auc(y[:, j], m[:, j], a * z_oof[:, j] + (1 - a) * z_syn[:, j]) for j in known] for a in alphas])
     if recipe.fusion == "global":
         chosen = {j: alphas[int(np.argmax(table.mean(1)))] for j in known}
     else:
@@ -323,7 +330,7 @@ def train_fused(recipe: ProbeRecipe, domains: dict[str, Domain]) -> ProbeResult:
     nih_thr = choose_thresholds(y, fused_oof, recipe.labels, m)
     for j in chosen:
         thresholds[recipe.labels[j]] = float(nih_thr[recipe.labels[j]])
-    fused_sel = float(np.mean([_auc_1d(y[:, j], m[:, j], fused_oof[:, j]) for j in known]))
+    fused_sel = float(np.mean([label_auc(y[:, j], m[:, j], fused_oof[:, j]) for j in known]))
     log.info("NIH-only heads: C by NIH train cross-validation %s; fused out-of-fold mean AUC %.4f",
              {c: round(a, 4) for (c, _), a in selection.items()}, fused_sel)
     return ProbeResult(heads, synth.real_standardiser, synth.synth_standardiser, c_nih, thresholds, {(c_nih, 1.0): fused_sel})
@@ -332,10 +339,3 @@ def train_fused(recipe: ProbeRecipe, domains: dict[str, Domain]) -> ProbeResult:
 def train_recipe(recipe: ProbeRecipe, domains: dict[str, Domain]) -> ProbeResult:
     """The recipe's heads: fused synthetic and NIH heads when ``recipe.fusion`` asks, else :func:`train_probe`."""
     return train_fused(recipe, domains) if recipe.fusion != "off" else train_probe(recipe, domains)
-
-
-def _auc_1d(y: np.ndarray, m: np.ndarray, s: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    rows = m > 0
-    return float(roc_auc_score(y[rows] > 0.5, s[rows]))
