@@ -54,15 +54,20 @@ def features_of(classifier, paths: list[str], batch: int = 64) -> np.ndarray:
     return np.concatenate(chunks)
 
 
-def fit_model_folder(folder: str | Path, manifest: str, fit_split: str = "train", val_split: str = "val",
-                     k: int | None = None, percentile: float = 99.0, limit: int | None = None) -> FeatureStats:
+def folder_tower(folder: Path):
+    """The module whose image tower a model folder's statistics describe (:func:`classifier_of`)."""
     from crrg.models.registry import load_pretrained
 
-    folder = Path(folder)
-    model = load_pretrained(str(folder))
-    classifier = classifier_of(model)
+    classifier = classifier_of(load_pretrained(str(folder)))
     if classifier is None:
         raise ConfigError(f"{folder} has no image tower (an attached classifier) to fit OOD statistics for")
+    return classifier
+
+
+def fit_model_folder(folder: str | Path, manifest: str, fit_split: str = "train", val_split: str = "val",
+                     k: int | None = None, percentile: float = 99.0, limit: int | None = None) -> FeatureStats:
+    folder = Path(folder)
+    classifier = folder_tower(folder)
     fit_paths, val_paths = frontal_paths(manifest, fit_split, limit), frontal_paths(manifest, val_split)
     log.info("OOD statistics: %d %s films to fit, %d %s films to calibrate", len(fit_paths), fit_split,
              len(val_paths), val_split)
@@ -82,11 +87,11 @@ def fit_model_folder(folder: str | Path, manifest: str, fit_split: str = "train"
     return stats
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
-
-
 def real_film_paths(sources: list[str]) -> list[str]:
-    """The films named by ``sources`` (folders, manifests, path lists), in a stable order."""
+    """The films named by ``sources`` (folders, manifests, path lists), in a stable order; a folder's
+    films are its files a batch report would read (:data:`crrg.inference.batch.IMAGE_SUFFIXES`)."""
+    from crrg.inference.batch import IMAGE_SUFFIXES
+
     paths: list[str] = []
     for source in sources:
         src = Path(source)
@@ -106,14 +111,13 @@ def real_film_paths(sources: list[str]) -> list[str]:
 def fit_domain(folder: str | Path, manifest: str, real: list[str], fit_split: str = "train", c: float = 0.1,
                limit: int | None = None) -> FeatureStats:
     """Fit the folder's synthetic-vs-real discriminant and store it with its OOD statistics."""
-    from crrg.models.registry import load_pretrained
     from crrg.ood.domain import DomainDiscriminant
 
     folder = Path(folder)
     stats = FeatureStats.load(folder)
     if stats is None:
         raise ConfigError(f"{folder} has no {OOD_FILE}: fit the OOD statistics first (`python -m crrg.ood fit`)")
-    classifier = classifier_of(load_pretrained(str(folder)))
+    classifier = folder_tower(folder)
     synthetic_paths, real_paths = frontal_paths(manifest, fit_split, limit), real_film_paths(real)
     log.info("domain discriminant: %d synthetic %s films against %d real films", len(synthetic_paths),
              fit_split, len(real_paths))
