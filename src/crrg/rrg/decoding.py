@@ -307,7 +307,8 @@ def decode_studies(model, studies: list[StudyInput], options: DecodingOptions, s
         t = time.perf_counter()
         report = assemble(model, analysis, w, t_texts, options)
         assemble_s = time.perf_counter() - t
-        report.timings_ms = timings(enc, write_s, assemble_s) if len(studies) > 1 else \
-            timings(enc, write_s, assemble_s, time.perf_counter() - start)
+        # one study: its total is the wall time (planning included); several: the sum of its shares
+        total = time.perf_counter() - start if len(studies) == 1 else None
+        report.timings_ms = timings(enc, write_s, assemble_s, total)
         reports.append(report)
     return reports
